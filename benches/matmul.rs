@@ -1,0 +1,73 @@
+//! Tensor `matmul` against a direct `matrixmultiply::sgemm` call on the same shapes.
+//!
+//! Throughput is reported in elements/s where one "element" is one floating-point operation
+//! (2·m·k·n per product), so criterion's `Gelem/s` column reads as GFLOP/s.
+//!
+//! ```text
+//! RAYON_NUM_THREADS=1 cargo bench --bench matmul
+//! ```
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::hint::black_box;
+use unroll::tensor::{Rng, Tensor};
+
+/// (name, m, k, n): square sizes, then the RNN shapes `[B, H] x [H, 4H]`.
+fn shapes() -> Vec<(String, usize, usize, usize)> {
+    let mut v: Vec<_> = [64, 128, 256, 512, 1024]
+        .iter()
+        .map(|&s| (format!("square_{s}"), s, s, s))
+        .collect();
+    for (b, h) in [(16, 64), (32, 256), (64, 512)] {
+        v.push((format!("rnn_B{b}_H{h}"), b, h, 4 * h));
+    }
+    v
+}
+
+fn bench_matmul(c: &mut Criterion) {
+    let mut group = c.benchmark_group("matmul");
+    let mut rng = Rng::seed_from_u64(0);
+    for (name, m, k, n) in shapes() {
+        let a = Tensor::<f32>::rand_uniform(&[m, k], -1.0, 1.0, &mut rng);
+        let b = Tensor::<f32>::rand_uniform(&[k, n], -1.0, 1.0, &mut rng);
+        group.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        if m >= 512 {
+            group.sample_size(20);
+        } else {
+            group.sample_size(60);
+        }
+        group.bench_with_input(BenchmarkId::new("tensor", &name), &(), |bench, _| {
+            bench.iter(|| black_box(a.matmul(black_box(&b))))
+        });
+        let (a_s, b_s) = (a.to_vec(), b.to_vec());
+        let mut c_s = vec![0.0f32; m * n];
+        group.bench_with_input(BenchmarkId::new("sgemm", &name), &(), |bench, _| {
+            bench.iter(|| {
+                // SAFETY: a_s is m×k, b_s is k×n, c_s is m×n, all row-major with the strides
+                // passed, and c_s is borrowed mutably so it aliases neither input.
+                unsafe {
+                    matrixmultiply::sgemm(
+                        m,
+                        k,
+                        n,
+                        1.0,
+                        a_s.as_ptr(),
+                        k as isize,
+                        1,
+                        b_s.as_ptr(),
+                        n as isize,
+                        1,
+                        0.0,
+                        c_s.as_mut_ptr(),
+                        n as isize,
+                        1,
+                    )
+                };
+                black_box(&c_s);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_matmul);
+criterion_main!(benches);

@@ -1,0 +1,38 @@
+//! The ops, one file per family. Each op returns a new contiguous tensor.
+
+pub mod elementwise;
+pub mod matmul;
+pub mod reduce;
+pub mod softmax;
+pub mod structure;
+
+use rayon::prelude::*;
+
+/// Below this many elements of work an op runs on the calling thread: rayon's fork/join costs
+/// a few microseconds, more than a small op takes.
+pub(crate) const PARALLEL_THRESHOLD: usize = 1 << 15;
+
+/// Work per rayon task once an op is parallel. It depends only on the op's size, never on the
+/// number of threads, so results are bit-identical whatever `RAYON_NUM_THREADS` is.
+const CHUNK_WORK: usize = 1 << 13;
+
+/// Builds a vector of `n` outputs, handing `fill_chunk(chunk, start)` consecutive pieces of it
+/// (`start` is the index of the chunk's first element). `work_per_item` is how many input
+/// elements one output reads; large jobs are split across rayon threads.
+pub(crate) fn fill<U, F>(n: usize, work_per_item: usize, fill_chunk: F) -> Vec<U>
+where
+    U: Copy + Default + Send,
+    F: Fn(&mut [U], usize) + Sync,
+{
+    let mut out = vec![U::default(); n];
+    let work = n.saturating_mul(work_per_item.max(1));
+    if work < PARALLEL_THRESHOLD || n < 2 {
+        fill_chunk(&mut out, 0);
+    } else {
+        let chunk = (CHUNK_WORK / work_per_item.max(1)).max(1);
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, piece)| fill_chunk(piece, i * chunk));
+    }
+    out
+}
