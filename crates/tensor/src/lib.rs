@@ -39,5 +39,5 @@ pub use element::{DType, Element, Float};
 pub use error::ShapeError;
 pub use ops::elementwise::sigmoid;
 pub use random::Rng;
-pub use shape::{broadcast_shapes, contiguous_strides, numel, Dim};
+pub use shape::{broadcast_shapes, contiguous_strides, numel, resolve_dim, Dim};
 pub use tensor::Tensor;

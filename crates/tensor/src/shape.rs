@@ -26,8 +26,11 @@ impl Dim for i32 {
 }
 
 /// Resolves `dim` (possibly negative) against `rank`, or panics naming `op`.
+///
+/// # Panics
+/// If `dim` is out of range.
 #[track_caller]
-pub(crate) fn resolve_dim<D: Dim>(op: &str, dim: D, rank: usize) -> usize {
+pub fn resolve_dim<D: Dim>(op: &str, dim: D, rank: usize) -> usize {
     let d = dim.as_isize();
     let resolved = if d < 0 { d + rank as isize } else { d };
     if resolved < 0 || resolved >= rank as isize {

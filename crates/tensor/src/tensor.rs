@@ -564,3 +564,15 @@ impl Iterator for StridedIter<'_> {
         Some(current)
     }
 }
+
+/// Two tensors are equal when their shapes and elements are (NaN equals nothing, as for
+/// floats); strides and storage do not matter.
+impl<T: Element> PartialEq for Tensor<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.shape == other.shape
+            && self
+                .offsets()
+                .zip(other.offsets())
+                .all(|(i, j)| self.data[i] == other.data[j])
+    }
+}

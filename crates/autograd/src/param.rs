@@ -1,0 +1,163 @@
+//! [`Param`]: a trainable tensor that outlives the tapes. Each training step builds a new
+//! tape; a parameter enters it as a leaf the first time an op uses it, and `backward` adds
+//! the gradient to the parameter's `grad`, where clipping and optimizers find it.
+
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use tensor::{Float, Tensor};
+
+struct ParamData<T: Float> {
+    name: String,
+    value: Tensor<T>,
+    grad: Option<Tensor<T>>,
+    requires_grad: bool,
+}
+
+/// A trainable tensor with a name and an accumulated gradient. Cloning gives another handle to
+/// the same parameter (as a model and its optimizer both hold it).
+///
+/// ```
+/// use autograd::{Param, Tape};
+/// use tensor::Tensor;
+///
+/// let w = Param::new("w", Tensor::<f64>::from_vec(vec![2.0], &[1]));
+/// for _ in 0..2 {
+///     let tape = Tape::new();
+///     let x = tape.constant(Tensor::from_vec(vec![3.0], &[1]));
+///     let loss = (&x * &w).sum_all(); // d loss / dw = x = 3
+///     loss.backward();
+/// }
+/// assert_eq!(w.grad().unwrap().to_vec(), vec![6.0]); // accumulated over two steps
+/// w.zero_grad();
+/// assert!(w.grad().is_none());
+/// ```
+pub struct Param<T: Float> {
+    data: Arc<RwLock<ParamData<T>>>,
+}
+
+impl<T: Float> Clone for Param<T> {
+    fn clone(&self) -> Self {
+        Param {
+            data: self.data.clone(),
+        }
+    }
+}
+
+impl<T: Float> std::fmt::Debug for Param<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Param '{}' {}", self.name(), self.value())
+    }
+}
+
+impl<T: Float> Param<T> {
+    /// A parameter called `name` (PyTorch-style, e.g. `weight_ih_l0`) holding `value`.
+    pub fn new(name: impl Into<String>, value: Tensor<T>) -> Self {
+        Param {
+            data: Arc::new(RwLock::new(ParamData {
+                name: name.into(),
+                value: value.contiguous(),
+                grad: None,
+                requires_grad: true,
+            })),
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, ParamData<T>> {
+        self.data.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, ParamData<T>> {
+        self.data.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The name.
+    pub fn name(&self) -> String {
+        self.read().name.clone()
+    }
+
+    /// Renames the parameter (models prefix their children's names: `encoder.weight_ih_l0`).
+    pub fn set_name(&self, name: impl Into<String>) {
+        self.write().name = name.into();
+    }
+
+    /// The current value (a cheap handle to the same storage).
+    pub fn value(&self) -> Tensor<T> {
+        self.read().value.clone()
+    }
+
+    /// The value's shape.
+    pub fn shape(&self) -> Vec<usize> {
+        self.read().value.shape().to_vec()
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.read().value.numel()
+    }
+
+    /// Replaces the value.
+    ///
+    /// # Panics
+    /// If the new value's shape differs.
+    #[track_caller]
+    pub fn set_value(&self, value: Tensor<T>) {
+        let mut d = self.write();
+        if value.shape() != d.value.shape() {
+            panic!(
+                "set_value: parameter '{}' has shape {:?}, the new value has shape {:?}",
+                d.name,
+                d.value.shape(),
+                value.shape()
+            );
+        }
+        d.value = value.contiguous();
+    }
+
+    /// Changes the value in place (copy-on-write if a tape still holds the old value).
+    pub fn update(&self, f: impl FnOnce(&mut [T])) {
+        f(self.write().value.as_mut_slice());
+    }
+
+    /// The accumulated gradient, `None` until a `backward` reaches this parameter (or after
+    /// [`zero_grad`](Self::zero_grad)).
+    pub fn grad(&self) -> Option<Tensor<T>> {
+        self.read().grad.clone()
+    }
+
+    /// Replaces the gradient (clipping uses this).
+    pub fn set_grad(&self, grad: Option<Tensor<T>>) {
+        self.write().grad = grad;
+    }
+
+    /// Forgets the gradient (PyTorch's `zero_grad(set_to_none=True)`).
+    pub fn zero_grad(&self) {
+        self.write().grad = None;
+    }
+
+    /// Whether tapes record this parameter (freezing it makes it a constant).
+    pub fn requires_grad(&self) -> bool {
+        self.read().requires_grad
+    }
+
+    /// Freezes (`false`) or unfreezes the parameter.
+    pub fn set_requires_grad(&self, on: bool) {
+        self.write().requires_grad = on;
+    }
+
+    /// `true` if both handles are the same parameter.
+    pub fn same(&self, other: &Param<T>) -> bool {
+        Arc::ptr_eq(&self.data, &other.data)
+    }
+
+    pub(crate) fn key(&self) -> usize {
+        Arc::as_ptr(&self.data) as usize
+    }
+
+    pub(crate) fn accumulate_grad(&self, g: &Tensor<T>) {
+        let mut d = self.write();
+        d.grad = Some(match d.grad.take() {
+            Some(acc) => &acc + g,
+            None => g.clone(),
+        });
+    }
+}

@@ -1,0 +1,405 @@
+//! The tape: a Wengert list of the ops a computation ran, and `backward`, which walks it in
+//! reverse.
+//!
+//! Each differentiable op appends one [`Node`]: its name, the ids of its inputs, its output's
+//! shape, and its backward rule — a closure that turns the gradient of the op's output into the
+//! gradients of its inputs. Nodes are appended in the order ops run, so an op's inputs always
+//! come before it, and walking the list backwards visits every node after all its consumers.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use tensor::{Float, Tensor};
+
+use crate::param::Param;
+use crate::var::Var;
+
+/// The backward rule of a node: given the gradient of its output, the gradient of each input
+/// (`None` for an input that needs none).
+pub type BackwardFn<T> = Box<dyn Fn(&Tensor<T>) -> Vec<Option<Tensor<T>>>>;
+
+/// One recorded op.
+pub(crate) struct Node<T: Float> {
+    pub op: &'static str,
+    /// The node id of each input, `None` for inputs that were not recorded (constants).
+    pub inputs: Vec<Option<usize>>,
+    pub shape: Vec<usize>,
+    /// `None` for leaves.
+    pub backward: Option<BackwardFn<T>>,
+    /// Keep this node's gradient in the result of `backward` (leaves, and `retain_grad`).
+    pub retain: bool,
+    /// The parameter this leaf stands for.
+    pub param: Option<Param<T>>,
+}
+
+pub(crate) struct TapeInner<T: Float> {
+    pub nodes: RefCell<Vec<Node<T>>>,
+    grad_enabled: Cell<bool>,
+    anomaly: Cell<bool>,
+    /// Each parameter enters a tape once: its address → its leaf's node id.
+    param_nodes: RefCell<HashMap<usize, usize>>,
+}
+
+/// A tape that records differentiable ops. Cheap to clone (a shared handle).
+///
+/// Build a new tape for every training step; [`Param`]s hold the weights across steps.
+///
+/// ```
+/// use autograd::Tape;
+/// use tensor::Tensor;
+///
+/// let tape = Tape::<f64>::new();
+/// let x = tape.var(Tensor::from_vec(vec![0.5, -1.0], &[2]));
+/// let y = (&x * &x).tanh().sum_all(); // y = Σ tanh(x²)
+/// let grads = y.backward();
+/// // dy/dx = (1 − tanh²(x²)) · 2x
+/// let expected: Vec<f64> = [0.5f64, -1.0].iter()
+///     .map(|&v| (1.0 - (v * v).tanh().powi(2)) * 2.0 * v).collect();
+/// assert_eq!(grads.wrt(&x).to_vec(), expected);
+/// assert_eq!(tape.len(), 4); // x, mul, tanh, sum_all
+/// ```
+pub struct Tape<T: Float> {
+    pub(crate) inner: Rc<TapeInner<T>>,
+}
+
+impl<T: Float> Clone for Tape<T> {
+    fn clone(&self) -> Self {
+        Tape {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T: Float> Default for Tape<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What introspection shows of one node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeInfo {
+    /// Position on the tape (the variable's id).
+    pub index: usize,
+    /// The op's name, equal to its method name (`"matmul"`, `"tanh"`), or `"leaf"`/`"param"`.
+    pub op: &'static str,
+    /// Shape of the op's output.
+    pub shape: Vec<usize>,
+    /// Ids of the recorded inputs.
+    pub inputs: Vec<usize>,
+    /// The parameter's name, for parameter leaves.
+    pub param_name: Option<String>,
+}
+
+impl<T: Float> Tape<T> {
+    /// An empty tape, recording.
+    pub fn new() -> Self {
+        Tape {
+            inner: Rc::new(TapeInner {
+                nodes: RefCell::new(Vec::new()),
+                grad_enabled: Cell::new(true),
+                anomaly: Cell::new(false),
+                param_nodes: RefCell::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// A leaf variable whose gradient `backward` will report.
+    pub fn var(&self, value: Tensor<T>) -> Var<T> {
+        if !self.grad_enabled() {
+            return self.constant(value);
+        }
+        let id = self.push(Node {
+            op: "leaf",
+            inputs: vec![],
+            shape: value.shape().to_vec(),
+            backward: None,
+            retain: true,
+            param: None,
+        });
+        Var::new(self.clone(), value, Some(id))
+    }
+
+    /// A constant: no gradient flows into it and nothing is recorded.
+    pub fn constant(&self, value: Tensor<T>) -> Var<T> {
+        Var::new(self.clone(), value, None)
+    }
+
+    /// The variable standing for `param` on this tape: a leaf, created on first use, whose
+    /// gradient `backward` adds to the parameter's `grad`. In no-grad mode, a constant.
+    pub fn param(&self, param: &Param<T>) -> Var<T> {
+        if !self.grad_enabled() || !param.requires_grad() {
+            return self.constant(param.value());
+        }
+        let key = param.key();
+        if let Some(&id) = self.inner.param_nodes.borrow().get(&key) {
+            return Var::new(self.clone(), param.value(), Some(id));
+        }
+        let value = param.value();
+        let id = self.push(Node {
+            op: "param",
+            inputs: vec![],
+            shape: value.shape().to_vec(),
+            backward: None,
+            retain: true,
+            param: Some(param.clone()),
+        });
+        self.inner.param_nodes.borrow_mut().insert(key, id);
+        Var::new(self.clone(), value, Some(id))
+    }
+
+    /// Records an op: its output `value`, its inputs, and its backward rule, which must return
+    /// one entry per input. If no input is recorded, or recording is off, nothing is added and
+    /// the result is a constant. This is the custom-op API; see [`Var::custom_op`] for the
+    /// usual entry point.
+    ///
+    /// # Panics
+    /// If the inputs belong to another tape.
+    #[track_caller]
+    pub fn record(
+        &self,
+        op: &'static str,
+        inputs: &[&Var<T>],
+        value: Tensor<T>,
+        backward: BackwardFn<T>,
+    ) -> Var<T> {
+        for v in inputs {
+            if !Rc::ptr_eq(&v.tape.inner, &self.inner) {
+                panic!(
+                    "{op}: variables from two different tapes were mixed; \
+                     all inputs of one computation must come from the same Tape"
+                );
+            }
+        }
+        if self.inner.anomaly.get() {
+            check_finite(&value, || {
+                format!(
+                    "anomaly: the forward of op '{op}' (node {}) produced NaN or Inf",
+                    self.len()
+                )
+            });
+        }
+        let ids: Vec<Option<usize>> = inputs.iter().map(|v| v.node).collect();
+        if !self.grad_enabled() || ids.iter().all(Option::is_none) {
+            return self.constant(value);
+        }
+        let id = self.push(Node {
+            op,
+            inputs: ids,
+            shape: value.shape().to_vec(),
+            backward: Some(backward),
+            retain: false,
+            param: None,
+        });
+        Var::new(self.clone(), value, Some(id))
+    }
+
+    fn push(&self, node: Node<T>) -> usize {
+        let mut nodes = self.inner.nodes.borrow_mut();
+        nodes.push(node);
+        nodes.len() - 1
+    }
+
+    /// Whether ops are being recorded (false inside [`no_grad`](Self::no_grad)).
+    pub fn grad_enabled(&self) -> bool {
+        self.inner.grad_enabled.get()
+    }
+
+    /// Runs `f` with recording off: every op's result is a constant and the tape does not
+    /// grow, so inference over a stream of any length uses constant memory.
+    ///
+    /// ```
+    /// use autograd::Tape;
+    /// use tensor::Tensor;
+    /// let tape = Tape::<f32>::new();
+    /// let w = tape.var(Tensor::ones(&[2, 2]));
+    /// let mut h = tape.constant(Tensor::ones(&[1, 2]));
+    /// tape.no_grad(|| {
+    ///     for _ in 0..1000 {
+    ///         h = h.matmul(&w).tanh();
+    ///     }
+    /// });
+    /// assert_eq!(tape.len(), 1); // only `w`
+    /// ```
+    pub fn no_grad<R>(&self, f: impl FnOnce() -> R) -> R {
+        let before = self.inner.grad_enabled.replace(false);
+        let _restore = RestoreOnDrop(&self.inner.grad_enabled, before);
+        f()
+    }
+
+    /// Turns anomaly detection on or off. When on, the first op whose forward output or
+    /// backward gradient contains NaN or Inf panics with the op's name and node index, like
+    /// `torch.autograd.detect_anomaly`.
+    pub fn set_anomaly_detection(&self, on: bool) {
+        self.inner.anomaly.set(on);
+    }
+
+    /// Number of recorded nodes (leaves included).
+    pub fn len(&self) -> usize {
+        self.inner.nodes.borrow().len()
+    }
+
+    /// `true` if nothing has been recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every node: index, op name, output shape and inputs.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        self.inner
+            .nodes
+            .borrow()
+            .iter()
+            .enumerate()
+            .map(|(index, n)| NodeInfo {
+                index,
+                op: n.op,
+                shape: n.shape.clone(),
+                inputs: n.inputs.iter().flatten().copied().collect(),
+                param_name: n.param.as_ref().map(|p| p.name()),
+            })
+            .collect()
+    }
+
+    pub(crate) fn same_tape(&self, other: &Tape<T>) -> bool {
+        Rc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    pub(crate) fn set_retain(&self, id: usize) {
+        self.inner.nodes.borrow_mut()[id].retain = true;
+    }
+
+    /// Reverse-mode sweep from node `root`, seeded with `seed`. Returns the gradient of every
+    /// retained node, and adds the gradients of parameter leaves to the parameters.
+    pub(crate) fn backward(&self, root: usize, seed: Tensor<T>) -> Vec<Option<Tensor<T>>> {
+        let nodes = self.inner.nodes.borrow();
+        let anomaly = self.inner.anomaly.get();
+        let mut pending: Vec<Option<Tensor<T>>> = vec![None; root + 1];
+        let mut kept: Vec<Option<Tensor<T>>> = vec![None; nodes.len()];
+        pending[root] = Some(seed);
+        for i in (0..=root).rev() {
+            let Some(grad) = pending[i].take() else {
+                continue;
+            };
+            let node = &nodes[i];
+            if let Some(backward) = &node.backward {
+                let input_grads = backward(&grad);
+                assert_eq!(
+                    input_grads.len(),
+                    node.inputs.len(),
+                    "{}: the backward rule returned {} gradients for {} inputs",
+                    node.op,
+                    input_grads.len(),
+                    node.inputs.len()
+                );
+                for (k, (input, g)) in node.inputs.iter().zip(input_grads).enumerate() {
+                    let (Some(j), Some(g)) = (*input, g) else {
+                        continue;
+                    };
+                    if g.shape() != nodes[j].shape.as_slice() {
+                        panic!(
+                            "{}: the backward rule gave input {k} a gradient of shape {:?}, \
+                             but that input has shape {:?}",
+                            node.op,
+                            g.shape(),
+                            nodes[j].shape
+                        );
+                    }
+                    if anomaly {
+                        check_finite(&g, || {
+                            format!(
+                                "anomaly: the backward of op '{}' (node {i}) produced NaN or \
+                                 Inf in the gradient of input {k} (node {j})",
+                                node.op
+                            )
+                        });
+                    }
+                    pending[j] = Some(match pending[j].take() {
+                        Some(acc) => &acc + &g, // fan-out: gradients add up
+                        None => g,
+                    });
+                }
+            }
+            if let Some(p) = &node.param {
+                p.accumulate_grad(&grad);
+            }
+            if node.retain {
+                kept[i] = Some(grad);
+            }
+        }
+        kept
+    }
+}
+
+#[track_caller]
+fn check_finite<T: Float>(t: &Tensor<T>, message: impl FnOnce() -> String) {
+    if t.to_vec().iter().any(|v| !v.is_finite()) {
+        panic!("{}", message());
+    }
+}
+
+struct RestoreOnDrop<'a>(&'a Cell<bool>, bool);
+
+impl Drop for RestoreOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.1);
+    }
+}
+
+/// The gradients computed by one [`Var::backward`].
+pub struct Gradients<T: Float> {
+    pub(crate) tape: Tape<T>,
+    pub(crate) grads: Vec<Option<Tensor<T>>>,
+}
+
+impl<T: Float> Gradients<T> {
+    /// The gradient of the loss with respect to `v`, or `None` if `v` is not a leaf or
+    /// retained variable on the loss's path.
+    pub fn get(&self, v: &Var<T>) -> Option<&Tensor<T>> {
+        if !self.tape.same_tape(&v.tape) {
+            return None;
+        }
+        v.node.and_then(|id| self.grads.get(id)?.as_ref())
+    }
+
+    /// The gradient of the loss with respect to `v`.
+    ///
+    /// # Panics
+    /// With a message saying why, if there is none: `v` is a constant (or was made in no-grad
+    /// mode), belongs to another tape, is an intermediate result without
+    /// [`retain_grad`](Var::retain_grad), or the loss does not depend on it.
+    #[track_caller]
+    pub fn wrt(&self, v: &Var<T>) -> &Tensor<T> {
+        if let Some(g) = self.get(v) {
+            return g;
+        }
+        let why = if !self.tape.same_tape(&v.tape) {
+            "it belongs to another tape than the loss".to_string()
+        } else {
+            match v.node {
+                None => "it is a constant (not recorded: made by `constant`, `detach`, or in \
+                         no-grad mode)"
+                    .to_string(),
+                Some(id) => {
+                    let nodes = self.tape.inner.nodes.borrow();
+                    let node = &nodes[id];
+                    if node.retain {
+                        format!(
+                            "node {id} ('{}') is not on the path from the loss: the loss does \
+                             not depend on it",
+                            node.op
+                        )
+                    } else {
+                        format!(
+                            "node {id} ('{}') is an intermediate result; call `retain_grad()` \
+                             on it before `backward` to keep its gradient",
+                            node.op
+                        )
+                    }
+                }
+            }
+        };
+        panic!("wrt: no gradient for this variable: {why}")
+    }
+}
