@@ -53,5 +53,5 @@ mod var;
 pub use clip::{clip_grad_norm, clip_grad_value};
 pub use gradcheck::{gradcheck, ElementCheck, GradCheck, GradcheckReport, Operand};
 pub use param::Param;
-pub use tape::{BackwardFn, Gradients, NodeInfo, Tape};
+pub use tape::{Gradients, NodeInfo, Tape};
 pub use var::{IntoVar, Var};

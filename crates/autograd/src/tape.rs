@@ -15,9 +15,23 @@ use tensor::{Float, Tensor};
 use crate::param::Param;
 use crate::var::Var;
 
+/// The gradient a backward rule sends to one input.
+pub(crate) enum Grad<T: Float> {
+    /// A gradient of the input's full shape.
+    Full(Tensor<T>),
+    /// A gradient for the slice `start..start + grad.dim(dim)` along `dim` of the input, zero
+    /// elsewhere. `narrow` and `select` send these, so unrolling T steps out of one sequence
+    /// costs O(T) in backward, not the O(T²) of padding every step's gradient with zeros.
+    Slice {
+        dim: usize,
+        start: usize,
+        grad: Tensor<T>,
+    },
+}
+
 /// The backward rule of a node: given the gradient of its output, the gradient of each input
 /// (`None` for an input that needs none).
-pub type BackwardFn<T> = Box<dyn Fn(&Tensor<T>) -> Vec<Option<Tensor<T>>>>;
+pub(crate) type BackwardFn<T> = Box<dyn Fn(&Tensor<T>) -> Vec<Option<Grad<T>>>>;
 
 /// One recorded op.
 pub(crate) struct Node<T: Float> {
@@ -151,13 +165,12 @@ impl<T: Float> Tape<T> {
 
     /// Records an op: its output `value`, its inputs, and its backward rule, which must return
     /// one entry per input. If no input is recorded, or recording is off, nothing is added and
-    /// the result is a constant. This is the custom-op API; see [`Var::custom_op`] for the
-    /// usual entry point.
+    /// the result is a constant. [`Var::custom_op`] is the public entry point.
     ///
     /// # Panics
     /// If the inputs belong to another tape.
     #[track_caller]
-    pub fn record(
+    pub(crate) fn record(
         &self,
         op: &'static str,
         inputs: &[&Var<T>],
@@ -297,17 +310,27 @@ impl<T: Float> Tape<T> {
                     let (Some(j), Some(g)) = (*input, g) else {
                         continue;
                     };
-                    if g.shape() != nodes[j].shape.as_slice() {
+                    let input_shape = &nodes[j].shape;
+                    let (fits, part) = match &g {
+                        Grad::Full(t) => (t.shape() == input_shape.as_slice(), t),
+                        Grad::Slice { dim, start, grad } => (
+                            grad.rank() == input_shape.len()
+                                && *dim < input_shape.len()
+                                && start + grad.shape()[*dim] <= input_shape[*dim],
+                            grad,
+                        ),
+                    };
+                    if !fits {
                         panic!(
                             "{}: the backward rule gave input {k} a gradient of shape {:?}, \
-                             but that input has shape {:?}",
+                             which does not fit that input's shape {:?}",
                             node.op,
-                            g.shape(),
-                            nodes[j].shape
+                            part.shape(),
+                            input_shape
                         );
                     }
                     if anomaly {
-                        check_finite(&g, || {
+                        check_finite(part, || {
                             format!(
                                 "anomaly: the backward of op '{}' (node {i}) produced NaN or \
                                  Inf in the gradient of input {k} (node {j})",
@@ -315,9 +338,15 @@ impl<T: Float> Tape<T> {
                             )
                         });
                     }
-                    pending[j] = Some(match pending[j].take() {
-                        Some(acc) => &acc + &g, // fan-out: gradients add up
-                        None => g,
+                    // Fan-out: gradients from several consumers add up.
+                    pending[j] = Some(match (pending[j].take(), g) {
+                        (None, Grad::Full(g)) => g,
+                        (Some(acc), Grad::Full(g)) => &acc + &g,
+                        (acc, Grad::Slice { dim, start, grad }) => {
+                            let mut acc = acc.unwrap_or_else(|| Tensor::zeros(input_shape));
+                            acc.narrow_add_assign(dim, start, &grad);
+                            acc
+                        }
                     });
                 }
             }

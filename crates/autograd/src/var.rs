@@ -6,7 +6,7 @@ use std::ops::{Add, Div, Mul, Neg, Sub};
 use tensor::{Float, Tensor};
 
 use crate::param::Param;
-use crate::tape::{Gradients, Tape};
+use crate::tape::{Grad, Gradients, Tape};
 
 /// A value on a [`Tape`]: a tensor plus, when it is recorded, the id of the node that made it.
 /// Cloning is cheap.
@@ -211,7 +211,35 @@ impl<T: Float> Var<T> {
             op,
             inputs,
             value,
-            Box::new(move |g| rules.iter().map(|r| r.as_ref().map(|r| r(g))).collect()),
+            Box::new(move |g| {
+                rules
+                    .iter()
+                    .map(|r| r.as_ref().map(|r| Grad::Full(r(g))))
+                    .collect()
+            }),
+        )
+    }
+
+    /// Records a one-input op whose backward sends the gradient into a slice of the input.
+    pub(crate) fn unary_slice(
+        &self,
+        op: &'static str,
+        value: Tensor<T>,
+        dim: usize,
+        start: usize,
+        rule: impl Fn(&Tensor<T>) -> Tensor<T> + 'static,
+    ) -> Var<T> {
+        self.tape.record(
+            op,
+            &[self],
+            value,
+            Box::new(move |g| {
+                vec![Some(Grad::Slice {
+                    dim,
+                    start,
+                    grad: rule(g),
+                })]
+            }),
         )
     }
 
@@ -249,7 +277,22 @@ impl<T: Float> Var<T> {
         let Some(first) = inputs.first() else {
             panic!("{op}: a custom op needs at least one input");
         };
-        first.tape.record(op, inputs, value, Box::new(backward))
+        let n = inputs.len();
+        first.tape.record(
+            op,
+            inputs,
+            value,
+            Box::new(move |g| {
+                let grads = backward(g);
+                assert_eq!(
+                    grads.len(),
+                    n,
+                    "{op}: the backward rule returned {} gradients for {n} inputs",
+                    grads.len()
+                );
+                grads.into_iter().map(|g| g.map(Grad::Full)).collect()
+            }),
+        )
     }
 
     pub(crate) fn lift(&self, other: impl IntoVar<T>) -> Var<T> {

@@ -1,18 +1,10 @@
 //! Views: ops that only rearrange elements. Their backward rearranges the gradient the
-//! opposite way; `narrow` and `select` place it into zeros of the input's shape.
+//! opposite way; `narrow` and `select` send it into their slice of the input, which the tape
+//! adds in place (zero elsewhere).
 
-use tensor::{resolve_dim, Dim, Float, Tensor};
+use tensor::{resolve_dim, Dim, Float};
 
 use crate::var::Var;
-
-/// `g` placed at `start..start + len` along `dim` inside zeros of length `full` there.
-pub(crate) fn embed<T: Float>(g: &Tensor<T>, dim: usize, start: usize, full: usize) -> Tensor<T> {
-    let mut before = g.shape().to_vec();
-    before[dim] = start;
-    let mut after = g.shape().to_vec();
-    after[dim] = full - start - g.shape()[dim];
-    Tensor::concat(&[&Tensor::zeros(&before), g, &Tensor::zeros(&after)], dim)
-}
 
 impl<T: Float> Var<T> {
     /// Number of dims.
@@ -71,9 +63,8 @@ impl<T: Float> Var<T> {
     #[track_caller]
     pub fn narrow<D: Dim>(&self, dim: D, start: usize, len: usize) -> Var<T> {
         let d = resolve_dim("narrow", dim, self.rank());
-        let full = self.shape()[d];
-        self.unary("narrow", self.value.narrow(d, start, len), move |g| {
-            embed(g, d, start, full)
+        self.unary_slice("narrow", self.value.narrow(d, start, len), d, start, |g| {
+            g.clone()
         })
     }
 
@@ -81,9 +72,8 @@ impl<T: Float> Var<T> {
     #[track_caller]
     pub fn select<D: Dim>(&self, dim: D, index: usize) -> Var<T> {
         let d = resolve_dim("select", dim, self.rank());
-        let full = self.shape()[d];
-        self.unary("select", self.value.select(d, index), move |g| {
-            embed(&g.unsqueeze(d), d, index, full)
+        self.unary_slice("select", self.value.select(d, index), d, index, move |g| {
+            g.unsqueeze(d)
         })
     }
 

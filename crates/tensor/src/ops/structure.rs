@@ -278,3 +278,54 @@ fn check_scatter_shapes<T: Element>(
         );
     }
 }
+
+impl<T: Float> Tensor<T> {
+    /// Adds `src` into the slice `start..start + src.dim(dim)` along `dim`, in place:
+    /// `self.narrow(dim, start, len) += src`. Copies first if the storage is shared (copy on
+    /// write), so no other tensor changes. This is how the gradient of a slice is accumulated
+    /// without building a full-size tensor of zeros around it.
+    ///
+    /// ```
+    /// use tensor::Tensor;
+    /// let mut acc = Tensor::<f32>::zeros(&[2, 4]);
+    /// acc.narrow_add_assign(1, 1, &Tensor::ones(&[2, 2]));
+    /// assert_eq!(acc.to_vec(), vec![0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0]);
+    /// ```
+    ///
+    /// # Panics
+    /// If `src` does not fit in `self` at that place.
+    #[track_caller]
+    pub fn narrow_add_assign<D: Dim>(&mut self, dim: D, start: usize, src: &Self) {
+        let d = resolve_dim("narrow_add_assign", dim, self.rank());
+        let fits = src.rank() == self.rank()
+            && (0..self.rank()).all(|i| {
+                if i == d {
+                    start + src.shape[i] <= self.shape[i]
+                } else {
+                    src.shape[i] == self.shape[i]
+                }
+            });
+        if !fits {
+            shape_panic(
+                "narrow_add_assign",
+                format_args!(
+                    "src {:?} does not fit into {:?} at {start} along dim {d}",
+                    src.shape, self.shape
+                ),
+            );
+        }
+        let strides = crate::shape::contiguous_strides(&self.shape);
+        let base = start * strides[d];
+        let src_values = src.to_vec();
+        let dst = self.as_mut_slice();
+        // Row-major over `src`: runs of `inner` elements are contiguous in both.
+        let inner = numel(&src.shape[d..]);
+        let outer_stride = if d == 0 { 0 } else { strides[d - 1] };
+        for (o, run) in src_values.chunks(inner.max(1)).enumerate() {
+            let at = base + o * outer_stride;
+            for (x, v) in dst[at..at + run.len()].iter_mut().zip(run) {
+                *x += *v;
+            }
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! The extension point: a recurrent cell is one time step, `(x_t, state_{t−1}) → state_t`.
+//!
+//! Implement [`Cell`] for your own struct and [`Layer`](crate::Layer) unrolls it over time,
+//! stacks it, runs it in both directions and over variable-length batches, and
+//! [`autograd::gradcheck`] checks its gradients — with no further code.
+
+use autograd::{Param, Tape, Var};
+use tensor::{Float, Tensor};
+
+/// A cell's recurrent state: one or more `[batch, hidden]` variables, the first of which is
+/// the hidden output `h_t`. Implemented for `Var<T>` (RNN, GRU) and `(Var<T>, Var<T>)`
+/// (LSTM's `(h, c)`).
+pub trait State<T: Float>: Clone {
+    /// The hidden output `h_t`, what the layer emits at each step.
+    fn hidden(&self) -> &Var<T>;
+    /// Every component, hidden first.
+    fn parts(&self) -> Vec<Var<T>>;
+    /// Rebuilds a state from [`parts`](Self::parts).
+    fn from_parts(parts: Vec<Var<T>>) -> Self;
+    /// Number of components.
+    fn num_parts() -> usize;
+}
+
+impl<T: Float> State<T> for Var<T> {
+    fn hidden(&self) -> &Var<T> {
+        self
+    }
+    fn parts(&self) -> Vec<Var<T>> {
+        vec![self.clone()]
+    }
+    fn from_parts(mut parts: Vec<Var<T>>) -> Self {
+        parts.swap_remove(0)
+    }
+    fn num_parts() -> usize {
+        1
+    }
+}
+
+impl<T: Float> State<T> for (Var<T>, Var<T>) {
+    fn hidden(&self) -> &Var<T> {
+        &self.0
+    }
+    fn parts(&self) -> Vec<Var<T>> {
+        vec![self.0.clone(), self.1.clone()]
+    }
+    fn from_parts(parts: Vec<Var<T>>) -> Self {
+        let mut it = parts.into_iter();
+        let h = it.next().expect("an (h, c) state has two parts");
+        let c = it.next().expect("an (h, c) state has two parts");
+        (h, c)
+    }
+    fn num_parts() -> usize {
+        2
+    }
+}
+
+/// One step of a recurrent network.
+///
+/// `step` is written with ordinary variable ops, so the tape differentiates it; parameters are
+/// [`Param`]s used directly in expressions (`x.linear(&self.w_ih, Some(&self.b_ih))`).
+pub trait Cell<T: Float> {
+    /// The recurrent state: `Var<T>` for a single hidden vector, `(Var<T>, Var<T>)` for (h, c).
+    type State: State<T>;
+
+    /// Size of the input `x_t`'s last dim.
+    fn input_size(&self) -> usize;
+
+    /// Size of the hidden state.
+    fn hidden_size(&self) -> usize;
+
+    /// One time step: `x_t` is `[batch, input_size]`, the state `[batch, hidden_size]` per part.
+    fn step(&self, x_t: &Var<T>, state: &Self::State) -> Self::State;
+
+    /// The cell's parameters with their local names (`weight_ih`, `bias_hh`, ...); layers add
+    /// the `_l{k}` and `_reverse` suffixes PyTorch uses.
+    fn params(&self) -> Vec<(String, Param<T>)>;
+
+    /// The state at t = 0 when none is given: zeros.
+    fn zero_state(&self, tape: &Tape<T>, batch: usize) -> Self::State {
+        let parts = (0..Self::State::num_parts())
+            .map(|_| tape.constant(Tensor::zeros(&[batch, self.hidden_size()])))
+            .collect();
+        Self::State::from_parts(parts)
+    }
+}

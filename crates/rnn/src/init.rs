@@ -1,0 +1,74 @@
+//! Parameter initialisation as PyTorch's recurrent layers do it.
+
+use autograd::Param;
+use tensor::{Float, Rng, Tensor};
+
+/// A parameter drawn from U(−1/√hidden, 1/√hidden), PyTorch's default for every weight and
+/// bias of `nn.RNN`, `nn.LSTM` and `nn.GRU` (and their cells).
+pub(crate) fn recurrent_uniform<T: Float>(
+    name: &str,
+    shape: &[usize],
+    hidden_size: usize,
+    rng: &mut Rng,
+) -> Param<T> {
+    let k = T::from_f64(1.0 / (hidden_size as f64).sqrt());
+    Param::new(name, Tensor::rand_uniform(shape, -k, k, rng))
+}
+
+/// Weights `weight_ih [gates·H, I]`, `weight_hh [gates·H, H]` and, if `bias`, `bias_ih`,
+/// `bias_hh [gates·H]`, in PyTorch's layout.
+pub(crate) struct GateParams<T: Float> {
+    pub w_ih: Param<T>,
+    pub w_hh: Param<T>,
+    pub b_ih: Option<Param<T>>,
+    pub b_hh: Option<Param<T>>,
+}
+
+impl<T: Float> GateParams<T> {
+    pub fn new(
+        gates: usize,
+        input_size: usize,
+        hidden_size: usize,
+        bias: bool,
+        rng: &mut Rng,
+    ) -> Self {
+        let rows = gates * hidden_size;
+        let w_ih = recurrent_uniform("weight_ih", &[rows, input_size], hidden_size, rng);
+        let w_hh = recurrent_uniform("weight_hh", &[rows, hidden_size], hidden_size, rng);
+        let (b_ih, b_hh) = if bias {
+            (
+                Some(recurrent_uniform("bias_ih", &[rows], hidden_size, rng)),
+                Some(recurrent_uniform("bias_hh", &[rows], hidden_size, rng)),
+            )
+        } else {
+            (None, None)
+        };
+        GateParams {
+            w_ih,
+            w_hh,
+            b_ih,
+            b_hh,
+        }
+    }
+
+    /// In PyTorch's `state_dict` order.
+    pub fn named(&self) -> Vec<(String, Param<T>)> {
+        let mut v = vec![
+            ("weight_ih".to_string(), self.w_ih.clone()),
+            ("weight_hh".to_string(), self.w_hh.clone()),
+        ];
+        if let (Some(b_ih), Some(b_hh)) = (&self.b_ih, &self.b_hh) {
+            v.push(("bias_ih".to_string(), b_ih.clone()));
+            v.push(("bias_hh".to_string(), b_hh.clone()));
+        }
+        v
+    }
+
+    pub fn input_size(&self) -> usize {
+        self.w_ih.shape()[1]
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        self.w_hh.shape()[1]
+    }
+}

@@ -1,0 +1,560 @@
+//! [`Layer`]: any [`Cell`] unrolled over time, stacked `num_layers` deep, optionally in both
+//! directions, over batches of equal or variable lengths — with the shapes and semantics of
+//! PyTorch's `nn.RNN`, `nn.LSTM` and `nn.GRU`.
+//!
+//! ```text
+//! input   [seq, batch, input]   ([batch, seq, input] if batch_first)
+//! output  [seq, batch, D·hidden] (D = 2 if bidirectional; the reverse direction's output
+//!                                 is concatenated after the forward one's)
+//! state   each part [layers·D, batch, hidden], ordered l0, l0_reverse, l1, ...
+//! ```
+
+use std::cell::Cell as Flag;
+use std::ops::Range;
+
+use autograd::{Param, Tape, Var};
+use serde::{Deserialize, Serialize};
+use tensor::{Float, Rng, Tensor};
+
+use crate::cell::{Cell, State};
+use crate::dropout::dropout;
+use crate::gru::GruCell;
+use crate::lstm::LstmCell;
+use crate::module::Module;
+use crate::rnn_cell::{Nonlinearity, RnnCell};
+
+/// The options of a recurrent layer, named and defaulted as in PyTorch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LayerConfig {
+    /// Features of the input.
+    pub input_size: usize,
+    /// Features of the hidden state.
+    pub hidden_size: usize,
+    /// Stacked layers (default 1).
+    pub num_layers: usize,
+    /// Biases in the built-in cells (default true).
+    pub bias: bool,
+    /// Input and output as `[batch, seq, feature]` (default false: `[seq, batch, feature]`).
+    pub batch_first: bool,
+    /// Dropout on the outputs of every layer but the last, in training mode (default 0).
+    pub dropout: f64,
+    /// Run a second cell per layer from the end of the sequence backwards (default false).
+    pub bidirectional: bool,
+    /// The vanilla RNN's nonlinearity (default tanh; ignored by other cells).
+    pub nonlinearity: Nonlinearity,
+}
+
+impl LayerConfig {
+    /// One layer, one direction, with biases, sequence-first, no dropout.
+    pub fn new(input_size: usize, hidden_size: usize) -> Self {
+        LayerConfig {
+            input_size,
+            hidden_size,
+            num_layers: 1,
+            bias: true,
+            batch_first: false,
+            dropout: 0.0,
+            bidirectional: false,
+            nonlinearity: Nonlinearity::Tanh,
+        }
+    }
+
+    /// Sets `num_layers`.
+    pub fn num_layers(mut self, n: usize) -> Self {
+        self.num_layers = n;
+        self
+    }
+
+    /// Sets `bidirectional`.
+    pub fn bidirectional(mut self, on: bool) -> Self {
+        self.bidirectional = on;
+        self
+    }
+
+    /// Sets `batch_first`.
+    pub fn batch_first(mut self, on: bool) -> Self {
+        self.batch_first = on;
+        self
+    }
+
+    /// Sets `dropout`.
+    pub fn dropout(mut self, p: f64) -> Self {
+        self.dropout = p;
+        self
+    }
+
+    /// Sets `bias`.
+    pub fn bias(mut self, on: bool) -> Self {
+        self.bias = on;
+        self
+    }
+
+    /// Sets the vanilla RNN's nonlinearity.
+    pub fn nonlinearity(mut self, n: Nonlinearity) -> Self {
+        self.nonlinearity = n;
+        self
+    }
+
+    /// 2 if bidirectional, else 1.
+    pub fn num_directions(&self) -> usize {
+        if self.bidirectional {
+            2
+        } else {
+            1
+        }
+    }
+}
+
+/// A recurrent layer over any cell.
+pub struct Layer<T: Float, C: Cell<T>> {
+    /// `cells[layer][direction]`.
+    cells: Vec<Vec<C>>,
+    config: LayerConfig,
+    training: Flag<bool>,
+    _marker: std::marker::PhantomData<T>,
+}
+
+/// A vanilla RNN layer (`nn.RNN`).
+pub type Rnn<T> = Layer<T, RnnCell<T>>;
+/// An LSTM layer (`nn.LSTM`).
+pub type Lstm<T> = Layer<T, LstmCell<T>>;
+/// A GRU layer (`nn.GRU`).
+pub type Gru<T> = Layer<T, GruCell<T>>;
+
+/// What a layer returns: the top layer's output at every step and the final state of every
+/// layer and direction.
+pub struct LayerOutput<T: Float, S> {
+    /// `[seq, batch, D·hidden]` (`[batch, seq, D·hidden]` if batch_first); zero at padded steps.
+    pub output: Var<T>,
+    /// The final state; each part `[layers·D, batch, hidden]`.
+    pub state: S,
+}
+
+impl<T: Float, S: State<T>> LayerOutput<T, S> {
+    /// The final hidden state `h_n`, `[layers·D, batch, hidden]`.
+    pub fn h_n(&self) -> &Var<T> {
+        self.state.hidden()
+    }
+}
+
+impl<T: Float> LayerOutput<T, (Var<T>, Var<T>)> {
+    /// The LSTM's final cell state `c_n`, `[layers·D, batch, hidden]`.
+    pub fn c_n(&self) -> &Var<T> {
+        &self.state.1
+    }
+}
+
+impl<T: Float, C: Cell<T>> Layer<T, C> {
+    /// A layer whose cells come from `make_cell(input_size, rng)`: called once per layer and
+    /// direction, with the input size that cell sees (`config.input_size` for the first layer,
+    /// `D · hidden_size` above it).
+    ///
+    /// # Panics
+    /// If a cell's sizes disagree with `config`, or `num_layers` is 0, or `dropout` is not in
+    /// `[0, 1]`.
+    pub fn new(
+        config: LayerConfig,
+        rng: &mut Rng,
+        mut make_cell: impl FnMut(usize, &mut Rng) -> C,
+    ) -> Self {
+        assert!(
+            config.num_layers > 0,
+            "Layer: num_layers must be at least 1"
+        );
+        assert!(
+            (0.0..=1.0).contains(&config.dropout),
+            "Layer: dropout {} is not in [0, 1]",
+            config.dropout
+        );
+        let d = config.num_directions();
+        let cells = (0..config.num_layers)
+            .map(|l| {
+                let input = if l == 0 {
+                    config.input_size
+                } else {
+                    d * config.hidden_size
+                };
+                (0..d)
+                    .map(|_| {
+                        let cell = make_cell(input, rng);
+                        assert!(
+                            cell.input_size() == input && cell.hidden_size() == config.hidden_size,
+                            "Layer: the cell for layer {l} has sizes (input {}, hidden {}), \
+                             expected (input {input}, hidden {})",
+                            cell.input_size(),
+                            cell.hidden_size(),
+                            config.hidden_size
+                        );
+                        cell
+                    })
+                    .collect()
+            })
+            .collect();
+        Layer {
+            cells,
+            config,
+            training: Flag::new(true),
+            _marker: std::marker::PhantomData,
+        }
+    }
+
+    /// The options.
+    pub fn config(&self) -> &LayerConfig {
+        &self.config
+    }
+
+    /// The cell of `layer` in `direction` (0 forward, 1 reverse).
+    pub fn cell(&self, layer: usize, direction: usize) -> &C {
+        &self.cells[layer][direction]
+    }
+
+    /// Whether dropout is active.
+    pub fn is_training(&self) -> bool {
+        self.training.get()
+    }
+
+    /// Runs the layer from zero initial states over full-length sequences.
+    #[track_caller]
+    pub fn forward(&self, x: &Var<T>) -> LayerOutput<T, C::State> {
+        self.forward_with(x, None, None)
+    }
+
+    /// Runs the layer.
+    ///
+    /// - `init`: the initial state, each part `[layers·D, batch, hidden]` (zeros if `None`).
+    /// - `lengths`: the length of each sequence in the batch, for padded batches. As with
+    ///   PyTorch's packed sequences, steps past a sequence's end leave its state unchanged and
+    ///   output zeros, its final state is taken at its own last step, and the reverse direction
+    ///   starts at its own end.
+    ///
+    /// # Panics
+    /// If `x` is not 3-D with `input_size` features, `init` has the wrong shape, or a length is
+    /// 0 or longer than the sequence.
+    #[track_caller]
+    pub fn forward_with(
+        &self,
+        x: &Var<T>,
+        init: Option<&C::State>,
+        lengths: Option<&[usize]>,
+    ) -> LayerOutput<T, C::State> {
+        let cfg = &self.config;
+        if x.rank() != 3 || x.shape()[2] != cfg.input_size {
+            panic!(
+                "Layer::forward: input of shape {:?} does not fit input_size {} (expected \
+                 {})",
+                x.shape(),
+                cfg.input_size,
+                if cfg.batch_first {
+                    "[batch, seq, input]"
+                } else {
+                    "[seq, batch, input]"
+                }
+            );
+        }
+        let x = if cfg.batch_first {
+            x.transpose(0, 1)
+        } else {
+            x.clone()
+        };
+        let (seq, batch) = (x.shape()[0], x.shape()[1]);
+        let masks = lengths.map(|l| step_masks(l, seq, batch));
+        let init_parts = init.map(|s| self.check_init(s, batch));
+        let d = cfg.num_directions();
+
+        let mut inputs: Vec<Var<T>> = (0..seq).map(|t| x.select(0, t)).collect();
+        let mut finals: Vec<C::State> = Vec::with_capacity(cfg.num_layers * d);
+        for (l, layer_cells) in self.cells.iter().enumerate() {
+            let mut outputs = Vec::with_capacity(d);
+            for (dir, cell) in layer_cells.iter().enumerate() {
+                let state0 = match &init_parts {
+                    Some(parts) => C::State::from_parts(
+                        parts.iter().map(|p| p.select(0, l * d + dir)).collect(),
+                    ),
+                    None => cell.zero_state(x.tape(), batch),
+                };
+                let (out, last) = run_direction(cell, &inputs, state0, masks.as_deref(), dir == 1);
+                outputs.push(out);
+                finals.push(last);
+            }
+            inputs = if d == 1 {
+                outputs.pop().expect("one direction")
+            } else {
+                (0..seq)
+                    .map(|t| Var::concat(&[&outputs[0][t], &outputs[1][t]], 1))
+                    .collect()
+            };
+            if l + 1 < cfg.num_layers && self.is_training() && cfg.dropout > 0.0 {
+                inputs = inputs.iter().map(|v| dropout(v, cfg.dropout)).collect();
+            }
+        }
+        let mut output = Var::stack(&inputs.iter().collect::<Vec<_>>(), 0);
+        if cfg.batch_first {
+            output = output.transpose(0, 1);
+        }
+        let parts = (0..C::State::num_parts())
+            .map(|k| {
+                let per_cell: Vec<Var<T>> = finals.iter().map(|s| s.parts()[k].clone()).collect();
+                Var::stack(&per_cell.iter().collect::<Vec<_>>(), 0)
+            })
+            .collect();
+        LayerOutput {
+            output,
+            state: C::State::from_parts(parts),
+        }
+    }
+
+    #[track_caller]
+    fn check_init(&self, init: &C::State, batch: usize) -> Vec<Var<T>> {
+        let expected = [
+            self.config.num_layers * self.config.num_directions(),
+            batch,
+            self.config.hidden_size,
+        ];
+        let parts = init.parts();
+        for (k, p) in parts.iter().enumerate() {
+            if p.shape() != expected {
+                panic!(
+                    "Layer::forward: initial state part {k} has shape {:?}, expected {expected:?} \
+                     ([layers·directions, batch, hidden])",
+                    p.shape()
+                );
+            }
+        }
+        parts
+    }
+
+    /// A stream over this layer: feed one step at a time with the state carried between calls,
+    /// in no-grad mode, so memory stays constant however many steps are fed.
+    ///
+    /// # Panics
+    /// If the layer is bidirectional (the reverse direction needs the whole sequence).
+    pub fn stream(&self) -> Stream<'_, T, C> {
+        assert!(
+            !self.config.bidirectional,
+            "Layer::stream: a bidirectional layer needs the whole sequence, it cannot stream"
+        );
+        Stream {
+            layer: self,
+            state: None,
+        }
+    }
+
+    /// Truncated backpropagation through time: runs over `x` (`[seq, batch, input]`, or
+    /// batch-first) in chunks of `k` steps. Each chunk gets a fresh tape, starts from the
+    /// previous chunk's final state *detached* (so gradients stop at chunk boundaries while the
+    /// state carries on), and is handed to `on_chunk` to compute a loss and step an optimizer.
+    /// Returns the final state's values.
+    ///
+    /// # Panics
+    /// If `k` is 0.
+    pub fn tbptt(
+        &self,
+        x: &Tensor<T>,
+        k: usize,
+        init: Option<Vec<Tensor<T>>>,
+        mut on_chunk: impl FnMut(Chunk<T, C::State>),
+    ) -> Vec<Tensor<T>> {
+        assert!(k > 0, "Layer::tbptt: the chunk length k must be at least 1");
+        let time_dim = usize::from(self.config.batch_first);
+        let seq = x.shape()[time_dim];
+        let mut carried = init;
+        let mut start = 0;
+        while start < seq {
+            let len = k.min(seq - start);
+            let tape = Tape::new();
+            let input = tape.constant(x.narrow(time_dim, start, len).contiguous());
+            let init_state = carried.as_ref().map(|parts| {
+                C::State::from_parts(parts.iter().map(|p| tape.constant(p.clone())).collect())
+            });
+            let out = self.forward_with(&input, init_state.as_ref(), None);
+            carried = Some(
+                out.state
+                    .parts()
+                    .iter()
+                    .map(|p| p.value().clone())
+                    .collect(),
+            );
+            on_chunk(Chunk {
+                tape,
+                range: start..start + len,
+                output: out.output,
+                state: out.state,
+            });
+            start += len;
+        }
+        carried.unwrap_or_default()
+    }
+}
+
+/// One chunk of [`Layer::tbptt`].
+pub struct Chunk<T: Float, S> {
+    /// The chunk's own tape.
+    pub tape: Tape<T>,
+    /// The time steps it covers.
+    pub range: Range<usize>,
+    /// The layer's output over the chunk.
+    pub output: Var<T>,
+    /// The state at the chunk's end.
+    pub state: S,
+}
+
+/// Per-step validity masks `[batch, 1]` for variable lengths; `None` at steps where every
+/// sequence is still running (so full batches pay nothing).
+pub(crate) type StepMasks = Vec<Option<Tensor<bool>>>;
+
+#[track_caller]
+fn step_masks(lengths: &[usize], seq: usize, batch: usize) -> StepMasks {
+    if lengths.len() != batch {
+        panic!(
+            "Layer::forward: {} lengths for a batch of {batch}",
+            lengths.len()
+        );
+    }
+    if let Some(&bad) = lengths.iter().find(|&&l| l == 0 || l > seq) {
+        panic!("Layer::forward: length {bad} is not in 1..={seq} (the sequence length)");
+    }
+    (0..seq)
+        .map(|t| {
+            let valid: Vec<bool> = lengths.iter().map(|&l| t < l).collect();
+            (!valid.iter().all(|&v| v)).then(|| Tensor::from_vec(valid, &[batch, 1]))
+        })
+        .collect()
+}
+
+/// Unrolls one cell over the steps, forwards or backwards. Returns the hidden output at every
+/// step (in time order) and the final state.
+fn run_direction<T: Float, C: Cell<T>>(
+    cell: &C,
+    inputs: &[Var<T>],
+    mut state: C::State,
+    masks: Option<&[Option<Tensor<bool>>]>,
+    reverse: bool,
+) -> (Vec<Var<T>>, C::State) {
+    let seq = inputs.len();
+    let mut outputs: Vec<Option<Var<T>>> = vec![None; seq];
+    let order: Box<dyn Iterator<Item = usize>> = if reverse {
+        Box::new((0..seq).rev())
+    } else {
+        Box::new(0..seq)
+    };
+    let zero = Tensor::<T>::zeros(&[]);
+    for t in order {
+        let next = cell.step(&inputs[t], &state);
+        match masks.and_then(|m| m[t].as_ref()) {
+            // Past its end, a sequence keeps its state and outputs zeros.
+            Some(valid) => {
+                let blended = next
+                    .parts()
+                    .iter()
+                    .zip(state.parts())
+                    .map(|(new, old)| Var::where_cond(valid, new, &old))
+                    .collect();
+                outputs[t] = Some(Var::where_cond(valid, next.hidden(), &zero));
+                state = C::State::from_parts(blended);
+            }
+            None => {
+                outputs[t] = Some(next.hidden().clone());
+                state = next;
+            }
+        }
+    }
+    (
+        outputs
+            .into_iter()
+            .map(|o| o.expect("every step ran"))
+            .collect(),
+        state,
+    )
+}
+
+/// Step-at-a-time inference; see [`Layer::stream`].
+pub struct Stream<'a, T: Float, C: Cell<T>> {
+    layer: &'a Layer<T, C>,
+    /// Per layer, the state parts' values.
+    state: Option<Vec<Vec<Tensor<T>>>>,
+}
+
+impl<T: Float, C: Cell<T>> Stream<'_, T, C> {
+    /// Feeds one step `x_t` (`[batch, input]`) and returns the top layer's hidden output
+    /// `[batch, hidden]`.
+    pub fn step(&mut self, x_t: &Tensor<T>) -> Tensor<T> {
+        let tape = Tape::new();
+        tape.no_grad(|| {
+            let mut input = tape.constant(x_t.clone());
+            let mut next_state = Vec::with_capacity(self.layer.cells.len());
+            for (l, cells) in self.layer.cells.iter().enumerate() {
+                let cell = &cells[0];
+                let state = match &self.state {
+                    Some(s) => C::State::from_parts(
+                        s[l].iter().map(|p| tape.constant(p.clone())).collect(),
+                    ),
+                    None => cell.zero_state(&tape, x_t.shape()[0]),
+                };
+                let new = cell.step(&input, &state);
+                input = new.hidden().clone();
+                next_state.push(new.parts().iter().map(|p| p.value().clone()).collect());
+            }
+            self.state = Some(next_state);
+            input.value().clone()
+        })
+    }
+
+    /// The carried state: per layer, the state parts `[batch, hidden]`.
+    pub fn state(&self) -> Option<&Vec<Vec<Tensor<T>>>> {
+        self.state.as_ref()
+    }
+
+    /// Starts again from zeros.
+    pub fn reset(&mut self) {
+        self.state = None;
+    }
+}
+
+impl<T: Float, C: Cell<T>> Module<T> for Layer<T, C> {
+    fn named_params(&self) -> Vec<(String, Param<T>)> {
+        let mut out = Vec::new();
+        for (l, cells) in self.cells.iter().enumerate() {
+            for (d, cell) in cells.iter().enumerate() {
+                let suffix = if d == 1 { "_reverse" } else { "" };
+                for (name, p) in cell.params() {
+                    out.push((format!("{name}_l{l}{suffix}"), p));
+                }
+            }
+        }
+        out
+    }
+
+    fn set_training(&self, training: bool) {
+        self.training.set(training);
+    }
+}
+
+impl<T: Float> Layer<T, RnnCell<T>> {
+    /// `nn.RNN`: vanilla RNN cells with `config.nonlinearity`.
+    pub fn rnn(config: LayerConfig, rng: &mut Rng) -> Self {
+        let (nl, bias, h) = (config.nonlinearity, config.bias, config.hidden_size);
+        Layer::new(config, rng, |input, rng| {
+            RnnCell::with_options(input, h, nl, bias, rng)
+        })
+    }
+}
+
+impl<T: Float> Layer<T, LstmCell<T>> {
+    /// `nn.LSTM`.
+    pub fn lstm(config: LayerConfig, rng: &mut Rng) -> Self {
+        let (bias, h) = (config.bias, config.hidden_size);
+        Layer::new(config, rng, |input, rng| {
+            LstmCell::with_bias(input, h, bias, rng)
+        })
+    }
+}
+
+impl<T: Float> Layer<T, GruCell<T>> {
+    /// `nn.GRU`.
+    pub fn gru(config: LayerConfig, rng: &mut Rng) -> Self {
+        let (bias, h) = (config.bias, config.hidden_size);
+        Layer::new(config, rng, |input, rng| {
+            GruCell::with_bias(input, h, bias, rng)
+        })
+    }
+}

@@ -1,0 +1,68 @@
+//! The LSTM cell, as `torch.nn.LSTMCell` (gate order i, f, g, o):
+//!
+//! ```text
+//! i = σ(x W_iiᵀ + b_ii + h W_hiᵀ + b_hi)        input gate
+//! f = σ(x W_ifᵀ + b_if + h W_hfᵀ + b_hf)        forget gate
+//! g = tanh(x W_igᵀ + b_ig + h W_hgᵀ + b_hg)     candidate
+//! o = σ(x W_ioᵀ + b_io + h W_hoᵀ + b_ho)        output gate
+//! c_t = f ⊙ c_{t−1} + i ⊙ g
+//! h_t = o ⊙ tanh(c_t)
+//! ```
+//!
+//! The four gates' weights are stacked in that order: `weight_ih` is `[4H, I]` with rows
+//! `[W_ii; W_if; W_ig; W_io]`, and likewise `weight_hh`, `bias_ih`, `bias_hh`.
+
+use autograd::{Param, Var};
+use tensor::{Float, Rng};
+
+use crate::cell::Cell;
+use crate::init::GateParams;
+
+/// An LSTM cell. State `(h, c)`.
+///
+/// A hand-worked step (all weights 0.5, zero biases, x = 1, h = c = 0, one unit):
+/// i = f = o = σ(0.5) = 0.6224593, g = tanh(0.5) = 0.4621172,
+/// c = f·0 + i·g = 0.2876491, h = o·tanh(c) = 0.1742697.
+pub struct LstmCell<T: Float> {
+    p: GateParams<T>,
+}
+
+impl<T: Float> LstmCell<T> {
+    /// A cell with biases, initialised as PyTorch does.
+    pub fn new(input_size: usize, hidden_size: usize, rng: &mut Rng) -> Self {
+        Self::with_bias(input_size, hidden_size, true, rng)
+    }
+
+    /// A cell with or without biases.
+    pub fn with_bias(input_size: usize, hidden_size: usize, bias: bool, rng: &mut Rng) -> Self {
+        LstmCell {
+            p: GateParams::new(4, input_size, hidden_size, bias, rng),
+        }
+    }
+}
+
+impl<T: Float> Cell<T> for LstmCell<T> {
+    type State = (Var<T>, Var<T>);
+
+    fn input_size(&self) -> usize {
+        self.p.input_size()
+    }
+
+    fn hidden_size(&self) -> usize {
+        self.p.hidden_size()
+    }
+
+    fn step(&self, x_t: &Var<T>, (h, c): &(Var<T>, Var<T>)) -> (Var<T>, Var<T>) {
+        let p = &self.p;
+        let gates = x_t.linear(&p.w_ih, p.b_ih.as_ref()) + h.linear(&p.w_hh, p.b_hh.as_ref());
+        let [i, f, g, o] = <[Var<T>; 4]>::try_from(gates.chunk(4, 1)).expect("four gates");
+        let (i, f, g, o) = (i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid());
+        let c_t = &f * c + &i * &g;
+        let h_t = &o * &c_t.tanh();
+        (h_t, c_t)
+    }
+
+    fn params(&self) -> Vec<(String, Param<T>)> {
+        self.p.named()
+    }
+}
