@@ -100,13 +100,17 @@ impl fmt::Display for GradcheckReport {
             "gradcheck {verdict}: {} of {} elements outside atol {:e} + rtol {:e}·|numeric|",
             self.failures, self.checked, self.atol, self.rtol
         )?;
-        for (what, worst) in [("abs", &self.worst_abs), ("rel", &self.worst_rel)] {
+        let worst = [("absolute", &self.worst_abs), ("relative", &self.worst_rel)];
+        for (what, worst) in worst {
             if let Some(w) = worst {
+                let (err, other, other_name) = if what == "absolute" {
+                    (w.abs_error(), w.rel_error(), "relative")
+                } else {
+                    (w.rel_error(), w.abs_error(), "absolute")
+                };
                 write!(
                     f,
-                    "\n  worst {what} error {:.3e} (rel {:.3e}) at {} {:?}: analytic {:.12e}, numeric {:.12e}",
-                    w.abs_error(),
-                    w.rel_error(),
+                    "\n  worst {what} error {err:.3e} ({other_name} {other:.3e}) at {} {:?}: analytic {:.12e}, numeric {:.12e}",
                     w.operand,
                     w.index,
                     w.analytic,

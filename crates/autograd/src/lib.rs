@@ -21,7 +21,7 @@
 //! let mut first = None;
 //! for _ in 0..200 {
 //!     let tape = Tape::new();                                   // a fresh tape per step
-//!     let y_hat = tape.constant(x.clone()).linear(&w, Some(&b)); // forward
+//!     let y_hat = tape.constant(x.clone()).linear(&w) + &b;     // forward
 //!     let loss = (y_hat - &y).square().mean_all();               // loss
 //!     first.get_or_insert(loss.item());
 //!     opt.zero_grad();
@@ -30,7 +30,7 @@
 //!     opt.step();                                               // step
 //! }
 //! let tape = Tape::new();
-//! let loss = (tape.constant(x.clone()).linear(&w, Some(&b)) - &y).square().mean_all();
+//! let loss = ((tape.constant(x.clone()).linear(&w) + &b) - &y).square().mean_all();
 //! assert!(loss.item() < 1e-3 * first.unwrap());
 //! ```
 //!

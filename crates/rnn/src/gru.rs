@@ -52,8 +52,8 @@ impl<T: Float> Cell<T> for GruCell<T> {
 
     fn step(&self, x_t: &Var<T>, h: &Var<T>) -> Var<T> {
         let p = &self.p;
-        let gi = x_t.linear(&p.w_ih, p.b_ih.as_ref());
-        let gh = h.linear(&p.w_hh, p.b_hh.as_ref());
+        let gi = p.input_projection(x_t);
+        let gh = p.hidden_projection(h);
         let [i_r, i_z, i_n] = <[Var<T>; 3]>::try_from(gi.chunk(3, 1)).expect("three gates");
         let [h_r, h_z, h_n] = <[Var<T>; 3]>::try_from(gh.chunk(3, 1)).expect("three gates");
         let r = (i_r + h_r).sigmoid();

@@ -1,6 +1,6 @@
 //! Parameter initialisation as PyTorch's recurrent layers do it.
 
-use autograd::Param;
+use autograd::{Param, Var};
 use tensor::{Float, Rng, Tensor};
 
 /// A parameter drawn from U(−1/√hidden, 1/√hidden), PyTorch's default for every weight and
@@ -70,5 +70,22 @@ impl<T: Float> GateParams<T> {
 
     pub fn hidden_size(&self) -> usize {
         self.w_hh.shape()[1]
+    }
+
+    /// The input projection x W_ihᵀ + b_ih.
+    pub fn input_projection(&self, x: &Var<T>) -> Var<T> {
+        with_bias(x.linear(&self.w_ih), self.b_ih.as_ref())
+    }
+
+    /// The recurrent projection h W_hhᵀ + b_hh.
+    pub fn hidden_projection(&self, h: &Var<T>) -> Var<T> {
+        with_bias(h.linear(&self.w_hh), self.b_hh.as_ref())
+    }
+}
+
+fn with_bias<T: Float>(y: Var<T>, b: Option<&Param<T>>) -> Var<T> {
+    match b {
+        Some(b) => y + b,
+        None => y,
     }
 }

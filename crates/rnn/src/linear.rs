@@ -30,7 +30,11 @@ impl<T: Float> Linear<T> {
     /// x Wᵀ + b.
     #[track_caller]
     pub fn forward(&self, x: &Var<T>) -> Var<T> {
-        x.linear(&self.weight, self.bias.as_ref())
+        let y = x.linear(&self.weight);
+        match &self.bias {
+            Some(b) => y + b,
+            None => y,
+        }
     }
 }
 

@@ -54,7 +54,7 @@ impl<T: Float> Cell<T> for LstmCell<T> {
 
     fn step(&self, x_t: &Var<T>, (h, c): &(Var<T>, Var<T>)) -> (Var<T>, Var<T>) {
         let p = &self.p;
-        let gates = x_t.linear(&p.w_ih, p.b_ih.as_ref()) + h.linear(&p.w_hh, p.b_hh.as_ref());
+        let gates = p.input_projection(x_t) + p.hidden_projection(h);
         let [i, f, g, o] = <[Var<T>; 4]>::try_from(gates.chunk(4, 1)).expect("four gates");
         let (i, f, g, o) = (i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid());
         let c_t = &f * c + &i * &g;

@@ -72,7 +72,7 @@ impl<T: Float> Cell<T> for RnnCell<T> {
 
     fn step(&self, x_t: &Var<T>, h: &Var<T>) -> Var<T> {
         let p = &self.p;
-        let pre = x_t.linear(&p.w_ih, p.b_ih.as_ref()) + h.linear(&p.w_hh, p.b_hh.as_ref());
+        let pre = p.input_projection(x_t) + p.hidden_projection(h);
         match self.nonlinearity {
             Nonlinearity::Tanh => pre.tanh(),
             Nonlinearity::Relu => pre.relu(),

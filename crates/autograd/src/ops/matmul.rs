@@ -50,16 +50,11 @@ impl<T: Float> Var<T> {
         )
     }
 
-    /// A linear map as in `torch.nn.functional.linear`: x · Wᵀ + b, with `weight` of shape
-    /// `[out, in]` (PyTorch's layout) and an optional `bias` of shape `[out]`.
+    /// x · Wᵀ for a `weight` in PyTorch's `[out, in]` layout (`torch.nn.functional.linear`
+    /// without the bias: add it with `+ &b`). The transpose is a view, not a copy.
     #[track_caller]
-    pub fn linear(&self, weight: impl IntoVar<T>, bias: Option<impl IntoVar<T>>) -> Var<T> {
-        let w = self.lift(weight);
-        let y = self.matmul(w.t());
-        match bias {
-            Some(b) => y.add(b),
-            None => y,
-        }
+    pub fn linear(&self, weight: impl IntoVar<T>) -> Var<T> {
+        self.matmul(self.lift(weight).t())
     }
 }
 
