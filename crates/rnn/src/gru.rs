@@ -14,13 +14,14 @@ use autograd::{Param, Var};
 use tensor::{Float, Rng};
 
 use crate::cell::Cell;
+use crate::fused::{Fused, Kind};
 use crate::init::GateParams;
 
 /// A GRU cell.
 ///
 /// A hand-worked step (all weights 0.5, zero biases, x = 1, h = 0, one unit):
 /// r = z = σ(0.5) = 0.6224593, n = tanh(0.5 + r·0) = 0.4621172,
-/// h = (1 − z)·n + z·0 = 0.1744614.
+/// h = (1 − z)·n + z·0 = 0.1744680.
 pub struct GruCell<T: Float> {
     p: GateParams<T>,
 }
@@ -64,5 +65,12 @@ impl<T: Float> Cell<T> for GruCell<T> {
 
     fn params(&self) -> Vec<(String, Param<T>)> {
         self.p.named()
+    }
+
+    fn fused(&self) -> Option<Fused<'_, T>> {
+        Some(Fused {
+            kind: Kind::Gru,
+            params: &self.p,
+        })
     }
 }

@@ -18,6 +18,7 @@ use tensor::{Float, Rng, Tensor};
 
 use crate::cell::{Cell, State};
 use crate::dropout::dropout;
+use crate::fused;
 use crate::gru::GruCell;
 use crate::lstm::LstmCell;
 use crate::module::Module;
@@ -111,6 +112,7 @@ pub struct Layer<T: Float, C: Cell<T>> {
     cells: Vec<Vec<C>>,
     config: LayerConfig,
     training: Flag<bool>,
+    use_fused: Flag<bool>,
     _marker: std::marker::PhantomData<T>,
 }
 
@@ -194,6 +196,7 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
             cells,
             config,
             training: Flag::new(true),
+            use_fused: Flag::new(true),
             _marker: std::marker::PhantomData,
         }
     }
@@ -211,6 +214,17 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
     /// Whether dropout is active.
     pub fn is_training(&self) -> bool {
         self.training.get()
+    }
+
+    /// Whether the fused kernels run (the default, for the built-in cells): `false` forces
+    /// the composed path, one op per equation per step, for every cell.
+    pub fn set_fused(&self, on: bool) {
+        self.use_fused.set(on);
+    }
+
+    /// Whether this layer runs fused kernels: the switch is on and its cells have one.
+    pub fn is_fused(&self) -> bool {
+        self.use_fused.get() && self.cells[0][0].fused().is_some()
     }
 
     /// Runs the layer from zero initial states over full-length sequences.
@@ -261,33 +275,61 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
         let init_parts = init.map(|s| self.check_init(s, batch));
         let d = cfg.num_directions();
 
-        let mut inputs: Vec<Var<T>> = (0..seq).map(|t| x.select(0, t)).collect();
+        let fused = self.is_fused();
+        let mut input = x.clone();
         let mut finals: Vec<C::State> = Vec::with_capacity(cfg.num_layers * d);
         for (l, layer_cells) in self.cells.iter().enumerate() {
-            let mut outputs = Vec::with_capacity(d);
-            for (dir, cell) in layer_cells.iter().enumerate() {
-                let state0 = match &init_parts {
-                    Some(parts) => C::State::from_parts(
-                        parts.iter().map(|p| p.select(0, l * d + dir)).collect(),
-                    ),
-                    None => cell.zero_state(x.tape(), batch),
-                };
-                let (out, last) = run_direction(cell, &inputs, state0, masks.as_deref(), dir == 1);
-                outputs.push(out);
-                finals.push(last);
-            }
-            inputs = if d == 1 {
-                outputs.pop().expect("one direction")
+            let init_of = |dir: usize, cell: &C| match &init_parts {
+                Some(parts) => {
+                    C::State::from_parts(parts.iter().map(|p| p.select(0, l * d + dir)).collect())
+                }
+                None => cell.zero_state(x.tape(), batch),
+            };
+            let outputs: Vec<Var<T>> = if fused {
+                let directions = layer_cells
+                    .iter()
+                    .enumerate()
+                    .map(|(dir, cell)| fused::Direction {
+                        fused: cell.fused().expect("checked by is_fused"),
+                        init: init_of(dir, cell).parts(),
+                        reverse: dir == 1,
+                    })
+                    .collect();
+                fused::run(&input, directions, lengths)
+                    .into_iter()
+                    .map(|(out, last)| {
+                        finals.push(C::State::from_parts(last));
+                        out
+                    })
+                    .collect()
             } else {
-                (0..seq)
-                    .map(|t| Var::concat(&[&outputs[0][t], &outputs[1][t]], 1))
+                let steps: Vec<Var<T>> = (0..seq).map(|t| input.select(0, t)).collect();
+                layer_cells
+                    .iter()
+                    .enumerate()
+                    .map(|(dir, cell)| {
+                        let (out, last) = run_direction(
+                            cell,
+                            &steps,
+                            init_of(dir, cell),
+                            masks.as_deref(),
+                            dir == 1,
+                        );
+                        finals.push(last);
+                        Var::stack(&out.iter().collect::<Vec<_>>(), 0)
+                    })
                     .collect()
             };
+            input = match &outputs[..] {
+                [only] => only.clone(),
+                [forward, backward] => Var::concat(&[forward, backward], 2),
+                _ => unreachable!("one or two directions"),
+            };
             if l + 1 < cfg.num_layers && self.is_training() && cfg.dropout > 0.0 {
-                inputs = inputs.iter().map(|v| dropout(v, cfg.dropout)).collect();
+                input = dropout(&input, cfg.dropout);
             }
         }
-        let mut output = Var::stack(&inputs.iter().collect::<Vec<_>>(), 0);
+        let mut output = input;
         if cfg.batch_first {
             output = output.transpose(0, 1);
         }

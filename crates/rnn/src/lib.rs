@@ -47,6 +47,7 @@
 
 mod cell;
 mod dropout;
+mod fused;
 mod gru;
 mod init;
 pub mod io;
@@ -59,6 +60,7 @@ mod rnn_cell;
 
 pub use cell::{Cell, State};
 pub use dropout::{dropout, Dropout};
+pub use fused::Fused;
 pub use gru::GruCell;
 pub use layer::{Chunk, Gru, Layer, LayerConfig, LayerOutput, Lstm, Rnn, Stream};
 pub use linear::{Embedding, Linear};

@@ -16,6 +16,7 @@ use autograd::{Param, Var};
 use tensor::{Float, Rng};
 
 use crate::cell::Cell;
+use crate::fused::{Fused, Kind};
 use crate::init::GateParams;
 
 /// An LSTM cell. State `(h, c)`.
@@ -64,5 +65,12 @@ impl<T: Float> Cell<T> for LstmCell<T> {
 
     fn params(&self) -> Vec<(String, Param<T>)> {
         self.p.named()
+    }
+
+    fn fused(&self) -> Option<Fused<'_, T>> {
+        Some(Fused {
+            kind: Kind::Lstm,
+            params: &self.p,
+        })
     }
 }

@@ -8,6 +8,7 @@ use autograd::{Param, Var};
 use tensor::{Float, Rng};
 
 use crate::cell::Cell;
+use crate::fused::{Fused, Kind};
 use crate::init::GateParams;
 
 /// The nonlinearity of a vanilla RNN.
@@ -81,5 +82,12 @@ impl<T: Float> Cell<T> for RnnCell<T> {
 
     fn params(&self) -> Vec<(String, Param<T>)> {
         self.p.named()
+    }
+
+    fn fused(&self) -> Option<Fused<'_, T>> {
+        Some(Fused {
+            kind: Kind::Rnn(self.nonlinearity),
+            params: &self.p,
+        })
     }
 }

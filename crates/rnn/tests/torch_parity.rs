@@ -47,7 +47,10 @@ fn load<T: Float>(case: &Value) -> HashMap<String, Tensor<T>> {
 fn assert_close<T: Float>(what: &str, actual: &Tensor<T>, expected: &Tensor<T>, tol: f64) {
     assert_eq!(actual.shape(), expected.shape(), "{what}: shapes differ");
     let (a, e) = (actual.to_vec(), expected.to_vec());
-    let scale = e.iter().fold(0.0f64, |m, v| m.max(v.to_f64().abs())).max(f64::MIN_POSITIVE);
+    let scale = e
+        .iter()
+        .fold(0.0f64, |m, v| m.max(v.to_f64().abs()))
+        .max(f64::MIN_POSITIVE);
     let err = a
         .iter()
         .zip(&e)
@@ -75,13 +78,24 @@ fn config(case: &Value) -> LayerConfig {
 /// Runs a layer case: loads weights, runs forward with the fixture's initial state, backward
 /// with the fixture's upstream gradients, and compares everything.
 fn check_layer<T: Float, C: Cell<T>>(layer: Layer<T, C>, case: &Value, tol: f64) {
+    assert!(layer.is_fused(), "built-in cells run fused by default");
+    check_layer_path(&layer, case, tol);
+    layer.set_fused(false);
+    check_layer_path(&layer, case, tol);
+}
+
+/// The comparison, on whichever path (fused or composed) the layer is set to.
+fn check_layer_path<T: Float, C: Cell<T>>(layer: &Layer<T, C>, case: &Value, tol: f64) {
+    for (_, p) in layer.named_params() {
+        p.zero_grad();
+    }
     let f = load::<T>(case);
     let params: HashMap<String, Tensor<T>> = layer
         .named_params()
         .into_iter()
         .map(|(n, _)| (n.clone(), f[&n].clone()))
         .collect();
-    rnn::io::load_state_dict(&layer, &params).unwrap();
+    rnn::io::load_state_dict(layer, &params).unwrap();
 
     let tape = Tape::new();
     let x = tape.var(f["x"].clone());
@@ -102,11 +116,21 @@ fn check_layer<T: Float, C: Cell<T>>(layer: Layer<T, C>, case: &Value, tol: f64)
     let grads = loss.backward();
     assert_close("grad.x", grads.wrt(&x), &f["grad.x"], tol);
     for (k, name) in ["h0", "c0"].iter().enumerate().take(init.len()) {
-        assert_close(&format!("grad.{name}"), grads.wrt(&init[k]), &f[&format!("grad.{name}")], tol);
+        assert_close(
+            &format!("grad.{name}"),
+            grads.wrt(&init[k]),
+            &f[&format!("grad.{name}")],
+            tol,
+        );
     }
     for (name, p) in layer.named_params() {
         let g = p.grad().unwrap_or_else(|| panic!("no gradient for {name}"));
-        assert_close(&format!("grad.{name}"), &g, &f[&format!("grad.{name}")], tol);
+        assert_close(
+            &format!("grad.{name}"),
+            &g,
+            &f[&format!("grad.{name}")],
+            tol,
+        );
     }
 }
 
@@ -117,31 +141,51 @@ fn rng() -> Rng {
 #[test]
 fn lstm_1l_matches_torch() {
     let c = case("lstm_1l");
-    check_layer(Layer::<f64, LstmCell<f64>>::lstm(config(&c), &mut rng()), &c, 1e-10);
+    check_layer(
+        Layer::<f64, LstmCell<f64>>::lstm(config(&c), &mut rng()),
+        &c,
+        1e-10,
+    );
 }
 
 #[test]
 fn lstm_1l_f32_matches_torch() {
     let c = case("lstm_1l_f32");
-    check_layer(Layer::<f32, LstmCell<f32>>::lstm(config(&c), &mut rng()), &c, 1e-5);
+    check_layer(
+        Layer::<f32, LstmCell<f32>>::lstm(config(&c), &mut rng()),
+        &c,
+        1e-5,
+    );
 }
 
 #[test]
 fn lstm_2l_bidirectional_matches_torch() {
     let c = case("lstm_2l_bi");
-    check_layer(Layer::<f64, LstmCell<f64>>::lstm(config(&c), &mut rng()), &c, 1e-10);
+    check_layer(
+        Layer::<f64, LstmCell<f64>>::lstm(config(&c), &mut rng()),
+        &c,
+        1e-10,
+    );
 }
 
 #[test]
 fn gru_1l_matches_torch() {
     let c = case("gru_1l");
-    check_layer(Layer::<f64, GruCell<f64>>::gru(config(&c), &mut rng()), &c, 1e-10);
+    check_layer(
+        Layer::<f64, GruCell<f64>>::gru(config(&c), &mut rng()),
+        &c,
+        1e-10,
+    );
 }
 
 #[test]
 fn rnn_tanh_1l_matches_torch() {
     let c = case("rnn_tanh_1l");
-    check_layer(Layer::<f64, RnnCell<f64>>::rnn(config(&c), &mut rng()), &c, 1e-10);
+    check_layer(
+        Layer::<f64, RnnCell<f64>>::rnn(config(&c), &mut rng()),
+        &c,
+        1e-10,
+    );
 }
 
 #[test]
@@ -154,7 +198,11 @@ fn lstm_cell_matches_torch() {
         p.set_value(f[&name].clone());
     }
     let tape = Tape::new();
-    let (x, h0, c0) = (tape.var(f["x"].clone()), tape.var(f["h0"].clone()), tape.var(f["c0"].clone()));
+    let (x, h0, c0) = (
+        tape.var(f["x"].clone()),
+        tape.var(f["h0"].clone()),
+        tape.var(f["c0"].clone()),
+    );
     let (h1, c1) = cell.step(&x, &(h0.clone(), c0.clone()));
     assert_close("h_1", h1.value(), &f["h_1"], 1e-10);
     assert_close("c_1", c1.value(), &f["c_1"], 1e-10);
@@ -164,6 +212,11 @@ fn lstm_cell_matches_torch() {
     assert_close("grad.h0", grads.wrt(&h0), &f["grad.h0"], 1e-10);
     assert_close("grad.c0", grads.wrt(&c0), &f["grad.c0"], 1e-10);
     for (name, p) in cell.params() {
-        assert_close(&format!("grad.{name}"), &p.grad().unwrap(), &f[&format!("grad.{name}")], 1e-10);
+        assert_close(
+            &format!("grad.{name}"),
+            &p.grad().unwrap(),
+            &f[&format!("grad.{name}")],
+            1e-10,
+        );
     }
 }

@@ -373,7 +373,9 @@ impl<T: Element> Tensor<T> {
         }
         let mut out = self.clone();
         out.shape[d] = len;
-        if len > 0 {
+        // An empty view keeps its offset, which then stays inside the storage (a view of an
+        // empty tensor may have no storage at all).
+        if out.numel() > 0 {
             out.offset += start * self.strides[d];
         }
         out
@@ -393,9 +395,12 @@ impl<T: Element> Tensor<T> {
             );
         }
         let mut out = self.clone();
-        out.offset += index * self.strides[d];
         out.shape.remove(d);
         out.strides.remove(d);
+        // As in `narrow`: an empty view keeps its offset.
+        if out.numel() > 0 {
+            out.offset += index * self.strides[d];
+        }
         out
     }
 

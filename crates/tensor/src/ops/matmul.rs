@@ -1,8 +1,8 @@
 //! Matrix multiplication: 2-D, batched with broadcast batch dims, and 1-D vectors, with
 //! PyTorch's `matmul` semantics.
 //!
-//! Every product ends in [`gemm`], the one place that calls a kernel
-//! (`matrixmultiply::sgemm`/`dgemm`). The kernel takes a row and a column stride per operand,
+//! Every product ends in [`gemm_into`], whose private `kernel` is the one place that calls
+//! `matrixmultiply::sgemm`/`dgemm` (swap it there to try another gemm). The kernel takes a row and a column stride per operand,
 //! so a transposed or otherwise strided operand is passed as it is, never copied.
 
 use rayon::prelude::*;
@@ -11,28 +11,138 @@ use crate::element::{DType, Float};
 use crate::shape::{broadcast_shapes, numel, shape_panic};
 use crate::tensor::{StridedIter, Tensor};
 
-/// A read-only strided matrix inside some storage: element `(i, j)` is at
-/// `data[offset + i * row_stride + j * col_stride]`.
-#[derive(Clone, Copy)]
-pub(crate) struct MatRef<'a, T> {
-    pub data: &'a [T],
-    pub rows: usize,
-    pub cols: usize,
-    pub offset: usize,
-    pub row_stride: usize,
-    pub col_stride: usize,
+/// A read-only strided matrix view into a slice: element `(i, j)` is at
+/// `data[offset + i * row_stride + j * col_stride]`. The constructors check that every element
+/// lies inside `data`, so [`gemm_into`] is safe to call with any `MatRef`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a, T> {
+    data: &'a [T],
+    rows: usize,
+    cols: usize,
+    offset: usize,
+    row_stride: usize,
+    col_stride: usize,
 }
 
-/// `c = alpha · a · b + beta · c` for an `m × k` matrix `a`, a `k × n` matrix `b` and a
-/// contiguous row-major `m × n` output `c`. With `beta == 0`, `c`'s old contents are ignored.
+impl<'a, T> MatRef<'a, T> {
+    /// The row-major `rows × cols` matrix at the start of `data`.
+    ///
+    /// # Panics
+    /// If `data` is shorter than `rows * cols`.
+    #[track_caller]
+    pub fn new(data: &'a [T], rows: usize, cols: usize) -> Self {
+        Self::strided(data, 0, rows, cols, cols, 1)
+    }
+
+    /// A general strided view.
+    ///
+    /// # Panics
+    /// If an element of the view falls outside `data`.
+    #[track_caller]
+    pub fn strided(
+        data: &'a [T],
+        offset: usize,
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Self {
+        let m = MatRef {
+            data,
+            rows,
+            cols,
+            offset,
+            row_stride,
+            col_stride,
+        };
+        if rows > 0 && cols > 0 && m.last() >= data.len() {
+            shape_panic(
+                "MatRef",
+                format_args!(
+                    "a {rows}x{cols} view at offset {offset} with strides ({row_stride}, \
+                     {col_stride}) reaches past a slice of length {}",
+                    data.len()
+                ),
+            );
+        }
+        m
+    }
+
+    /// The transpose (a view: the strides swap).
+    pub fn t(self) -> Self {
+        MatRef {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The columns `start..start + len` (a view).
+    fn columns(self, start: usize, len: usize) -> Self {
+        MatRef {
+            cols: len,
+            offset: self.offset + start * self.col_stride,
+            ..self
+        }
+    }
+
+    /// Index of the last element (for a non-empty view).
+    fn last(&self) -> usize {
+        self.offset + (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride
+    }
+}
+
+/// Below this many multiply-adds a product runs on one thread (a rayon fork/join costs a few
+/// microseconds; 2²² multiply-adds take about 20 µs on one core).
+const PARALLEL_MACS: usize = 1 << 22;
+
+/// Width of the column blocks a large product is split into: it depends only on `n`, never on
+/// the number of threads, so results are bit-identical whatever `RAYON_NUM_THREADS` is.
+fn column_block(n: usize) -> usize {
+    n.div_ceil(8).next_multiple_of(16).max(64)
+}
+
+/// `c = alpha · a · b + beta · c`, with `a` `m × k`, `b` `k × n` (any strides: pass
+/// `x.t()` for a transpose, it is never copied) and `c` a contiguous row-major `m × n` slice.
+/// With `beta == 0`, `c`'s old contents are ignored (NaN included). Large products are split
+/// across rayon threads by blocks of output columns.
+///
+/// ```
+/// use tensor::ops::matmul::{gemm_into, MatRef};
+/// let a = [1.0f64, 2.0, 3.0, 4.0]; // [[1, 2], [3, 4]]
+/// let mut c = [1.0f64; 4];
+/// gemm_into(1.0, MatRef::new(&a, 2, 2).t(), MatRef::new(&a, 2, 2), 1.0, &mut c); // c += aᵀa
+/// assert_eq!(c, [11.0, 15.0, 15.0, 21.0]);
+/// ```
 ///
 /// # Panics
-/// If the sizes disagree or an operand's strides reach outside its storage (an internal bug,
-/// never a user error: public ops check shapes first).
-pub(crate) fn gemm<T: Float>(alpha: T, a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, c: &mut [T]) {
+/// If the inner dimensions differ or `c` is not `m × n` long.
+#[track_caller]
+pub fn gemm_into<T: Float>(alpha: T, a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, c: &mut [T]) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert_eq!(b.rows, k, "gemm: inner dimensions differ");
-    assert_eq!(c.len(), m * n, "gemm: output has the wrong length");
+    if b.rows != k || c.len() != m * n {
+        shape_panic(
+            "gemm_into",
+            format_args!(
+                "a is {m}x{k}, b is {}x{n} and c has {} elements (expected {})",
+                b.rows,
+                c.len(),
+                m * n
+            ),
+        );
+    }
     if m == 0 || n == 0 {
         return;
     }
@@ -42,23 +152,64 @@ pub(crate) fn gemm<T: Float>(alpha: T, a: MatRef<'_, T>, b: MatRef<'_, T>, beta:
             .for_each(|x| *x = if beta == T::ZERO { T::ZERO } else { beta * *x });
         return;
     }
-    // Bounds: the last element each operand can read must be inside its storage.
-    let last =
-        |x: &MatRef<'_, T>| x.offset + (x.rows - 1) * x.row_stride + (x.cols - 1) * x.col_stride;
-    assert!(last(&a) < a.data.len(), "gemm: lhs strides out of bounds");
-    assert!(last(&b) < b.data.len(), "gemm: rhs strides out of bounds");
-    let (rsa, csa) = (a.row_stride as isize, a.col_stride as isize);
-    let (rsb, csb) = (b.row_stride as isize, b.col_stride as isize);
-    let (rsc, csc) = (n as isize, 1isize);
+    let block = column_block(n);
+    if m * n * k < PARALLEL_MACS || n <= block {
+        // SAFETY: `c` is a live, exclusively borrowed m×n row-major buffer (length checked
+        // above), matching the strides (n, 1) passed.
+        unsafe { kernel(alpha, a, b, beta, c.as_mut_ptr(), n) };
+        return;
+    }
+    let out = SendPtr(c.as_mut_ptr());
+    let starts: Vec<usize> = (0..n).step_by(block).collect();
+    starts.into_par_iter().for_each(|j0| {
+        let width = block.min(n - j0);
+        let out = &out;
+        // SAFETY: block `j0` writes only columns j0..j0 + width of the m×n buffer `c`, which
+        // stays exclusively borrowed by this call until every task has finished
+        // (`for_each` returns after all of them); the column ranges of different tasks are
+        // disjoint, so no two threads touch the same element. `out.0.add(j0)` stays inside
+        // `c` because j0 < n.
+        unsafe { kernel(alpha, a, b.columns(j0, width), beta, out.0.add(j0), n) };
+    });
+}
+
+/// A raw output pointer shared by the tasks of one `gemm_into`.
+struct SendPtr<T>(*mut T);
+// SAFETY: the pointer is only dereferenced inside `gemm_into`, by tasks that write disjoint
+// column blocks of a buffer that outlives them (see the SAFETY note there).
+unsafe impl<T: Send> Send for SendPtr<T> {}
+// SAFETY: as above; sharing the pointer value between tasks is what lets each reach its block.
+unsafe impl<T: Send> Sync for SendPtr<T> {}
+
+/// The one call into `matrixmultiply`: `c = alpha · a · b + beta · c` for an `a.rows ×
+/// b.cols` output at `c` with row stride `rsc` and column stride 1.
+///
+/// # Safety
+/// `c` must point to `a.rows` rows of `b.cols` writable elements spaced `rsc` apart, not
+/// aliased by anything else for the duration of the call; `a.cols == b.rows`, and all of
+/// `a.rows`, `a.cols`, `b.cols` are non-zero.
+unsafe fn kernel<T: Float>(
+    alpha: T,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    beta: T,
+    c: *mut T,
+    rsc: usize,
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    // The views were bounds-checked when built (`MatRef::strided`); re-check in debug builds.
+    debug_assert!(a.last() < a.data.len() && b.last() < b.data.len());
     let a_ptr = a.data[a.offset..].as_ptr();
     let b_ptr = b.data[b.offset..].as_ptr();
-    let c_ptr = c.as_mut_ptr();
+    let (rsa, csa) = (a.row_stride as isize, a.col_stride as isize);
+    let (rsb, csb) = (b.row_stride as isize, b.col_stride as isize);
+    let (rsc, csc) = (rsc as isize, 1isize);
     // SAFETY: (1) `T::DTYPE` is `F32` only for `T = f32` and `F64` only for `T = f64` (the two
-    // `Float` impls in element.rs), so each pointer cast below is a cast to the pointee's own
-    // type. (2) The asserts above show that every element `a` and `b` can address, up to
-    // `(m-1, k-1)` and `(k-1, n-1)`, lies inside their slices, and `c` has exactly `m * n`
-    // elements with row stride `n` and column stride 1. (3) `c` is a `&mut` borrow, so it
-    // aliases neither `a` nor `b`; `a` and `b` are only read. (4) m, k, n > 0 here.
+    // `Float` impls in element.rs), so each pointer cast is a cast to the pointee's own type.
+    // (2) Every element `a` and `b` address, up to (m-1, k-1) and (k-1, n-1), lies inside their
+    // slices: `MatRef`'s constructors check it. (3) The caller guarantees `c` is valid and
+    // unaliased for the m×n block with strides (rsc, 1); `a` and `b` are only read, so even if
+    // they alias each other that is fine. (4) m, k, n > 0 (caller).
     unsafe {
         match T::DTYPE {
             DType::F32 => matrixmultiply::sgemm(
@@ -73,7 +224,7 @@ pub(crate) fn gemm<T: Float>(alpha: T, a: MatRef<'_, T>, b: MatRef<'_, T>, beta:
                 rsb,
                 csb,
                 beta.to_f64() as f32,
-                c_ptr.cast::<f32>(),
+                c.cast::<f32>(),
                 rsc,
                 csc,
             ),
@@ -89,7 +240,7 @@ pub(crate) fn gemm<T: Float>(alpha: T, a: MatRef<'_, T>, b: MatRef<'_, T>, beta:
                 rsb,
                 csb,
                 beta.to_f64(),
-                c_ptr.cast::<f64>(),
+                c.cast::<f64>(),
                 rsc,
                 csc,
             ),
@@ -101,18 +252,18 @@ pub(crate) fn gemm<T: Float>(alpha: T, a: MatRef<'_, T>, b: MatRef<'_, T>, beta:
 /// The matrix at storage `offset` formed by the last two dims of `t`.
 fn mat<T: Float>(t: &Tensor<T>, offset: usize) -> MatRef<'_, T> {
     let r = t.rank();
-    MatRef {
-        data: &t.data[..],
-        rows: t.shape[r - 2],
-        cols: t.shape[r - 1],
+    MatRef::strided(
+        &t.data[..],
         offset,
-        row_stride: t.strides[r - 2],
-        col_stride: t.strides[r - 1],
-    }
+        t.shape[r - 2],
+        t.shape[r - 1],
+        t.strides[r - 2],
+        t.strides[r - 1],
+    )
 }
 
 /// Below this many multiply-adds a batched matmul runs its batch on one thread.
-const PARALLEL_FLOPS: usize = 1 << 18;
+const PARALLEL_BATCH_MACS: usize = 1 << 18;
 
 impl<T: Float> Tensor<T> {
     /// Matrix product with `torch.matmul` semantics:
@@ -184,7 +335,7 @@ impl<T: Float> Tensor<T> {
         let (a_offsets, b_offsets) = (offsets(&a), offsets(&b));
         let mut out = vec![T::ZERO; numel(&batch) * m * n];
         let one = |(i, c): (usize, &mut [T])| {
-            gemm(
+            gemm_into(
                 T::ONE,
                 mat(&a, a_offsets[i]),
                 mat(&b, b_offsets[i]),
@@ -193,7 +344,7 @@ impl<T: Float> Tensor<T> {
             );
         };
         if m * n > 0 {
-            if a_offsets.len() > 1 && a_offsets.len() * m * n * k >= PARALLEL_FLOPS {
+            if a_offsets.len() > 1 && a_offsets.len() * m * n * k >= PARALLEL_BATCH_MACS {
                 out.par_chunks_mut(m * n).enumerate().for_each(one);
             } else {
                 out.chunks_mut(m * n).enumerate().for_each(one);

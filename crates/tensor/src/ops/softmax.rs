@@ -13,8 +13,15 @@ use crate::tensor::Tensor;
 
 impl<T: Float> Tensor<T> {
     /// The max along `dim` (kept as size 1), with non-finite maxima replaced by 0 so that a
-    /// row of all `-inf` gives `-inf` from `logsumexp` instead of NaN (as in PyTorch).
+    /// row of all `-inf` gives `-inf` from `logsumexp` instead of NaN (as in PyTorch). Along an
+    /// empty dim there is no max and nothing to shift: the shift is 0, so `logsumexp` is
+    /// log 0 = `-inf` and `softmax` is empty, as in PyTorch.
     fn stable_shift(&self, dim: usize) -> Self {
+        if self.shape[dim] == 0 {
+            let mut shape = self.shape.clone();
+            shape[dim] = 1;
+            return Self::zeros(&shape);
+        }
         self.max(&[dim], true)
             .map(|m| if m.is_finite() { m } else { T::ZERO })
     }

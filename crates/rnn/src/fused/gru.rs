@@ -1,0 +1,130 @@
+//! The fused GRU: equations as in [`GruCell`](crate::GruCell).
+//!
+//! ```text
+//! forward, per step:  [x_r; x_z; x_n] = X_t W_ihᵀ + b_ih,   [h_r; h_z; h_n] = h W_hhᵀ + b_hh
+//!                     r = σ(x_r + h_r),  z = σ(x_z + h_z),  n = tanh(x_n + r ⊙ h_n)
+//!                     h_t = n + z ⊙ (h_{t−1} − n)
+//! backward, per step: dh = dh + dout_t
+//!                     dn = dh ⊙ (1 − z),   dz = dh ⊙ (h_{t−1} − n)
+//!                     da = dn ⊙ (1 − n²)            (a = x_n + r ⊙ h_n)
+//!                     dr = da ⊙ h_n
+//!                     dP_x = [dr·r(1−r); dz·z(1−z); da]
+//!                     dP_h = [dr·r(1−r); dz·z(1−z); da ⊙ r]
+//!                     dh_{t−1} = dh ⊙ z + dP_h W_hh
+//! ```
+//!
+//! Kept per step: r, z, n and h_n (4H), plus the entering h.
+
+use tensor::Float;
+
+use super::{Forward, LoopGrads, Saved, Seq};
+
+pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
+    let (hid, g3, g4, n) = (s.hidden, 3 * s.hidden, 4 * s.hidden, s.step(s.hidden));
+    let xp = s.x_projection(3, false);
+    let mut acts = vec![T::ZERO; s.steps * s.step(g4)];
+    let mut h_in = vec![T::ZERO; s.steps * n];
+    let mut out = vec![T::ZERO; (s.steps + 1) * n];
+    let mut h = s.h0.to_vec();
+    let mut hp = vec![T::ZERO; s.step(g3)];
+    for t in s.order() {
+        h_in[t * n..(t + 1) * n].copy_from_slice(&h);
+        // hp = h W_hhᵀ + b_hh
+        match s.b_hh {
+            Some(b_hh) => hp
+                .chunks_exact_mut(g3)
+                .for_each(|row| row.copy_from_slice(b_hh)),
+            None => hp.fill(T::ZERO),
+        }
+        s.add_hidden_projection(3, &h, &mut hp);
+        for b in 0..s.batch {
+            if !s.valid(t, b) {
+                continue; // the state carries over, the output and the saved gates stay zero
+            }
+            let x_row = &xp[t * s.step(g3) + b * g3..t * s.step(g3) + (b + 1) * g3];
+            let h_row = &hp[b * g3..(b + 1) * g3];
+            let a_row = &mut acts[t * s.step(g4) + b * g4..t * s.step(g4) + (b + 1) * g4];
+            let (r, rest) = a_row.split_at_mut(hid);
+            let (z, rest) = rest.split_at_mut(hid);
+            let (nn, h_n) = rest.split_at_mut(hid);
+            let h_b = &mut h[b * hid..(b + 1) * hid];
+            let out_t = &mut out[t * n + b * hid..t * n + (b + 1) * hid];
+            for j in 0..hid {
+                r[j] = (x_row[j] + h_row[j]).fast_sigmoid();
+                z[j] = (x_row[hid + j] + h_row[hid + j]).fast_sigmoid();
+                h_n[j] = h_row[2 * hid + j];
+                nn[j] = (x_row[2 * hid + j] + r[j] * h_n[j]).fast_tanh();
+                let h_new = nn[j] + z[j] * (h_b[j] - nn[j]);
+                h_b[j] = h_new;
+                out_t[j] = h_new;
+            }
+        }
+    }
+    out[s.steps * n..].copy_from_slice(&h);
+    (
+        out,
+        Saved {
+            acts,
+            h_in,
+            c: vec![],
+        },
+    )
+}
+
+pub(super) fn backward<T: Float>(s: &Seq<'_, T>, saved: &Saved<T>, g: &[T]) -> LoopGrads<T> {
+    let (hid, g3, g4, n) = (s.hidden, 3 * s.hidden, 4 * s.hidden, s.step(s.hidden));
+    let mut dp_x = vec![T::ZERO; s.steps * s.step(g3)];
+    let mut dp_h = vec![T::ZERO; s.steps * s.step(g3)];
+    let mut dh = g[s.steps * n..(s.steps + 1) * n].to_vec();
+    let mut dh_rec = vec![T::ZERO; n];
+    let order: Vec<usize> = s.order().collect();
+    for &t in order.iter().rev() {
+        let dpx_t = &mut dp_x[t * s.step(g3)..(t + 1) * s.step(g3)];
+        let dph_t = &mut dp_h[t * s.step(g3)..(t + 1) * s.step(g3)];
+        for b in 0..s.batch {
+            if !s.valid(t, b) {
+                continue;
+            }
+            let a_row = &saved.acts[t * s.step(g4) + b * g4..t * s.step(g4) + (b + 1) * g4];
+            let (r, rest) = a_row.split_at(hid);
+            let (z, rest) = rest.split_at(hid);
+            let (nn, h_n) = rest.split_at(hid);
+            let h_prev = &saved.h_in[t * n + b * hid..t * n + (b + 1) * hid];
+            let dout = &g[t * n + b * hid..t * n + (b + 1) * hid];
+            let dh_b = &mut dh[b * hid..(b + 1) * hid];
+            let (dx_row, dh_row) = (
+                &mut dpx_t[b * g3..(b + 1) * g3],
+                &mut dph_t[b * g3..(b + 1) * g3],
+            );
+            for j in 0..hid {
+                let dh_j = dh_b[j] + dout[j];
+                let dn = dh_j * (T::ONE - z[j]);
+                let dz = dh_j * (h_prev[j] - nn[j]);
+                let da = dn * (T::ONE - nn[j] * nn[j]);
+                let dr = da * h_n[j];
+                let dpr = dr * r[j] * (T::ONE - r[j]);
+                let dpz = dz * z[j] * (T::ONE - z[j]);
+                dx_row[j] = dpr;
+                dx_row[hid + j] = dpz;
+                dx_row[2 * hid + j] = da;
+                dh_row[j] = dpr;
+                dh_row[hid + j] = dpz;
+                dh_row[2 * hid + j] = da * r[j];
+                dh_b[j] = dh_j * z[j]; // the direct path h_{t−1} → h_t
+            }
+        }
+        s.hidden_grad(3, dph_t, &mut dh_rec);
+        for b in 0..s.batch {
+            if s.valid(t, b) {
+                for j in b * hid..(b + 1) * hid {
+                    dh[j] += dh_rec[j];
+                }
+            }
+        }
+    }
+    LoopGrads {
+        dp_x,
+        dp_h: Some(dp_h),
+        d_init: vec![dh],
+    }
+}

@@ -1,0 +1,385 @@
+//! Fused kernels for the built-in cells: a whole sequence, forward and backward, as one tape
+//! node per layer and direction (through the custom-op API).
+//!
+//! Each kernel is shaped like min-char-rnn: the forward loop keeps, per step, only what the
+//! backward equations need (LSTM: the four activated gates and the cell state; GRU: r, z, n
+//! and W_hn h + b_hn; RNN: the output), and the backward loop runs the steps in reverse,
+//! mirroring the forward line by line. Around the loops, the work is in large matrix products:
+//!
+//! ```text
+//! forward:   P   = X W_ihᵀ + b           one [T·B, I] × [I, G·H] product for all steps
+//!            P_t += h_{t−1} W_hhᵀ        one [B, H] × [H, G·H] product per step
+//! backward:  dh_{t−1} = dP_t W_hh        one [B, G·H] × [G·H, H] product per step
+//!            dX = dP W_ih,  dW_ih = dPᵀ X,  dW_hh = dPᵀ H_in,  db = Σ dP   (all steps at once)
+//! ```
+//!
+//! Arithmetic is the composed cells' in the same order, with the exact `tanh`/sigmoid for
+//! `f64` (so the two paths agree to ~1e-15) and fast vectorisable ones for `f32`.
+
+mod gru;
+mod lstm;
+mod rnn;
+
+use autograd::{Param, Var};
+use tensor::ops::matmul::{gemm_into, MatRef};
+use tensor::{Float, Tensor};
+
+use crate::init::GateParams;
+use crate::rnn_cell::Nonlinearity;
+
+/// Which fused kernel a built-in cell uses.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Kind {
+    Rnn(Nonlinearity),
+    Lstm,
+    Gru,
+}
+
+impl Kind {
+    /// Gates per hidden unit: the rows of `weight_ih` are `gates · hidden`.
+    fn gates(self) -> usize {
+        match self {
+            Kind::Rnn(_) => 1,
+            Kind::Lstm => 4,
+            Kind::Gru => 3,
+        }
+    }
+
+    /// State components: (h) or (h, c).
+    fn parts(self) -> usize {
+        match self {
+            Kind::Lstm => 2,
+            _ => 1,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Rnn(_) => "rnn_sequence",
+            Kind::Lstm => "lstm_sequence",
+            Kind::Gru => "gru_sequence",
+        }
+    }
+}
+
+/// A built-in cell's offer of a fused kernel (see [`Cell::fused`](crate::Cell::fused)).
+/// Opaque: only the built-in cells make one.
+pub struct Fused<'a, T: Float> {
+    pub(crate) kind: Kind,
+    pub(crate) params: &'a GateParams<T>,
+}
+
+/// One direction of one layer, as plain slices: what a kernel reads.
+pub(crate) struct Seq<'a, T> {
+    pub x: &'a [T],
+    pub steps: usize,
+    pub batch: usize,
+    pub input: usize,
+    pub hidden: usize,
+    pub w_ih: &'a [T],
+    pub w_hh: &'a [T],
+    pub b_ih: Option<&'a [T]>,
+    pub b_hh: Option<&'a [T]>,
+    pub h0: &'a [T],
+    pub c0: Option<&'a [T]>,
+    pub lengths: Option<&'a [usize]>,
+    pub reverse: bool,
+}
+
+impl<T: Float> Seq<'_, T> {
+    /// The time steps in the order this direction visits them.
+    pub fn order(&self) -> impl DoubleEndedIterator<Item = usize> + '_ {
+        (0..self.steps).map(move |k| if self.reverse { self.steps - 1 - k } else { k })
+    }
+
+    /// Whether sequence `b` is still running at time `t`.
+    pub fn valid(&self, t: usize, b: usize) -> bool {
+        self.lengths.is_none_or(|l| t < l[b])
+    }
+
+    /// The size of one step's block of a `[T, B, n]` buffer.
+    pub fn step(&self, n: usize) -> usize {
+        self.batch * n
+    }
+
+    /// `X W_ihᵀ + b_ih (+ b_hh)` for all steps at once: `[T·B, G·H]`.
+    pub fn x_projection(&self, gates: usize, with_b_hh: bool) -> Vec<T> {
+        let (rows, cols) = (self.steps * self.batch, gates * self.hidden);
+        let mut p = vec![T::ZERO; rows * cols];
+        gemm_into(
+            T::ONE,
+            MatRef::new(self.x, rows, self.input),
+            MatRef::new(self.w_ih, cols, self.input).t(),
+            T::ZERO,
+            &mut p,
+        );
+        let mut bias = vec![T::ZERO; cols];
+        for b in [Some(self.b_ih), with_b_hh.then_some(self.b_hh)]
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for (acc, v) in bias.iter_mut().zip(b) {
+                *acc += *v;
+            }
+        }
+        if self.b_ih.is_some() {
+            for row in p.chunks_exact_mut(cols) {
+                for (x, b) in row.iter_mut().zip(&bias) {
+                    *x += *b;
+                }
+            }
+        }
+        p
+    }
+
+    /// `out += h W_hhᵀ` for one step: `[B, H] × [H, G·H]`.
+    pub fn add_hidden_projection(&self, gates: usize, h: &[T], out: &mut [T]) {
+        let cols = gates * self.hidden;
+        gemm_into(
+            T::ONE,
+            MatRef::new(h, self.batch, self.hidden),
+            MatRef::new(self.w_hh, cols, self.hidden).t(),
+            T::ONE,
+            out,
+        );
+    }
+
+    /// `dh = dP_t W_hh` for one step: `[B, G·H] × [G·H, H]`.
+    pub fn hidden_grad(&self, gates: usize, dp: &[T], dh: &mut [T]) {
+        let cols = gates * self.hidden;
+        gemm_into(
+            T::ONE,
+            MatRef::new(dp, self.batch, cols),
+            MatRef::new(self.w_hh, cols, self.hidden),
+            T::ZERO,
+            dh,
+        );
+    }
+}
+
+/// What the forward keeps for the backward, all in time order.
+pub(crate) struct Saved<T> {
+    /// Per-step activations `[T, B, k·H]`, kernel-specific.
+    pub acts: Vec<T>,
+    /// The hidden state entering each step, `[T, B, H]`.
+    pub h_in: Vec<T>,
+    /// LSTM: the cell state after each step, `[T, B, H]`.
+    pub c: Vec<T>,
+}
+
+/// A kernel's forward result: `[T + parts, B, H]` (the outputs, then the final state's
+/// parts), and what the backward needs.
+pub(crate) type Forward<T> = (Vec<T>, Saved<T>);
+
+/// The backward loop's results: the gradients of the input and hidden projections' pre-
+/// activations (`[T, B, G·H]` each; `None` for the hidden one means the same as the input
+/// one, as for LSTM and RNN), and of the initial state's parts.
+pub(crate) struct LoopGrads<T> {
+    pub dp_x: Vec<T>,
+    pub dp_h: Option<Vec<T>>,
+    pub d_init: Vec<Vec<T>>,
+}
+
+fn forward<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Forward<T> {
+    match kind {
+        Kind::Rnn(nl) => rnn::forward(s, nl),
+        Kind::Lstm => lstm::forward(s),
+        Kind::Gru => gru::forward(s),
+    }
+}
+
+fn backward_loop<T: Float>(kind: Kind, s: &Seq<'_, T>, saved: &Saved<T>, g: &[T]) -> LoopGrads<T> {
+    match kind {
+        Kind::Rnn(nl) => rnn::backward(s, nl, saved, g),
+        Kind::Lstm => lstm::backward(s, saved, g),
+        Kind::Gru => gru::backward(s, saved, g),
+    }
+}
+
+/// Owned copies of one direction's inputs, so its forward can run on another thread and its
+/// backward later.
+struct Inputs<T: Float> {
+    x: Tensor<T>,
+    init: Vec<Tensor<T>>,
+    w_ih: Tensor<T>,
+    w_hh: Tensor<T>,
+    b_ih: Option<Tensor<T>>,
+    b_hh: Option<Tensor<T>>,
+    lengths: Option<Vec<usize>>,
+    reverse: bool,
+}
+
+fn slice<T: Float>(t: &Tensor<T>) -> &[T] {
+    t.as_slice().expect("made contiguous")
+}
+
+impl<T: Float> Inputs<T> {
+    fn seq(&self) -> Seq<'_, T> {
+        let [steps, batch, input] = <[usize; 3]>::try_from(self.x.shape()).expect("3-D input");
+        Seq {
+            x: slice(&self.x),
+            steps,
+            batch,
+            input,
+            hidden: self.w_hh.shape()[1],
+            w_ih: slice(&self.w_ih),
+            w_hh: slice(&self.w_hh),
+            b_ih: self.b_ih.as_ref().map(slice),
+            b_hh: self.b_hh.as_ref().map(slice),
+            h0: slice(&self.init[0]),
+            c0: self.init.get(1).map(slice),
+            lengths: self.lengths.as_deref(),
+            reverse: self.reverse,
+        }
+    }
+}
+
+/// One direction to run: the cell's kernel and the variables it reads.
+pub(crate) struct Direction<'a, T: Float> {
+    pub fused: Fused<'a, T>,
+    pub init: Vec<Var<T>>,
+    pub reverse: bool,
+}
+
+/// Runs one or two directions of a layer over `x` (`[T, B, I]`), the forwards in parallel,
+/// and records each as one node. Returns each direction's output `[T, B, H]` and final state
+/// parts `[B, H]`.
+pub(crate) fn run<T: Float>(
+    x: &Var<T>,
+    directions: Vec<Direction<'_, T>>,
+    lengths: Option<&[usize]>,
+) -> Vec<(Var<T>, Vec<Var<T>>)> {
+    let tape = x.tape();
+    let x_value = x.value().contiguous();
+    let prepared: Vec<(Inputs<T>, Vec<Var<T>>, Kind)> = directions
+        .into_iter()
+        .map(|d| {
+            let p = d.fused.params;
+            let params: Vec<&Param<T>> = [
+                Some(&p.w_ih),
+                Some(&p.w_hh),
+                p.b_ih.as_ref(),
+                p.b_hh.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let mut vars = vec![x.clone()];
+            vars.extend(d.init.iter().cloned());
+            vars.extend(params.iter().map(|p| tape.param(p)));
+            let inputs = Inputs {
+                x: x_value.clone(),
+                init: d.init.iter().map(|v| v.value().contiguous()).collect(),
+                w_ih: p.w_ih.value(),
+                w_hh: p.w_hh.value(),
+                b_ih: p.b_ih.as_ref().map(Param::value),
+                b_hh: p.b_hh.as_ref().map(Param::value),
+                lengths: lengths.map(<[usize]>::to_vec),
+                reverse: d.reverse,
+            };
+            (inputs, vars, d.fused.kind)
+        })
+        .collect();
+    let forwards: Vec<Forward<T>> = match &prepared[..] {
+        [(a, _, ka), (b, _, kb)] => {
+            let (fa, fb) = rayon::join(|| forward(*ka, &a.seq()), || forward(*kb, &b.seq()));
+            vec![fa, fb]
+        }
+        _ => prepared
+            .iter()
+            .map(|(i, _, k)| forward(*k, &i.seq()))
+            .collect(),
+    };
+    prepared
+        .into_iter()
+        .zip(forwards)
+        .map(|((inputs, vars, kind), (packed, saved))| record(kind, inputs, vars, packed, saved))
+        .collect()
+}
+
+/// Puts one direction on the tape: a node whose value is the packed `[T + parts, B, H]`
+/// result, then views of it for the output and each final state part.
+fn record<T: Float>(
+    kind: Kind,
+    inputs: Inputs<T>,
+    vars: Vec<Var<T>>,
+    packed: Vec<T>,
+    saved: Saved<T>,
+) -> (Var<T>, Vec<Var<T>>) {
+    let s = inputs.seq();
+    let (steps, batch, hidden) = (s.steps, s.batch, s.hidden);
+    let parts = kind.parts();
+    let value = Tensor::from_vec(packed, &[steps + parts, batch, hidden]);
+    let needs: Vec<bool> = vars.iter().map(Var::requires_grad).collect();
+    let refs: Vec<&Var<T>> = vars.iter().collect();
+    let node = Var::custom_op(kind.name(), &refs, value, move |g| {
+        let g = g.contiguous();
+        let s = inputs.seq();
+        let loop_grads = backward_loop(kind, &s, &saved, g.as_slice().expect("contiguous"));
+        input_grads(kind, &s, &saved, loop_grads, &needs)
+    });
+    let output = node.narrow(0, 0, steps);
+    let finals = (0..parts).map(|k| node.select(0, steps + k)).collect();
+    (output, finals)
+}
+
+/// From the loop's gradients to one gradient per input, in the order
+/// `x, init parts.., w_ih, w_hh, [b_ih, b_hh]`; only those in `needs` are computed.
+fn input_grads<T: Float>(
+    kind: Kind,
+    s: &Seq<'_, T>,
+    saved: &Saved<T>,
+    lg: LoopGrads<T>,
+    needs: &[bool],
+) -> Vec<Option<Tensor<T>>> {
+    let (rows, cols) = (s.steps * s.batch, kind.gates() * s.hidden);
+    let dp_x = MatRef::new(&lg.dp_x, rows, cols);
+    let dp_h = MatRef::new(lg.dp_h.as_deref().unwrap_or(&lg.dp_x), rows, cols);
+    let product = |a: MatRef<'_, T>, b: MatRef<'_, T>, shape: &[usize]| {
+        let mut out = vec![T::ZERO; a.rows() * b.cols()];
+        gemm_into(T::ONE, a, b, T::ZERO, &mut out);
+        Tensor::from_vec(out, shape)
+    };
+    let column_sums = |m: &[T]| {
+        let mut sums = vec![T::ZERO; cols];
+        for row in m.chunks_exact(cols) {
+            for (acc, v) in sums.iter_mut().zip(row) {
+                *acc += *v;
+            }
+        }
+        Tensor::from_vec(sums, &[cols])
+    };
+    let mut grads: Vec<Option<Tensor<T>>> = Vec::with_capacity(needs.len());
+    let mut k = 0;
+    let mut want = || {
+        k += 1;
+        needs[k - 1]
+    };
+    // dX = dP_x W_ih
+    grads.push(want().then(|| {
+        product(
+            dp_x,
+            MatRef::new(s.w_ih, cols, s.input),
+            &[s.steps, s.batch, s.input],
+        )
+    }));
+    for d in lg.d_init {
+        grads.push(want().then(|| Tensor::from_vec(d, &[s.batch, s.hidden])));
+    }
+    // dW_ih = dP_xᵀ X,  dW_hh = dP_hᵀ H_in
+    grads
+        .push(want().then(|| product(dp_x.t(), MatRef::new(s.x, rows, s.input), &[cols, s.input])));
+    grads.push(want().then(|| {
+        product(
+            dp_h.t(),
+            MatRef::new(&saved.h_in, rows, s.hidden),
+            &[cols, s.hidden],
+        )
+    }));
+    if s.b_ih.is_some() {
+        grads.push(want().then(|| column_sums(&lg.dp_x)));
+        grads.push(want().then(|| column_sums(lg.dp_h.as_deref().unwrap_or(&lg.dp_x))));
+    }
+    grads
+}

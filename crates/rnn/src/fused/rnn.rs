@@ -1,0 +1,105 @@
+//! The fused vanilla RNN: equations as in [`RnnCell`](crate::RnnCell).
+//!
+//! ```text
+//! forward, per step:  P_t = X_t W_ihᵀ + b_ih + b_hh + h W_hhᵀ,   h_t = tanh(P_t) (or relu)
+//! backward, per step: dh = dh + dout_t
+//!                     dP_t = dh ⊙ (1 − h_t²)          (relu: dh where h_t > 0, else 0)
+//!                     dh_{t−1} = dP_t W_hh
+//! ```
+//!
+//! Kept per step: h_t, plus the entering h.
+
+use tensor::Float;
+
+use super::{Forward, LoopGrads, Saved, Seq};
+use crate::rnn_cell::Nonlinearity;
+
+pub(super) fn forward<T: Float>(s: &Seq<'_, T>, nl: Nonlinearity) -> Forward<T> {
+    let (hid, n) = (s.hidden, s.step(s.hidden));
+    let mut p = s.x_projection(1, true);
+    let mut h_in = vec![T::ZERO; s.steps * n];
+    let mut out = vec![T::ZERO; (s.steps + 1) * n];
+    let mut h = s.h0.to_vec();
+    for t in s.order() {
+        h_in[t * n..(t + 1) * n].copy_from_slice(&h);
+        let p_t = &mut p[t * n..(t + 1) * n];
+        s.add_hidden_projection(1, &h, p_t);
+        for b in 0..s.batch {
+            let row = &mut p_t[b * hid..(b + 1) * hid];
+            if !s.valid(t, b) {
+                row.fill(T::ZERO);
+                continue;
+            }
+            for x in row.iter_mut() {
+                *x = match nl {
+                    Nonlinearity::Tanh => x.fast_tanh(),
+                    Nonlinearity::Relu => {
+                        if *x > T::ZERO {
+                            *x
+                        } else {
+                            T::ZERO
+                        }
+                    }
+                };
+            }
+            h[b * hid..(b + 1) * hid].copy_from_slice(row);
+            out[t * n + b * hid..t * n + (b + 1) * hid].copy_from_slice(row);
+        }
+    }
+    out[s.steps * n..].copy_from_slice(&h);
+    (
+        out,
+        Saved {
+            acts: p,
+            h_in,
+            c: vec![],
+        },
+    )
+}
+
+pub(super) fn backward<T: Float>(
+    s: &Seq<'_, T>,
+    nl: Nonlinearity,
+    saved: &Saved<T>,
+    g: &[T],
+) -> LoopGrads<T> {
+    let (hid, n) = (s.hidden, s.step(s.hidden));
+    let mut dp = vec![T::ZERO; s.steps * n];
+    let mut dh = g[s.steps * n..(s.steps + 1) * n].to_vec();
+    let mut dh_rec = vec![T::ZERO; n];
+    let order: Vec<usize> = s.order().collect();
+    for &t in order.iter().rev() {
+        let dp_t = &mut dp[t * n..(t + 1) * n];
+        for b in 0..s.batch {
+            if !s.valid(t, b) {
+                continue;
+            }
+            let at = t * n + b * hid;
+            let y = &saved.acts[at..at + hid];
+            for j in 0..hid {
+                let dh_j = dh[b * hid + j] + g[at + j];
+                dp_t[b * hid + j] = match nl {
+                    Nonlinearity::Tanh => dh_j * (T::ONE - y[j] * y[j]),
+                    Nonlinearity::Relu => {
+                        if y[j] > T::ZERO {
+                            dh_j
+                        } else {
+                            T::ZERO
+                        }
+                    }
+                };
+            }
+        }
+        s.hidden_grad(1, dp_t, &mut dh_rec);
+        for b in 0..s.batch {
+            if s.valid(t, b) {
+                dh[b * hid..(b + 1) * hid].copy_from_slice(&dh_rec[b * hid..(b + 1) * hid]);
+            }
+        }
+    }
+    LoopGrads {
+        dp_x: dp,
+        dp_h: None,
+        d_init: vec![dh],
+    }
+}
