@@ -26,8 +26,14 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target/tape_tour"));
     let mut rng = Rng::seed_from_u64(7);
-    let w = Param::new("W", Tensor::<f64>::rand_uniform(&[INPUT, HIDDEN], -0.5, 0.5, &mut rng));
-    let u = Param::new("U", Tensor::<f64>::rand_uniform(&[HIDDEN, HIDDEN], -0.5, 0.5, &mut rng));
+    let w = Param::new(
+        "W",
+        Tensor::<f64>::rand_uniform(&[INPUT, HIDDEN], -0.5, 0.5, &mut rng),
+    );
+    let u = Param::new(
+        "U",
+        Tensor::<f64>::rand_uniform(&[HIDDEN, HIDDEN], -0.5, 0.5, &mut rng),
+    );
     let b = Param::new("b", Tensor::<f64>::zeros(&[HIDDEN]));
     let xs = Tensor::<f64>::rand_normal(&[STEPS, BATCH, INPUT], 0.0, 1.0, &mut rng);
     let probe = Tensor::<f64>::rand_uniform(&[BATCH, HIDDEN], -1.0, 1.0, &mut rng);
@@ -49,7 +55,10 @@ fn main() {
     println!("{} nodes on the tape:", tape.len());
     for n in tape.nodes() {
         let name = n.param_name.clone().unwrap_or_else(|| n.op.to_string());
-        println!("  #{:<3} {:<10} {:?} <- {:?}", n.index, name, n.shape, n.inputs);
+        println!(
+            "  #{:<3} {:<10} {:?} <- {:?}",
+            n.index, name, n.shape, n.inputs
+        );
     }
 
     let grads = loss.backward();
@@ -66,5 +75,8 @@ fn main() {
         .params(&[w.clone(), u.clone(), b.clone()])
         .run();
     println!("\n{report}");
-    assert!(report.passed(), "the tape's gradients disagree with finite differences");
+    assert!(
+        report.passed(),
+        "the tape's gradients disagree with finite differences"
+    );
 }
