@@ -187,6 +187,30 @@ fn tanh_f32(x: f32) -> f32 {
     x * p / q
 }
 
+impl Element for i64 {
+    const DTYPE: DType = DType::I64;
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn from_f64(v: f64) -> Self {
+        v as i64
+    }
+}
+
+impl Element for bool {
+    const DTYPE: DType = DType::Bool;
+    fn to_f64(self) -> f64 {
+        if self {
+            1.0
+        } else {
+            0.0
+        }
+    }
+    fn from_f64(v: f64) -> Self {
+        v != 0.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,29 +233,5 @@ mod tests {
         assert_eq!(1e30f32.fast_tanh(), 1.0);
         assert_eq!((-1e30f32).fast_sigmoid(), 0.0);
         assert_eq!(0.3f64.fast_tanh(), 0.3f64.tanh());
-    }
-}
-
-impl Element for i64 {
-    const DTYPE: DType = DType::I64;
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-    fn from_f64(v: f64) -> Self {
-        v as i64
-    }
-}
-
-impl Element for bool {
-    const DTYPE: DType = DType::Bool;
-    fn to_f64(self) -> f64 {
-        if self {
-            1.0
-        } else {
-            0.0
-        }
-    }
-    fn from_f64(v: f64) -> Self {
-        v != 0.0
     }
 }
