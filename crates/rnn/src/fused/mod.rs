@@ -78,6 +78,11 @@ pub(crate) struct Seq<'a, T> {
     pub hidden: usize,
     pub w_ih: &'a [T],
     pub w_hh: &'a [T],
+    /// `W_ihᵀ` and `W_hhᵀ` as contiguous `[in, G·H]` copies, made once per sequence: the
+    /// per-step products read them row by row, which is what the gemm's packing wants (a
+    /// transposed view would make it read one cache line per element, every step).
+    pub w_ih_t: &'a [T],
+    pub w_hh_t: &'a [T],
     pub b_ih: Option<&'a [T]>,
     pub b_hh: Option<&'a [T]>,
     pub h0: &'a [T],
@@ -109,7 +114,7 @@ impl<T: Float> Seq<'_, T> {
         gemm_into(
             T::ONE,
             MatRef::new(self.x, rows, self.input),
-            MatRef::new(self.w_ih, cols, self.input).t(),
+            MatRef::new(self.w_ih_t, self.input, cols),
             T::ZERO,
             &mut p,
         );
@@ -139,7 +144,7 @@ impl<T: Float> Seq<'_, T> {
         gemm_into(
             T::ONE,
             MatRef::new(h, self.batch, self.hidden),
-            MatRef::new(self.w_hh, cols, self.hidden).t(),
+            MatRef::new(self.w_hh_t, self.hidden, cols),
             T::ONE,
             out,
         );
@@ -204,6 +209,8 @@ struct Inputs<T: Float> {
     init: Vec<Tensor<T>>,
     w_ih: Tensor<T>,
     w_hh: Tensor<T>,
+    w_ih_t: Tensor<T>,
+    w_hh_t: Tensor<T>,
     b_ih: Option<Tensor<T>>,
     b_hh: Option<Tensor<T>>,
     lengths: Option<Vec<usize>>,
@@ -225,6 +232,8 @@ impl<T: Float> Inputs<T> {
             hidden: self.w_hh.shape()[1],
             w_ih: slice(&self.w_ih),
             w_hh: slice(&self.w_hh),
+            w_ih_t: slice(&self.w_ih_t),
+            w_hh_t: slice(&self.w_hh_t),
             b_ih: self.b_ih.as_ref().map(slice),
             b_hh: self.b_hh.as_ref().map(slice),
             h0: slice(&self.init[0]),
@@ -273,6 +282,8 @@ pub(crate) fn run<T: Float>(
                 init: d.init.iter().map(|v| v.value().contiguous()).collect(),
                 w_ih: p.w_ih.value(),
                 w_hh: p.w_hh.value(),
+                w_ih_t: p.w_ih.value().t().contiguous(),
+                w_hh_t: p.w_hh.value().t().contiguous(),
                 b_ih: p.b_ih.as_ref().map(Param::value),
                 b_hh: p.b_hh.as_ref().map(Param::value),
                 lengths: lengths.map(<[usize]>::to_vec),
