@@ -185,16 +185,19 @@ impl<T: Float> Tape<T> {
                 );
             }
         }
+        let ids: Vec<Option<usize>> = inputs.iter().map(|v| v.node).collect();
+        let recorded = self.grad_enabled() && ids.iter().any(Option::is_some);
         if self.inner.anomaly.get() {
             check_finite(&value, || {
-                format!(
-                    "anomaly: the forward of op '{op}' (node {}) produced NaN or Inf",
-                    self.len()
-                )
+                let at = if recorded {
+                    format!("node {}", self.len())
+                } else {
+                    "not recorded".to_string()
+                };
+                format!("anomaly: the forward of op '{op}' ({at}) produced NaN or Inf")
             });
         }
-        let ids: Vec<Option<usize>> = inputs.iter().map(|v| v.node).collect();
-        if !self.grad_enabled() || ids.iter().all(Option::is_none) {
+        if !recorded {
             return self.constant(value);
         }
         let id = self.push(Node {
@@ -316,7 +319,13 @@ impl<T: Float> Tape<T> {
                         Grad::Slice { dim, start, grad } => (
                             grad.rank() == input_shape.len()
                                 && *dim < input_shape.len()
-                                && start + grad.shape()[*dim] <= input_shape[*dim],
+                                && (0..input_shape.len()).all(|d| {
+                                    if d == *dim {
+                                        start + grad.shape()[d] <= input_shape[d]
+                                    } else {
+                                        grad.shape()[d] == input_shape[d]
+                                    }
+                                }),
                             grad,
                         ),
                     };

@@ -39,7 +39,8 @@ impl LrSchedule for Exponential {
 }
 
 /// `CosineAnnealingLR`: from the base rate down to `eta_min` along half a cosine over `t_max`
-/// steps: `η_min + (η − η_min)(1 + cos(π·t/T))/2`.
+/// steps: `η_min + (η − η_min)(1 + cos(π·t/T))/2`. Past `t_max` it follows the cosine back
+/// up, as PyTorch's closed form does.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Cosine {
     /// Steps of the half period T.
@@ -50,7 +51,7 @@ pub struct Cosine {
 
 impl LrSchedule for Cosine {
     fn lr(&self, base_lr: f64, step: u64) -> f64 {
-        let t = step.min(self.t_max) as f64 / self.t_max.max(1) as f64;
+        let t = step as f64 / self.t_max.max(1) as f64;
         self.eta_min + (base_lr - self.eta_min) * (1.0 + (PI * t).cos()) / 2.0
     }
 }

@@ -93,7 +93,8 @@ impl<T: Float> Optimizer<T> for Sgd<T> {
         let one_minus_damp = T::from_f64(1.0 - c.dampening);
         let slots = &mut self.slots;
         for_each_with_grad(&self.params, |i, p, g| {
-            let first = slots.steps[i] == 0;
+            // PyTorch starts the buffer as g when there is none yet.
+            let first = slots.bufs[0][i].is_none();
             slots.steps[i] += 1;
             let buf = (c.momentum != 0.0).then(|| buffer(&mut slots.bufs[0][i], p.len(), T::ZERO));
             let mut buf = buf;
