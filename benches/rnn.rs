@@ -29,7 +29,15 @@ const CONFIGS: [(&str, usize, usize, usize, usize); 3] = [
 ];
 
 /// The PyTorch script's FLOP count: 2 × multiply-adds of the gate matmuls.
-fn forward_flops(gates: usize, b: usize, t: usize, i: usize, h: usize, layers: usize, dirs: usize) -> u64 {
+fn forward_flops(
+    gates: usize,
+    b: usize,
+    t: usize,
+    i: usize,
+    h: usize,
+    layers: usize,
+    dirs: usize,
+) -> u64 {
     let g = gates * h;
     (0..layers)
         .map(|l| {
@@ -53,23 +61,37 @@ fn bench_layer<C: Cell<f32>>(
     let mut group = c.benchmark_group(name);
     group.sample_size(10);
     group.throughput(Throughput::Elements(flops));
-    group.bench_function(BenchmarkId::new("forward", format!("{threads}thr")), |bench| {
-        bench.iter(|| {
-            let tape = Tape::new();
-            tape.no_grad(|| black_box(layer.forward(&tape.constant(x.clone())).output.value().clone()))
-        })
-    });
+    group.bench_function(
+        BenchmarkId::new("forward", format!("{threads}thr")),
+        |bench| {
+            bench.iter(|| {
+                let tape = Tape::new();
+                tape.no_grad(|| {
+                    black_box(
+                        layer
+                            .forward(&tape.constant(x.clone()))
+                            .output
+                            .value()
+                            .clone(),
+                    )
+                })
+            })
+        },
+    );
     group.throughput(Throughput::Elements(3 * flops));
-    group.bench_function(BenchmarkId::new("train_step", format!("{threads}thr")), |bench| {
-        bench.iter(|| {
-            for p in layer.params() {
-                p.zero_grad();
-            }
-            let tape = Tape::new();
-            let out = layer.forward(&tape.constant(x.clone()));
-            out.output.sum_all().backward();
-        })
-    });
+    group.bench_function(
+        BenchmarkId::new("train_step", format!("{threads}thr")),
+        |bench| {
+            bench.iter(|| {
+                for p in layer.params() {
+                    p.zero_grad();
+                }
+                let tape = Tape::new();
+                let out = layer.forward(&tape.constant(x.clone()));
+                out.output.sum_all().backward();
+            })
+        },
+    );
     group.finish();
 }
 
@@ -77,13 +99,37 @@ fn bench_rnn(c: &mut Criterion) {
     let mut rng = Rng::seed_from_u64(0);
     for (config, b, t, i, h) in CONFIGS {
         let shape = (b, t, i, h);
-        bench_layer(c, &format!("rnn/{config}"), 1, shape, Layer::rnn(LayerConfig::new(i, h), &mut rng));
-        bench_layer(c, &format!("lstm/{config}"), 4, shape, Layer::lstm(LayerConfig::new(i, h), &mut rng));
-        bench_layer(c, &format!("gru/{config}"), 3, shape, Layer::gru(LayerConfig::new(i, h), &mut rng));
+        bench_layer(
+            c,
+            &format!("rnn/{config}"),
+            1,
+            shape,
+            Layer::rnn(LayerConfig::new(i, h), &mut rng),
+        );
+        bench_layer(
+            c,
+            &format!("lstm/{config}"),
+            4,
+            shape,
+            Layer::lstm(LayerConfig::new(i, h), &mut rng),
+        );
+        bench_layer(
+            c,
+            &format!("gru/{config}"),
+            3,
+            shape,
+            Layer::gru(LayerConfig::new(i, h), &mut rng),
+        );
     }
     let (_, b, t, i, h) = CONFIGS[1];
     let bi = LayerConfig::new(i, h).num_layers(2).bidirectional(true);
-    bench_layer(c, "lstm/medium_2l_bi", 4, (b, t, i, h), Layer::lstm(bi, &mut rng));
+    bench_layer(
+        c,
+        "lstm/medium_2l_bi",
+        4,
+        (b, t, i, h),
+        Layer::lstm(bi, &mut rng),
+    );
 }
 
 criterion_group!(benches, bench_rnn);

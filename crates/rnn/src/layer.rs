@@ -242,8 +242,8 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
     ///   starts at its own end.
     ///
     /// # Panics
-    /// If `x` is not 3-D with `input_size` features, `init` has the wrong shape, or a length is
-    /// 0 or longer than the sequence.
+    /// If `x` is not 3-D with `input_size` features, the sequence is empty (as PyTorch),
+    /// `init` has the wrong shape, or a length is 0 or longer than the sequence.
     #[track_caller]
     pub fn forward_with(
         &self,
@@ -263,6 +263,12 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
                 } else {
                     "[seq, batch, input]"
                 }
+            );
+        }
+        if x.shape()[usize::from(cfg.batch_first)] == 0 {
+            panic!(
+                "Layer::forward: the sequence is empty (input of shape {:?})",
+                x.shape()
             );
         }
         let x = if cfg.batch_first {
@@ -519,7 +525,28 @@ pub struct Stream<'a, T: Float, C: Cell<T>> {
 impl<T: Float, C: Cell<T>> Stream<'_, T, C> {
     /// Feeds one step `x_t` (`[batch, input]`) and returns the top layer's hidden output
     /// `[batch, hidden]`.
+    ///
+    /// # Panics
+    /// If `x_t` is not `[batch, input_size]`, or its batch differs from the carried state's.
+    #[track_caller]
     pub fn step(&mut self, x_t: &Tensor<T>) -> Tensor<T> {
+        let input_size = self.layer.config.input_size;
+        if x_t.rank() != 2 || x_t.shape()[1] != input_size {
+            panic!(
+                "Stream::step: x_t of shape {:?} does not fit input_size {input_size} (expected \
+                 [batch, input])",
+                x_t.shape()
+            );
+        }
+        if let Some(batch) = self.state.as_ref().map(|s| s[0][0].shape()[0]) {
+            if x_t.shape()[0] != batch {
+                panic!(
+                    "Stream::step: x_t has batch {}, the carried state has batch {batch} (reset() \
+                     the stream to start another batch)",
+                    x_t.shape()[0]
+                );
+            }
+        }
         let tape = Tape::new();
         tape.no_grad(|| {
             let mut input = tape.constant(x_t.clone());

@@ -84,6 +84,9 @@ pub trait Float:
     fn is_nan(self) -> bool;
     /// `true` unless NaN or infinite.
     fn is_finite(self) -> bool;
+    /// `self · a + b`, rounded once (a fused multiply-add). Only fast where the CPU has FMA
+    /// and the code is compiled for it; elsewhere prefer `self * a + b`.
+    fn mul_add(self, a: Self, b: Self) -> Self;
     /// tanh for hot loops: exactly [`tanh`](Self::tanh) for `f64`; for `f32` a branch-free
     /// rational approximation (absolute error below 1e-6) that the compiler vectorises.
     fn fast_tanh(self) -> Self;
@@ -143,6 +146,10 @@ macro_rules! impl_float {
             #[inline]
             fn is_finite(self) -> bool {
                 <$t>::is_finite(self)
+            }
+            #[inline(always)]
+            fn mul_add(self, a: Self, b: Self) -> Self {
+                <$t>::mul_add(self, a, b)
             }
             #[inline(always)]
             fn fast_tanh(self) -> Self {

@@ -30,7 +30,7 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
     for t in s.order() {
         h_in[t * s.step(hid)..(t + 1) * s.step(hid)].copy_from_slice(&h);
         let p_t = &mut gates[t * s.step(g4)..(t + 1) * s.step(g4)];
-        s.add_hidden_projection(4, &h, p_t);
+        s.add_hidden_projection(&h, p_t);
         for b in 0..s.batch {
             let row = &mut p_t[b * g4..(b + 1) * g4];
             let (h_b, c_b) = (
@@ -85,6 +85,7 @@ pub(super) fn backward<T: Float>(s: &Seq<'_, T>, saved: &Saved<T>, g: &[T]) -> L
     let mut dh_prev = vec![T::ZERO; n];
     let c0 = s.c0.expect("an LSTM has a cell state");
     let order: Vec<usize> = s.order().collect();
+    let w_hh = s.pack_w_hh(4);
     for (k, &t) in order.iter().enumerate().rev() {
         // c_{t−1}: the cell state after the previous step visited, or c0.
         let c_prev = match k {
@@ -122,7 +123,7 @@ pub(super) fn backward<T: Float>(s: &Seq<'_, T>, saved: &Saved<T>, g: &[T]) -> L
                 row[3 * hid + j] = d_o * o[j] * (T::ONE - o[j]);
             }
         }
-        s.hidden_grad(4, dp_t, &mut dh_prev);
+        s.hidden_grad(&w_hh, dp_t, &mut dh_prev);
         for b in 0..s.batch {
             let range = b * hid..(b + 1) * hid;
             if s.valid(t, b) {

@@ -22,6 +22,7 @@ mod rnn;
 
 use autograd::{Param, Var};
 use tensor::ops::matmul::{gemm_into, MatRef};
+use tensor::ops::packed::{gemm_packed, PackedMat};
 use tensor::{Float, Tensor};
 
 use crate::init::GateParams;
@@ -78,11 +79,10 @@ pub(crate) struct Seq<'a, T> {
     pub hidden: usize,
     pub w_ih: &'a [T],
     pub w_hh: &'a [T],
-    /// `W_ihᵀ` and `W_hhᵀ` as contiguous `[in, G·H]` copies, made once per sequence: the
-    /// per-step products read them row by row, which is what the gemm's packing wants (a
-    /// transposed view would make it read one cache line per element, every step).
-    pub w_ih_t: &'a [T],
-    pub w_hh_t: &'a [T],
+    /// `W_ihᵀ` and `W_hhᵀ`, packed once per sequence for [`gemm_packed`]: the per-step
+    /// product reuses the packed weights instead of repacking them every step.
+    pub w_ih_t: &'a PackedMat<T>,
+    pub w_hh_t: &'a PackedMat<T>,
     pub b_ih: Option<&'a [T]>,
     pub b_hh: Option<&'a [T]>,
     pub h0: &'a [T],
@@ -111,13 +111,7 @@ impl<T: Float> Seq<'_, T> {
     pub fn x_projection(&self, gates: usize, with_b_hh: bool) -> Vec<T> {
         let (rows, cols) = (self.steps * self.batch, gates * self.hidden);
         let mut p = vec![T::ZERO; rows * cols];
-        gemm_into(
-            T::ONE,
-            MatRef::new(self.x, rows, self.input),
-            MatRef::new(self.w_ih_t, self.input, cols),
-            T::ZERO,
-            &mut p,
-        );
+        gemm_packed(self.x, rows, self.w_ih_t, T::ZERO, &mut p);
         let mut bias = vec![T::ZERO; cols];
         for b in [Some(self.b_ih), with_b_hh.then_some(self.b_hh)]
             .into_iter()
@@ -139,27 +133,19 @@ impl<T: Float> Seq<'_, T> {
     }
 
     /// `out += h W_hhᵀ` for one step: `[B, H] × [H, G·H]`.
-    pub fn add_hidden_projection(&self, gates: usize, h: &[T], out: &mut [T]) {
-        let cols = gates * self.hidden;
-        gemm_into(
-            T::ONE,
-            MatRef::new(h, self.batch, self.hidden),
-            MatRef::new(self.w_hh_t, self.hidden, cols),
-            T::ONE,
-            out,
-        );
+    pub fn add_hidden_projection(&self, h: &[T], out: &mut [T]) {
+        gemm_packed(h, self.batch, self.w_hh_t, T::ONE, out);
     }
 
-    /// `dh = dP_t W_hh` for one step: `[B, G·H] × [G·H, H]`.
-    pub fn hidden_grad(&self, gates: usize, dp: &[T], dh: &mut [T]) {
-        let cols = gates * self.hidden;
-        gemm_into(
-            T::ONE,
-            MatRef::new(dp, self.batch, cols),
-            MatRef::new(self.w_hh, cols, self.hidden),
-            T::ZERO,
-            dh,
-        );
+    /// `W_hh` (`[G·H, H]`) packed for the backward's per-step `dP_t W_hh`.
+    pub fn pack_w_hh(&self, gates: usize) -> PackedMat<T> {
+        PackedMat::pack(MatRef::new(self.w_hh, gates * self.hidden, self.hidden))
+    }
+
+    /// `dh = dP_t W_hh` for one step: `[B, G·H] × [G·H, H]`, with `w_hh` from
+    /// [`pack_w_hh`](Self::pack_w_hh).
+    pub fn hidden_grad(&self, w_hh: &PackedMat<T>, dp: &[T], dh: &mut [T]) {
+        gemm_packed(dp, self.batch, w_hh, T::ZERO, dh);
     }
 }
 
@@ -209,12 +195,19 @@ struct Inputs<T: Float> {
     init: Vec<Tensor<T>>,
     w_ih: Tensor<T>,
     w_hh: Tensor<T>,
-    w_ih_t: Tensor<T>,
-    w_hh_t: Tensor<T>,
+    w_ih_t: PackedMat<T>,
+    w_hh_t: PackedMat<T>,
     b_ih: Option<Tensor<T>>,
     b_hh: Option<Tensor<T>>,
     lengths: Option<Vec<usize>>,
     reverse: bool,
+}
+
+/// `Wᵀ` packed, for a weight `W` stored `[G·H, in]`.
+fn pack_transposed<T: Float>(w: &Param<T>) -> PackedMat<T> {
+    let w = w.value();
+    let [rows, cols] = <[usize; 2]>::try_from(w.shape()).expect("2-D weight");
+    PackedMat::pack(MatRef::new(slice(&w), rows, cols).t())
 }
 
 fn slice<T: Float>(t: &Tensor<T>) -> &[T] {
@@ -232,8 +225,8 @@ impl<T: Float> Inputs<T> {
             hidden: self.w_hh.shape()[1],
             w_ih: slice(&self.w_ih),
             w_hh: slice(&self.w_hh),
-            w_ih_t: slice(&self.w_ih_t),
-            w_hh_t: slice(&self.w_hh_t),
+            w_ih_t: &self.w_ih_t,
+            w_hh_t: &self.w_hh_t,
             b_ih: self.b_ih.as_ref().map(slice),
             b_hh: self.b_hh.as_ref().map(slice),
             h0: slice(&self.init[0]),
@@ -282,8 +275,8 @@ pub(crate) fn run<T: Float>(
                 init: d.init.iter().map(|v| v.value().contiguous()).collect(),
                 w_ih: p.w_ih.value(),
                 w_hh: p.w_hh.value(),
-                w_ih_t: p.w_ih.value().t().contiguous(),
-                w_hh_t: p.w_hh.value().t().contiguous(),
+                w_ih_t: pack_transposed(&p.w_ih),
+                w_hh_t: pack_transposed(&p.w_hh),
                 b_ih: p.b_ih.as_ref().map(Param::value),
                 b_hh: p.b_hh.as_ref().map(Param::value),
                 lengths: lengths.map(<[usize]>::to_vec),

@@ -23,7 +23,7 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>, nl: Nonlinearity) -> Forward<T> 
     for t in s.order() {
         h_in[t * n..(t + 1) * n].copy_from_slice(&h);
         let p_t = &mut p[t * n..(t + 1) * n];
-        s.add_hidden_projection(1, &h, p_t);
+        s.add_hidden_projection(&h, p_t);
         for b in 0..s.batch {
             let row = &mut p_t[b * hid..(b + 1) * hid];
             if !s.valid(t, b) {
@@ -68,6 +68,7 @@ pub(super) fn backward<T: Float>(
     let mut dh = g[s.steps * n..(s.steps + 1) * n].to_vec();
     let mut dh_rec = vec![T::ZERO; n];
     let order: Vec<usize> = s.order().collect();
+    let w_hh = s.pack_w_hh(1);
     for &t in order.iter().rev() {
         let dp_t = &mut dp[t * n..(t + 1) * n];
         for b in 0..s.batch {
@@ -90,7 +91,7 @@ pub(super) fn backward<T: Float>(
                 };
             }
         }
-        s.hidden_grad(1, dp_t, &mut dh_rec);
+        s.hidden_grad(&w_hh, dp_t, &mut dh_rec);
         for b in 0..s.batch {
             if s.valid(t, b) {
                 dh[b * hid..(b + 1) * hid].copy_from_slice(&dh_rec[b * hid..(b + 1) * hid]);

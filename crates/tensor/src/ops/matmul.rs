@@ -89,6 +89,21 @@ impl<'a, T> MatRef<'a, T> {
         self.cols
     }
 
+    /// Element `(i, j)`.
+    ///
+    /// # Panics
+    /// If out of range.
+    pub fn get(&self, i: usize, j: usize) -> T
+    where
+        T: Copy,
+    {
+        assert!(
+            i < self.rows && j < self.cols,
+            "MatRef::get: ({i}, {j}) out of range"
+        );
+        self.data[self.offset + i * self.row_stride + j * self.col_stride]
+    }
+
     /// The columns `start..start + len` (a view).
     fn columns(self, start: usize, len: usize) -> Self {
         MatRef {

@@ -2,6 +2,7 @@
 
 pub mod elementwise;
 pub mod matmul;
+pub mod packed;
 pub mod reduce;
 pub mod softmax;
 pub mod structure;
