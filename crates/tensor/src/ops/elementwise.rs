@@ -138,9 +138,15 @@ impl<T: Float> Tensor<T> {
         self.map(sigmoid)
     }
 
-    /// max(x, 0).
+    /// max(x, 0); NaN stays NaN, as in PyTorch.
     pub fn relu(&self) -> Self {
-        self.map(|x| if x > T::ZERO { x } else { T::ZERO })
+        self.map(|x| {
+            if x > T::ZERO || x.is_nan() {
+                x
+            } else {
+                T::ZERO
+            }
+        })
     }
 
     /// √x.
@@ -186,6 +192,11 @@ impl<T: Float> Tensor<T> {
     /// max(x, s); NaN if x is NaN.
     pub fn maximum_scalar(&self, s: T) -> Self {
         self.map(|x| max(x, s))
+    }
+
+    /// min(x, s); NaN if x is NaN.
+    pub fn minimum_scalar(&self, s: T) -> Self {
+        self.map(|x| min(x, s))
     }
 
     /// Clamps into `[lo, hi]`.
