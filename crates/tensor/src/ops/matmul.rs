@@ -168,7 +168,11 @@ pub fn gemm_into<T: Float>(alpha: T, a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T
         return;
     }
     let block = column_block(n);
-    if m * n * k < PARALLEL_MACS || n <= block {
+    // One thread gains nothing from blocks and would repack `a` once per block. Each output
+    // element is the same sum in the same order either way (the kernel blocks only m, n and k,
+    // never reorders a dot product by which columns it was given), so this keeps results
+    // bit-identical across thread counts — the determinism tests check it.
+    if m * n * k < PARALLEL_MACS || n <= block || rayon::current_num_threads() == 1 {
         // SAFETY: `c` is a live, exclusively borrowed m×n row-major buffer (length checked
         // above), matching the strides (n, 1) passed.
         unsafe { kernel(alpha, a, b, beta, c.as_mut_ptr(), n) };
