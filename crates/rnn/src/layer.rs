@@ -192,13 +192,18 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
                     .collect()
             })
             .collect();
-        Layer {
+        let layer = Layer {
             cells,
             config,
             training: Flag::new(true),
             use_fused: Flag::new(true),
             _marker: std::marker::PhantomData,
+        };
+        // Full names (`weight_hh_l1_reverse`), so gradcheck reports and tape graphs say which.
+        for (name, p) in layer.named_params() {
+            p.set_name(name);
         }
+        layer
     }
 
     /// The options.
