@@ -33,6 +33,7 @@ mod fmt;
 pub mod ops;
 mod random;
 mod shape;
+pub mod simd;
 mod tensor;
 
 pub use element::{DType, Element, Float};

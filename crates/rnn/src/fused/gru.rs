@@ -19,6 +19,7 @@ use tensor::Float;
 
 use super::{Forward, LoopGrads, Saved, Seq};
 
+#[inline(always)]
 pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
     let (hid, g3, g4, n) = (s.hidden, 3 * s.hidden, 4 * s.hidden, s.step(s.hidden));
     let xp = s.x_projection(3, false);
@@ -41,23 +42,12 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
             if !s.valid(t, b) {
                 continue; // the state carries over, the output and the saved gates stay zero
             }
+            let out_t = &mut out[t * n + b * hid..t * n + (b + 1) * hid];
+            let h_b = &mut h[b * hid..(b + 1) * hid];
             let x_row = &xp[t * s.step(g3) + b * g3..t * s.step(g3) + (b + 1) * g3];
             let h_row = &hp[b * g3..(b + 1) * g3];
             let a_row = &mut acts[t * s.step(g4) + b * g4..t * s.step(g4) + (b + 1) * g4];
-            let (r, rest) = a_row.split_at_mut(hid);
-            let (z, rest) = rest.split_at_mut(hid);
-            let (nn, h_n) = rest.split_at_mut(hid);
-            let h_b = &mut h[b * hid..(b + 1) * hid];
-            let out_t = &mut out[t * n + b * hid..t * n + (b + 1) * hid];
-            for j in 0..hid {
-                r[j] = (x_row[j] + h_row[j]).fast_sigmoid();
-                z[j] = (x_row[hid + j] + h_row[hid + j]).fast_sigmoid();
-                h_n[j] = h_row[2 * hid + j];
-                nn[j] = (x_row[2 * hid + j] + r[j] * h_n[j]).fast_tanh();
-                let h_new = nn[j] + z[j] * (h_b[j] - nn[j]);
-                h_b[j] = h_new;
-                out_t[j] = h_new;
-            }
+            cell_forward(x_row, h_row, a_row, h_b, out_t);
         }
     }
     out[s.steps * n..].copy_from_slice(&h);
@@ -71,6 +61,35 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
     )
 }
 
+/// One row of the forward, in simple passes the compiler vectorises: `acts` receives
+/// `[r; z; n; h_n]`, `h` is updated and written to `out`.
+#[inline(always)]
+fn cell_forward<T: Float>(x: &[T], hp: &[T], acts: &mut [T], h: &mut [T], out: &mut [T]) {
+    let n = h.len();
+    assert!(x.len() == 3 * n && hp.len() == 3 * n && acts.len() == 4 * n && out.len() == n);
+    let (rz, rest) = acts.split_at_mut(2 * n);
+    let (nn, h_n) = rest.split_at_mut(n);
+    for j in 0..2 * n {
+        rz[j] = x[j] + hp[j];
+    }
+    for x in rz.iter_mut() {
+        *x = x.fast_sigmoid();
+    }
+    h_n.copy_from_slice(&hp[2 * n..]);
+    let (r, z) = rz.split_at(n);
+    for j in 0..n {
+        nn[j] = x[2 * n + j] + r[j] * h_n[j];
+    }
+    for x in nn.iter_mut() {
+        *x = x.fast_tanh();
+    }
+    for j in 0..n {
+        h[j] = nn[j] + z[j] * (h[j] - nn[j]);
+    }
+    out.copy_from_slice(h);
+}
+
+#[inline(always)]
 pub(super) fn backward<T: Float>(s: &Seq<'_, T>, saved: &Saved<T>, g: &[T]) -> LoopGrads<T> {
     let (hid, g3, g4, n) = (s.hidden, 3 * s.hidden, 4 * s.hidden, s.step(s.hidden));
     let mut dp_x = vec![T::ZERO; s.steps * s.step(g3)];

@@ -19,6 +19,7 @@ use tensor::Float;
 
 use super::{Forward, LoopGrads, Saved, Seq};
 
+#[inline(always)]
 pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
     let (hid, g4) = (s.hidden, 4 * s.hidden);
     let mut gates = s.x_projection(4, true);
@@ -44,23 +45,9 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
                 c_all[at..at + hid].copy_from_slice(c_b);
                 continue;
             }
-            let (i, rest) = row.split_at_mut(hid);
-            let (f, rest) = rest.split_at_mut(hid);
-            let (g, o) = rest.split_at_mut(hid);
             let out_t = &mut out[at..at + hid];
             let c_t = &mut c_all[at..at + hid];
-            for j in 0..hid {
-                i[j] = i[j].fast_sigmoid();
-                f[j] = f[j].fast_sigmoid();
-                g[j] = g[j].fast_tanh();
-                o[j] = o[j].fast_sigmoid();
-                let c_new = f[j] * c_b[j] + i[j] * g[j];
-                let h_new = o[j] * c_new.fast_tanh();
-                c_b[j] = c_new;
-                h_b[j] = h_new;
-                c_t[j] = c_new;
-                out_t[j] = h_new;
-            }
+            cell_forward(row, c_b, h_b, c_t, out_t);
         }
     }
     let n = s.step(hid);
@@ -76,6 +63,80 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
     )
 }
 
+/// One row of the forward: activates the gates `[i; f; g; o]` in place and updates `c` and
+/// `h`, writing c_t and h_t out. Taking the slices as arguments tells the compiler they do not
+/// overlap, so the loop vectorises.
+#[inline(always)]
+fn cell_forward<T: Float>(gates: &mut [T], c: &mut [T], h: &mut [T], c_t: &mut [T], out: &mut [T]) {
+    let n = c.len();
+    assert!(gates.len() == 4 * n && h.len() == n && c_t.len() == n && out.len() == n);
+    // Simple passes over one slice at a time: the shape the vectoriser handles.
+    let (ifg, o) = gates.split_at_mut(3 * n);
+    let (i_f, g) = ifg.split_at_mut(2 * n);
+    activate(i_f, T::fast_sigmoid);
+    activate(g, T::fast_tanh);
+    activate(o, T::fast_sigmoid);
+    let (i, f) = i_f.split_at(n);
+    for j in 0..n {
+        c[j] = f[j] * c[j] + i[j] * g[j];
+    }
+    c_t.copy_from_slice(c);
+    out.copy_from_slice(c);
+    activate(out, T::fast_tanh);
+    for j in 0..n {
+        out[j] = o[j] * out[j];
+    }
+    h.copy_from_slice(out);
+}
+
+/// x ← act(x) over a slice.
+#[inline(always)]
+fn activate<T: Float>(xs: &mut [T], act: impl Fn(T) -> T) {
+    for x in xs.iter_mut() {
+        *x = act(*x);
+    }
+}
+
+/// One row of the backward: from the gates, c_t, c_{t−1} and the incoming gradients to the
+/// gates' pre-activation gradients `dp`; updates `dh` (to dh + dout, consumed) and `dc`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn cell_backward<T: Float>(
+    gates: &[T],
+    c_t: &[T],
+    c_p: &[T],
+    dout: &[T],
+    dh: &mut [T],
+    dc: &mut [T],
+    dp: &mut [T],
+    tanh_c: &mut [T],
+) {
+    let n = c_t.len();
+    assert!(gates.len() == 4 * n && c_p.len() == n && dout.len() == n && tanh_c.len() == n);
+    tanh_c.copy_from_slice(c_t);
+    activate(tanh_c, T::fast_tanh);
+    assert!(dh.len() == n && dc.len() == n && dp.len() == 4 * n);
+    let (i, rest) = gates.split_at(n);
+    let (f, rest) = rest.split_at(n);
+    let (gg, o) = rest.split_at(n);
+    let (dp_i, rest) = dp.split_at_mut(n);
+    let (dp_f, rest) = rest.split_at_mut(n);
+    let (dp_g, dp_o) = rest.split_at_mut(n);
+    for j in 0..n {
+        let dh_j = dh[j] + dout[j];
+        let tc = tanh_c[j];
+        let d_o = dh_j * tc;
+        let dc_j = dc[j] + dh_j * o[j] * (T::ONE - tc * tc);
+        let (d_i, d_g, d_f) = (dc_j * gg[j], dc_j * i[j], dc_j * c_p[j]);
+        dc[j] = dc_j * f[j];
+        dp_i[j] = d_i * i[j] * (T::ONE - i[j]);
+        dp_f[j] = d_f * f[j] * (T::ONE - f[j]);
+        dp_g[j] = d_g * (T::ONE - gg[j] * gg[j]);
+        dp_o[j] = d_o * o[j] * (T::ONE - o[j]);
+    }
+}
+
+#[inline(always)]
 pub(super) fn backward<T: Float>(s: &Seq<'_, T>, saved: &Saved<T>, g: &[T]) -> LoopGrads<T> {
     let (hid, g4, n) = (s.hidden, 4 * s.hidden, s.step(s.hidden));
     let mut dp = vec![T::ZERO; s.steps * s.step(g4)];
@@ -83,6 +144,7 @@ pub(super) fn backward<T: Float>(s: &Seq<'_, T>, saved: &Saved<T>, g: &[T]) -> L
     let mut dh = g[s.steps * n..(s.steps + 1) * n].to_vec();
     let mut dc = g[(s.steps + 1) * n..(s.steps + 2) * n].to_vec();
     let mut dh_prev = vec![T::ZERO; n];
+    let mut tanh_c = vec![T::ZERO; hid];
     let c0 = s.c0.expect("an LSTM has a cell state");
     let order: Vec<usize> = s.order().collect();
     let w_hh = s.pack_w_hh(4);
@@ -99,29 +161,16 @@ pub(super) fn backward<T: Float>(s: &Seq<'_, T>, saved: &Saved<T>, g: &[T]) -> L
             }
             let at = t * n + b * hid;
             let gates = &saved.acts[t * s.step(g4) + b * g4..t * s.step(g4) + (b + 1) * g4];
-            let (i, rest) = gates.split_at(hid);
-            let (f, rest) = rest.split_at(hid);
-            let (gg, o) = rest.split_at(hid);
-            let c_t = &saved.c[at..at + hid];
-            let c_p = &c_prev[b * hid..(b + 1) * hid];
-            let dout = &g[at..at + hid];
-            let (dh_b, dc_b) = (
+            cell_backward(
+                gates,
+                &saved.c[at..at + hid],
+                &c_prev[b * hid..(b + 1) * hid],
+                &g[at..at + hid],
                 &mut dh[b * hid..(b + 1) * hid],
                 &mut dc[b * hid..(b + 1) * hid],
+                &mut dp_t[b * g4..(b + 1) * g4],
+                &mut tanh_c,
             );
-            let row = &mut dp_t[b * g4..(b + 1) * g4];
-            for j in 0..hid {
-                let dh_j = dh_b[j] + dout[j];
-                let tc = c_t[j].fast_tanh();
-                let d_o = dh_j * tc;
-                let dc_j = dc_b[j] + dh_j * o[j] * (T::ONE - tc * tc);
-                let (d_i, d_g, d_f) = (dc_j * gg[j], dc_j * i[j], dc_j * c_p[j]);
-                dc_b[j] = dc_j * f[j];
-                row[j] = d_i * i[j] * (T::ONE - i[j]);
-                row[hid + j] = d_f * f[j] * (T::ONE - f[j]);
-                row[2 * hid + j] = d_g * (T::ONE - gg[j] * gg[j]);
-                row[3 * hid + j] = d_o * o[j] * (T::ONE - o[j]);
-            }
         }
         s.hidden_grad(&w_hh, dp_t, &mut dh_prev);
         for b in 0..s.batch {

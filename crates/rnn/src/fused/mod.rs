@@ -23,6 +23,7 @@ mod rnn;
 use autograd::{Param, Var};
 use tensor::ops::matmul::{gemm_into, MatRef};
 use tensor::ops::packed::{gemm_packed, PackedMat};
+use tensor::simd::{with_simd, SimdWork};
 use tensor::{Float, Tensor};
 
 use crate::init::GateParams;
@@ -79,9 +80,8 @@ pub(crate) struct Seq<'a, T> {
     pub hidden: usize,
     pub w_ih: &'a [T],
     pub w_hh: &'a [T],
-    /// `W_ihᵀ` and `W_hhᵀ`, packed once per sequence for [`gemm_packed`]: the per-step
-    /// product reuses the packed weights instead of repacking them every step.
-    pub w_ih_t: &'a PackedMat<T>,
+    /// `W_hhᵀ`, packed once per sequence for [`gemm_packed`]: the per-step product reuses
+    /// the packed weights instead of repacking them every step.
     pub w_hh_t: &'a PackedMat<T>,
     pub b_ih: Option<&'a [T]>,
     pub b_hh: Option<&'a [T]>,
@@ -111,7 +111,14 @@ impl<T: Float> Seq<'_, T> {
     pub fn x_projection(&self, gates: usize, with_b_hh: bool) -> Vec<T> {
         let (rows, cols) = (self.steps * self.batch, gates * self.hidden);
         let mut p = vec![T::ZERO; rows * cols];
-        gemm_packed(self.x, rows, self.w_ih_t, T::ZERO, &mut p);
+        // Many rows: a blocking gemm (which packs `W_ihᵀ` once per call anyway) is the tool.
+        gemm_into(
+            T::ONE,
+            MatRef::new(self.x, rows, self.input),
+            MatRef::new(self.w_ih, cols, self.input).t(),
+            T::ZERO,
+            &mut p,
+        );
         let mut bias = vec![T::ZERO; cols];
         for b in [Some(self.b_ih), with_b_hh.then_some(self.b_hh)]
             .into_iter()
@@ -172,19 +179,43 @@ pub(crate) struct LoopGrads<T> {
     pub d_init: Vec<Vec<T>>,
 }
 
+/// The kernels' loops are `#[inline(always)]`, so `with_simd` compiles them for the widest
+/// vector instructions the CPU has.
 fn forward<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Forward<T> {
-    match kind {
-        Kind::Rnn(nl) => rnn::forward(s, nl),
-        Kind::Lstm => lstm::forward(s),
-        Kind::Gru => gru::forward(s),
-    }
+    with_simd(ForwardWork(kind, s))
 }
 
 fn backward_loop<T: Float>(kind: Kind, s: &Seq<'_, T>, saved: &Saved<T>, g: &[T]) -> LoopGrads<T> {
-    match kind {
-        Kind::Rnn(nl) => rnn::backward(s, nl, saved, g),
-        Kind::Lstm => lstm::backward(s, saved, g),
-        Kind::Gru => gru::backward(s, saved, g),
+    with_simd(BackwardWork(kind, s, saved, g))
+}
+
+struct ForwardWork<'a, 'b, T>(Kind, &'a Seq<'b, T>);
+
+impl<T: Float> SimdWork for ForwardWork<'_, '_, T> {
+    type Output = Forward<T>;
+    #[inline(always)]
+    fn run(self) -> Forward<T> {
+        let ForwardWork(kind, s) = self;
+        match kind {
+            Kind::Rnn(nl) => rnn::forward(s, nl),
+            Kind::Lstm => lstm::forward(s),
+            Kind::Gru => gru::forward(s),
+        }
+    }
+}
+
+struct BackwardWork<'a, 'b, T>(Kind, &'a Seq<'b, T>, &'a Saved<T>, &'a [T]);
+
+impl<T: Float> SimdWork for BackwardWork<'_, '_, T> {
+    type Output = LoopGrads<T>;
+    #[inline(always)]
+    fn run(self) -> LoopGrads<T> {
+        let BackwardWork(kind, s, saved, g) = self;
+        match kind {
+            Kind::Rnn(nl) => rnn::backward(s, nl, saved, g),
+            Kind::Lstm => lstm::backward(s, saved, g),
+            Kind::Gru => gru::backward(s, saved, g),
+        }
     }
 }
 
@@ -195,7 +226,6 @@ struct Inputs<T: Float> {
     init: Vec<Tensor<T>>,
     w_ih: Tensor<T>,
     w_hh: Tensor<T>,
-    w_ih_t: PackedMat<T>,
     w_hh_t: PackedMat<T>,
     b_ih: Option<Tensor<T>>,
     b_hh: Option<Tensor<T>>,
@@ -225,7 +255,6 @@ impl<T: Float> Inputs<T> {
             hidden: self.w_hh.shape()[1],
             w_ih: slice(&self.w_ih),
             w_hh: slice(&self.w_hh),
-            w_ih_t: &self.w_ih_t,
             w_hh_t: &self.w_hh_t,
             b_ih: self.b_ih.as_ref().map(slice),
             b_hh: self.b_hh.as_ref().map(slice),
@@ -275,7 +304,6 @@ pub(crate) fn run<T: Float>(
                 init: d.init.iter().map(|v| v.value().contiguous()).collect(),
                 w_ih: p.w_ih.value(),
                 w_hh: p.w_hh.value(),
-                w_ih_t: pack_transposed(&p.w_ih),
                 w_hh_t: pack_transposed(&p.w_hh),
                 b_ih: p.b_ih.as_ref().map(Param::value),
                 b_hh: p.b_hh.as_ref().map(Param::value),

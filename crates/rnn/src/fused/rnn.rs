@@ -14,6 +14,7 @@ use tensor::Float;
 use super::{Forward, LoopGrads, Saved, Seq};
 use crate::rnn_cell::Nonlinearity;
 
+#[inline(always)]
 pub(super) fn forward<T: Float>(s: &Seq<'_, T>, nl: Nonlinearity) -> Forward<T> {
     let (hid, n) = (s.hidden, s.step(s.hidden));
     let mut p = s.x_projection(1, true);
@@ -57,6 +58,7 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>, nl: Nonlinearity) -> Forward<T> 
     )
 }
 
+#[inline(always)]
 pub(super) fn backward<T: Float>(
     s: &Seq<'_, T>,
     nl: Nonlinearity,
