@@ -119,9 +119,10 @@ impl<'a, T> MatRef<'a, T> {
     }
 }
 
-/// Below this many multiply-adds a product runs on one thread (a rayon fork/join costs a few
-/// microseconds; 2²² multiply-adds take about 20 µs on one core).
-const PARALLEL_MACS: usize = 1 << 22;
+/// Below this many multiply-adds a product runs on one thread: waking rayon's workers costs
+/// tens of microseconds when they are asleep, and 2²⁴ multiply-adds take about 80 µs on one
+/// core (measured: at 2²², the small RNN benchmark ran slower on two threads than on one).
+const PARALLEL_MACS: usize = 1 << 24;
 
 /// Width of the column blocks a large product is split into: it depends only on `n`, never on
 /// the number of threads, so results are bit-identical whatever `RAYON_NUM_THREADS` is.

@@ -10,8 +10,8 @@ pub mod structure;
 use rayon::prelude::*;
 
 /// Below this many elements of work an op runs on the calling thread: rayon's fork/join costs
-/// a few microseconds, more than a small op takes.
-pub(crate) const PARALLEL_THRESHOLD: usize = 1 << 15;
+/// microseconds (tens when its workers are asleep), more than a small op takes.
+pub(crate) const PARALLEL_THRESHOLD: usize = 1 << 17;
 
 /// Work per rayon task once an op is parallel. It depends only on the op's size, never on the
 /// number of threads, so results are bit-identical whatever `RAYON_NUM_THREADS` is.

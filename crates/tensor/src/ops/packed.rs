@@ -19,10 +19,9 @@ use crate::shape::shape_panic;
 pub const NR: usize = 32;
 /// Rows of the output block the micro-kernel keeps in registers.
 const MR: usize = 4;
-/// Below this many multiply-adds a product runs on one thread (measured: splitting a
-/// [32, 256] × [256, 1024] step across two threads made it slower, a [64, 512] × [512, 2048]
-/// one faster).
-const PARALLEL_MACS: usize = 1 << 24;
+/// Below this many multiply-adds a product runs on one thread (a [16, 64] × [64, 256] step,
+/// 2¹⁸, is far below: a rayon fork/join would cost as much as the product).
+const PARALLEL_MACS: usize = 1 << 21;
 
 /// A `k × n` matrix packed in column panels for [`gemm_packed`].
 #[derive(Clone, Debug)]
@@ -61,8 +60,8 @@ impl<T: Float> PackedMat<T> {
 }
 
 /// `c = a · b + beta · c` for a row-major `m × k` slice `a`, a packed `k × n` matrix `b` and a
-/// row-major `m × n` slice `c`. Large products split their panels across rayon threads, in
-/// groups that depend only on `n`, so results never depend on the thread count.
+/// row-major `m × n` slice `c`. Large products split their rows across rayon threads, in
+/// blocks that depend only on `m`, so results never depend on the thread count.
 ///
 /// ```
 /// use tensor::ops::matmul::MatRef;
@@ -90,36 +89,20 @@ pub fn gemm_packed<T: Float>(a: &[T], m: usize, b: &PackedMat<T>, beta: T, c: &m
         );
     }
     let panels = n.div_ceil(NR);
-    if m * n * k < PARALLEL_MACS || panels < 2 {
+    // Split by blocks of output rows: each block is a contiguous piece of `c`, computed as on
+    // one thread (the arithmetic of an element does not depend on its block). The block size
+    // depends only on `m`, never on the thread count.
+    let rows_per_block = m.div_ceil(4).next_multiple_of(MR);
+    if m * n * k < PARALLEL_MACS || m <= rows_per_block {
         panel_range(a, m, b, 0..panels, beta, c, n, 0);
         return;
     }
-    // Eight groups of panels at most; each fills its own block of columns, copied in after.
-    let per_group = panels.div_ceil(8);
-    let groups: Vec<std::ops::Range<usize>> = (0..panels)
-        .step_by(per_group)
-        .map(|p| p..(p + per_group).min(panels))
-        .collect();
-    let blocks: Vec<(usize, usize, Vec<T>)> = groups
-        .into_par_iter()
-        .map(|range| {
-            let (j0, j1) = (range.start * NR, (range.end * NR).min(n));
-            let width = j1 - j0;
-            let mut block = vec![T::ZERO; m * width];
-            if beta != T::ZERO {
-                for r in 0..m {
-                    block[r * width..(r + 1) * width].copy_from_slice(&c[r * n + j0..r * n + j1]);
-                }
-            }
-            panel_range(a, m, b, range, beta, &mut block, width, j0);
-            (j0, width, block)
-        })
-        .collect();
-    for (j0, width, block) in blocks {
-        for r in 0..m {
-            c[r * n + j0..r * n + j0 + width].copy_from_slice(&block[r * width..(r + 1) * width]);
-        }
-    }
+    c.par_chunks_mut(rows_per_block * n)
+        .zip(a.par_chunks(rows_per_block * k))
+        .for_each(|(c_rows, a_rows)| {
+            let rows = a_rows.len() / k.max(1);
+            panel_range(a_rows, rows, b, 0..panels, beta, c_rows, n, 0);
+        });
 }
 
 /// The panels `panels` of the product, into `c` (row stride `ldc`, whose column 0 is output
