@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use crate::element::Float;
 use crate::ops::matmul::MatRef;
 use crate::shape::shape_panic;
+use crate::simd::{with_simd, SimdWork};
 
 /// Columns per panel: two 512-bit (or four 256-bit) registers of f32.
 pub const NR: usize = 32;
@@ -93,7 +94,8 @@ pub fn gemm_packed<T: Float>(a: &[T], m: usize, b: &PackedMat<T>, beta: T, c: &m
     // one thread (the arithmetic of an element does not depend on its block). The block size
     // depends only on `m`, never on the thread count.
     let rows_per_block = m.div_ceil(4).next_multiple_of(MR);
-    if m * n * k < PARALLEL_MACS || m <= rows_per_block {
+    // On one thread, blocks would only re-read `b` once per block.
+    if m * n * k < PARALLEL_MACS || m <= rows_per_block || rayon::current_num_threads() == 1 {
         panel_range(a, m, b, 0..panels, beta, c, n, 0);
         return;
     }
@@ -106,7 +108,7 @@ pub fn gemm_packed<T: Float>(a: &[T], m: usize, b: &PackedMat<T>, beta: T, c: &m
 }
 
 /// The panels `panels` of the product, into `c` (row stride `ldc`, whose column 0 is output
-/// column `col0`).
+/// column `col0`), compiled for the widest vector instructions the CPU has.
 #[allow(clippy::too_many_arguments)]
 fn panel_range<T: Float>(
     a: &[T],
@@ -118,57 +120,74 @@ fn panel_range<T: Float>(
     ldc: usize,
     col0: usize,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports AVX-512F and FMA (checked just above), which is all
-            // `panels_avx512` is compiled to assume; it is otherwise safe code.
-            unsafe { panels_avx512(a, m, b, panels, beta, c, ldc, col0) };
-            return;
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports AVX2 and FMA (checked just above), which is all
-            // `panels_avx2` is compiled to assume; it is otherwise safe code.
-            unsafe { panels_avx2(a, m, b, panels, beta, c, ldc, col0) };
-            return;
+    with_simd(Panels {
+        a,
+        m,
+        b,
+        panels,
+        beta,
+        c,
+        ldc,
+        col0,
+    });
+}
+
+/// The arguments of [`panels_body`], as work for [`with_simd`].
+struct Panels<'a, T> {
+    a: &'a [T],
+    m: usize,
+    b: &'a PackedMat<T>,
+    panels: std::ops::Range<usize>,
+    beta: T,
+    c: &'a mut [T],
+    ldc: usize,
+    col0: usize,
+}
+
+impl<T: Float> SimdWork for Panels<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        // FMA only where the CPU has it: the portable build would call a slow libm `fma`.
+        let fma = cfg!(target_arch = "x86_64") && has_fma();
+        if fma {
+            panels_body::<T, true>(
+                self.a,
+                self.m,
+                self.b,
+                self.panels,
+                self.beta,
+                self.c,
+                self.ldc,
+                self.col0,
+            );
+        } else {
+            panels_body::<T, false>(
+                self.a,
+                self.m,
+                self.b,
+                self.panels,
+                self.beta,
+                self.c,
+                self.ldc,
+                self.col0,
+            );
         }
     }
-    panels_body::<T, false>(a, m, b, panels, beta, c, ldc, col0);
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn panels_avx512<T: Float>(
-    a: &[T],
-    m: usize,
-    b: &PackedMat<T>,
-    panels: std::ops::Range<usize>,
-    beta: T,
-    c: &mut [T],
-    ldc: usize,
-    col0: usize,
-) {
-    panels_body::<T, true>(a, m, b, panels, beta, c, ldc, col0);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn panels_avx2<T: Float>(
-    a: &[T],
-    m: usize,
-    b: &PackedMat<T>,
-    panels: std::ops::Range<usize>,
-    beta: T,
-    c: &mut [T],
-    ldc: usize,
-    col0: usize,
-) {
-    panels_body::<T, true>(a, m, b, panels, beta, c, ldc, col0);
+/// Whether `with_simd` runs code compiled with FMA on this CPU.
+fn has_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("fma")
+            && (std::arch::is_x86_feature_detected!("avx512f")
+                || std::arch::is_x86_feature_detected!("avx2"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// The loops, written once; each caller above compiles them for its instruction set.
