@@ -99,20 +99,18 @@ pub fn gemm_packed<T: Float>(a: &[T], m: usize, b: &PackedMat<T>, beta: T, c: &m
     let rows_per_block = m.div_ceil(4).next_multiple_of(MR);
     // On one thread, blocks would only re-read `b` once per block.
     if m * n * k < PARALLEL_MACS || m <= rows_per_block || rayon::current_num_threads() == 1 {
-        panel_range(a, m, b, 0..panels, beta, c, n, 0);
+        panel_range(a, m, b, 0..panels, beta, c);
         return;
     }
     c.par_chunks_mut(rows_per_block * n)
         .zip(a.par_chunks(rows_per_block * k))
         .for_each(|(c_rows, a_rows)| {
             let rows = a_rows.len() / k.max(1);
-            panel_range(a_rows, rows, b, 0..panels, beta, c_rows, n, 0);
+            panel_range(a_rows, rows, b, 0..panels, beta, c_rows);
         });
 }
 
-/// The panels `panels` of the product, into `c` (row stride `ldc`, whose column 0 is output
-/// column `col0`), compiled for the widest vector instructions the CPU has.
-#[allow(clippy::too_many_arguments)]
+/// The panels `panels` of the product, into the row-major `m × n` slice `c`, compiled for the widest vector instructions the CPU has.
 fn panel_range<T: Float>(
     a: &[T],
     m: usize,
@@ -120,8 +118,6 @@ fn panel_range<T: Float>(
     panels: std::ops::Range<usize>,
     beta: T,
     c: &mut [T],
-    ldc: usize,
-    col0: usize,
 ) {
     with_simd(Panels {
         a,
@@ -130,8 +126,6 @@ fn panel_range<T: Float>(
         panels,
         beta,
         c,
-        ldc,
-        col0,
     });
 }
 
@@ -143,8 +137,6 @@ struct Panels<'a, T> {
     panels: std::ops::Range<usize>,
     beta: T,
     c: &'a mut [T],
-    ldc: usize,
-    col0: usize,
 }
 
 impl<T: Float> SimdWork for Panels<'_, T> {
@@ -154,27 +146,9 @@ impl<T: Float> SimdWork for Panels<'_, T> {
         // FMA only where the CPU has it: the portable build would call a slow libm `fma`.
         let fma = cfg!(target_arch = "x86_64") && has_fma();
         if fma {
-            panels_body::<T, true>(
-                self.a,
-                self.m,
-                self.b,
-                self.panels,
-                self.beta,
-                self.c,
-                self.ldc,
-                self.col0,
-            );
+            panels_body::<T, true>(self.a, self.m, self.b, self.panels, self.beta, self.c);
         } else {
-            panels_body::<T, false>(
-                self.a,
-                self.m,
-                self.b,
-                self.panels,
-                self.beta,
-                self.c,
-                self.ldc,
-                self.col0,
-            );
+            panels_body::<T, false>(self.a, self.m, self.b, self.panels, self.beta, self.c);
         }
     }
 }
@@ -196,7 +170,6 @@ fn has_fma() -> bool {
 /// The loops, written once; each caller above compiles them for its instruction set.
 /// `FMA` selects fused multiply-adds (only fast where the target has them).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn panels_body<T: Float, const FMA: bool>(
     a: &[T],
     m: usize,
@@ -204,23 +177,21 @@ pub(crate) fn panels_body<T: Float, const FMA: bool>(
     panels: std::ops::Range<usize>,
     beta: T,
     c: &mut [T],
-    ldc: usize,
-    col0: usize,
 ) {
     let k = b.k;
     for p in panels {
         let panel = &b.data[p * k * NR..(p + 1) * k * NR];
         let width = NR.min(b.n - p * NR);
-        let c_col = p * NR - col0;
+        let c_col = p * NR;
         let mut row = 0;
         while row + MR <= m {
             let acc = block::<T, MR, FMA>(&a[row * k..(row + MR) * k], k, panel);
-            store(&acc, row, beta, c, ldc, c_col, width);
+            store(&acc, row, beta, c, b.n, c_col, width);
             row += MR;
         }
         while row < m {
             let acc = block::<T, 1, FMA>(&a[row * k..(row + 1) * k], k, panel);
-            store(&acc, row, beta, c, ldc, c_col, width);
+            store(&acc, row, beta, c, b.n, c_col, width);
             row += 1;
         }
     }
@@ -299,7 +270,7 @@ mod tests {
             gemm_packed(&a, m, &packed, 1.0, &mut got);
             assert_eq!(got, want, "dispatched path, {m}x{k}x{n}");
             let mut portable = c0.clone();
-            panels_body::<f64, false>(&a, m, &packed, 0..n.div_ceil(NR), 1.0, &mut portable, n, 0);
+            panels_body::<f64, false>(&a, m, &packed, 0..n.div_ceil(NR), 1.0, &mut portable);
             assert_eq!(portable, want, "portable path, {m}x{k}x{n}");
         }
     }
