@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use tensor::{Rng, Tensor};
+use tensor::{unravel, Rng, Tensor};
 
 use crate::param::Param;
 use crate::tape::Tape;
@@ -144,7 +144,7 @@ pub fn gradcheck(f: impl Fn(&[Var<f64>]) -> Var<f64>, inputs: &[Tensor<f64>]) ->
 ///
 /// ```
 /// use autograd::{GradCheck, Param};
-/// use tensor::{Rng, Tensor};
+/// use tensor::{unravel, Rng, Tensor};
 ///
 /// let mut rng = Rng::seed_from_u64(1);
 /// let w = Param::new("w", Tensor::<f64>::rand_normal(&[3, 2], 0.0, 1.0, &mut rng));
@@ -333,13 +333,4 @@ impl<F: Fn(&[Var<f64>]) -> Var<f64>> GradCheck<F> {
             rtol: self.rtol,
         }
     }
-}
-
-fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
-    let mut index = vec![0; shape.len()];
-    for d in (0..shape.len()).rev() {
-        index[d] = flat % shape[d];
-        flat /= shape[d];
-    }
-    index
 }

@@ -142,6 +142,22 @@ pub fn load_state_dict<T: Float>(
     model: &dyn Module<T>,
     tensors: &HashMap<String, Tensor<T>>,
 ) -> Result<(), LoadError> {
+    for (p, t) in match_state_dict(model, tensors)? {
+        p.set_value(t.clone());
+    }
+    Ok(())
+}
+
+/// A parameter and the tensor to load into it.
+type Assignment<'a, T> = (autograd::Param<T>, &'a Tensor<T>);
+
+/// Pairs every parameter with its tensor, checking names and shapes strictly, without changing
+/// anything: the check half of [`load_state_dict`], which checkpoints run before touching the
+/// optimizer.
+fn match_state_dict<'a, T: Float>(
+    model: &dyn Module<T>,
+    tensors: &'a HashMap<String, Tensor<T>>,
+) -> Result<Vec<Assignment<'a, T>>, LoadError> {
     let params = model.named_params();
     let mut assignments = Vec::with_capacity(params.len());
     for (name, p) in &params {
@@ -155,7 +171,7 @@ pub fn load_state_dict<T: Float>(
                 found: t.shape().to_vec(),
             });
         }
-        assignments.push((p, t));
+        assignments.push((p.clone(), t));
     }
     let mut names: Vec<&String> = tensors.keys().collect();
     names.sort();
@@ -167,10 +183,7 @@ pub fn load_state_dict<T: Float>(
             name: extra.clone(),
         });
     }
-    for (p, t) in assignments {
-        p.set_value(t.clone());
-    }
-    Ok(())
+    Ok(assignments)
 }
 
 /// Writes the model's parameters as a safetensors file (atomically).
@@ -322,55 +335,21 @@ pub fn load_checkpoint<T: Float>(
     }
     // Check the model fully without changing it, then the optimizer (which changes only on
     // success), then commit the model.
-    let staged = Staged::check(model, &model_tensors)?;
+    let assignments = match_state_dict(model, &model_tensors)?;
     optimizer.load_state(&OptimizerState {
         kind: meta.optimizer_kind,
         lr: meta.optimizer_lr,
         steps: meta.optimizer_steps,
         buffers,
     })?;
-    staged.commit();
+    for (p, t) in assignments {
+        p.set_value(t.clone());
+    }
     set_rng_state(meta.rng);
     Ok(CheckpointInfo {
         step: meta.step,
         config: meta.config,
     })
-}
-
-/// A model load that has been checked and not yet applied.
-struct Staged<'a, T: Float> {
-    model: &'a dyn Module<T>,
-    tensors: &'a HashMap<String, Tensor<T>>,
-}
-
-impl<'a, T: Float> Staged<'a, T> {
-    fn check(
-        model: &'a dyn Module<T>,
-        tensors: &'a HashMap<String, Tensor<T>>,
-    ) -> Result<Self, LoadError> {
-        // A dry run of `load_state_dict` on shadow copies of the parameters.
-        let shadow = Shadow(
-            model
-                .named_params()
-                .into_iter()
-                .map(|(n, p)| (n, autograd::Param::new("shadow", Tensor::zeros(&p.shape()))))
-                .collect(),
-        );
-        load_state_dict(&shadow, tensors)?;
-        Ok(Staged { model, tensors })
-    }
-
-    fn commit(self) {
-        load_state_dict(self.model, self.tensors).expect("checked by Staged::check");
-    }
-}
-
-struct Shadow<T: Float>(Vec<(String, autograd::Param<T>)>);
-
-impl<T: Float> Module<T> for Shadow<T> {
-    fn named_params(&self) -> Vec<(String, autograd::Param<T>)> {
-        self.0.clone()
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

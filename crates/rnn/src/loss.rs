@@ -123,15 +123,13 @@ pub fn nll_loss_with<T: Float>(
 ) -> Var<T> {
     check_class_shapes("nll_loss", log_probs, targets, options);
     let classes = log_probs.shape()[1] as i64;
-    let kept: Vec<bool> = targets
-        .to_vec()
+    let targets_v = targets.to_vec();
+    let mask = options.mask.as_ref().map(Tensor::to_vec);
+    let kept: Vec<bool> = targets_v
         .iter()
         .enumerate()
-        .map(|(n, &t)| {
-            Some(t) != options.ignore_index && options.mask.as_ref().is_none_or(|m| m.to_vec()[n])
-        })
+        .map(|(n, &t)| Some(t) != options.ignore_index && mask.as_ref().is_none_or(|m| m[n]))
         .collect();
-    let targets_v = targets.to_vec();
     if let Some((&bad, _)) = targets_v
         .iter()
         .zip(&kept)

@@ -47,6 +47,18 @@ pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
+/// The multi-index of the `flat`-th element of `shape` in row-major order.
+pub fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
+    let mut index = vec![0; shape.len()];
+    for d in (0..shape.len()).rev() {
+        if shape[d] > 0 {
+            index[d] = flat % shape[d];
+            flat /= shape[d];
+        }
+    }
+    index
+}
+
 /// Row-major (C order) strides of a shape.
 pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
     let mut strides = vec![0; shape.len()];

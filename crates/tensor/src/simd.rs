@@ -52,6 +52,22 @@ pub fn with_simd<W: SimdWork>(work: W) -> W::Output {
     work.run()
 }
 
+/// Whether [`with_simd`] runs its work compiled with FMA on this CPU (it picks AVX-512F + FMA
+/// or AVX2 + FMA when present). Code inside it may use `mul_add` when this is true; elsewhere
+/// `mul_add` is a slow library call.
+pub fn simd_has_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("fma")
+            && (std::arch::is_x86_feature_detected!("avx512f")
+                || std::arch::is_x86_feature_detected!("avx2"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn avx512<W: SimdWork>(work: W) -> W::Output {

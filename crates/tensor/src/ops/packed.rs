@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use crate::element::Float;
 use crate::ops::matmul::MatRef;
 use crate::shape::shape_panic;
-use crate::simd::{with_simd, SimdWork};
+use crate::simd::{simd_has_fma, with_simd, SimdWork};
 
 /// Columns per panel: two 512-bit (or four 256-bit) registers of f32.
 pub const NR: usize = 32;
@@ -92,41 +92,27 @@ pub fn gemm_packed<T: Float>(a: &[T], m: usize, b: &PackedMat<T>, beta: T, c: &m
             ),
         );
     }
-    let panels = n.div_ceil(NR);
     // Split by blocks of output rows: each block is a contiguous piece of `c`, computed as on
     // one thread (the arithmetic of an element does not depend on its block). The block size
     // depends only on `m`, never on the thread count.
     let rows_per_block = m.div_ceil(4).next_multiple_of(MR);
     // On one thread, blocks would only re-read `b` once per block.
     if m * n * k < PARALLEL_MACS || m <= rows_per_block || rayon::current_num_threads() == 1 {
-        panel_range(a, m, b, 0..panels, beta, c);
+        panel_range(a, m, b, beta, c);
         return;
     }
     c.par_chunks_mut(rows_per_block * n)
         .zip(a.par_chunks(rows_per_block * k))
         .for_each(|(c_rows, a_rows)| {
             let rows = a_rows.len() / k.max(1);
-            panel_range(a_rows, rows, b, 0..panels, beta, c_rows);
+            panel_range(a_rows, rows, b, beta, c_rows);
         });
 }
 
-/// The panels `panels` of the product, into the row-major `m × n` slice `c`, compiled for the widest vector instructions the CPU has.
-fn panel_range<T: Float>(
-    a: &[T],
-    m: usize,
-    b: &PackedMat<T>,
-    panels: std::ops::Range<usize>,
-    beta: T,
-    c: &mut [T],
-) {
-    with_simd(Panels {
-        a,
-        m,
-        b,
-        panels,
-        beta,
-        c,
-    });
+/// The product into the row-major `m × n` slice `c`, compiled for the widest vector
+/// instructions the CPU has.
+fn panel_range<T: Float>(a: &[T], m: usize, b: &PackedMat<T>, beta: T, c: &mut [T]) {
+    with_simd(Panels { a, m, b, beta, c });
 }
 
 /// The arguments of [`panels_body`], as work for [`with_simd`].
@@ -134,7 +120,6 @@ struct Panels<'a, T> {
     a: &'a [T],
     m: usize,
     b: &'a PackedMat<T>,
-    panels: std::ops::Range<usize>,
     beta: T,
     c: &'a mut [T],
 }
@@ -144,26 +129,11 @@ impl<T: Float> SimdWork for Panels<'_, T> {
     #[inline(always)]
     fn run(self) {
         // FMA only where the CPU has it: the portable build would call a slow libm `fma`.
-        let fma = cfg!(target_arch = "x86_64") && has_fma();
-        if fma {
-            panels_body::<T, true>(self.a, self.m, self.b, self.panels, self.beta, self.c);
+        if simd_has_fma() {
+            panels_body::<T, true>(self.a, self.m, self.b, self.beta, self.c);
         } else {
-            panels_body::<T, false>(self.a, self.m, self.b, self.panels, self.beta, self.c);
+            panels_body::<T, false>(self.a, self.m, self.b, self.beta, self.c);
         }
-    }
-}
-
-/// Whether `with_simd` runs code compiled with FMA on this CPU.
-fn has_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("fma")
-            && (std::arch::is_x86_feature_detected!("avx512f")
-                || std::arch::is_x86_feature_detected!("avx2"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
     }
 }
 
@@ -174,12 +144,11 @@ pub(crate) fn panels_body<T: Float, const FMA: bool>(
     a: &[T],
     m: usize,
     b: &PackedMat<T>,
-    panels: std::ops::Range<usize>,
     beta: T,
     c: &mut [T],
 ) {
     let k = b.k;
-    for p in panels {
+    for p in 0..b.n.div_ceil(NR) {
         let panel = &b.data[p * k * NR..(p + 1) * k * NR];
         let width = NR.min(b.n - p * NR);
         let c_col = p * NR;
@@ -270,7 +239,7 @@ mod tests {
             gemm_packed(&a, m, &packed, 1.0, &mut got);
             assert_eq!(got, want, "dispatched path, {m}x{k}x{n}");
             let mut portable = c0.clone();
-            panels_body::<f64, false>(&a, m, &packed, 0..n.div_ceil(NR), 1.0, &mut portable);
+            panels_body::<f64, false>(&a, m, &packed, 1.0, &mut portable);
             assert_eq!(portable, want, "portable path, {m}x{k}x{n}");
         }
     }

@@ -2,7 +2,7 @@
 //! adjoints `index_add` and `scatter_add` (what the backward of a lookup needs).
 
 use crate::element::{Element, Float};
-use crate::shape::{numel, resolve_dim, shape_panic, Dim};
+use crate::shape::{numel, resolve_dim, shape_panic, unravel, Dim};
 use crate::tensor::Tensor;
 
 impl<T: Element> Tensor<T> {
@@ -215,16 +215,6 @@ impl<T: Float> Tensor<T> {
         }
         Tensor::from_contiguous(out, self.shape.clone())
     }
-}
-
-/// The multi-index of the `flat`-th element of `shape` in row-major order.
-fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
-    let mut pos = vec![0; shape.len()];
-    for d in (0..shape.len()).rev() {
-        pos[d] = flat % shape[d];
-        flat /= shape[d];
-    }
-    pos
 }
 
 fn offset_of(pos: &[usize], strides: &[usize]) -> usize {
