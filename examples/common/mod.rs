@@ -1,0 +1,393 @@
+//! What every demo shares: the common flags, the output folder, a progress bar, a summary
+//! table, `metrics.json`, SVG plots, and a recurrent layer whose cell is picked at run time.
+//!
+//! Each demo includes this file with `mod common;`; the demo integration tests include the
+//! demos themselves (`tests/demos.rs`), so nothing here is a public API.
+#![allow(dead_code)] // not every demo uses every helper
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use plotters::prelude::*;
+use unroll::autograd::{Param, Var};
+use unroll::rnn::{Gru, Layer, LayerConfig, Lstm, Module, Rnn, State};
+use unroll::tensor::Rng;
+
+/// The error type of the demos: anything displayable, so `main` can print it and exit 1.
+pub type DemoResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// Flags every demo has.
+#[derive(Args, Clone, Debug)]
+pub struct CommonArgs {
+    /// Seed for data splits, initialisation, dropout and sampling: the same seed gives the
+    /// same numbers.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Where plots, the checkpoint and metrics.json go [default: target/demos/NAME]
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Hide the progress bar and the per-epoch log lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl CommonArgs {
+    /// The output folder (created if missing): `--out`, or `target/demos/<demo>`.
+    pub fn out_dir(&self, demo: &str) -> DemoResult<PathBuf> {
+        let dir = self
+            .out
+            .clone()
+            .unwrap_or_else(|| Path::new("target").join("demos").join(demo));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create output folder {}: {e}", dir.display()))?;
+        Ok(dir)
+    }
+
+    /// A progress bar over `len` steps, drawn on stderr only when stderr is a terminal and
+    /// `--quiet` is off. Put the running loss in its message.
+    pub fn progress(&self, len: u64) -> ProgressBar {
+        if self.quiet || !std::io::stderr().is_terminal() {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(len);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] [{bar:30}] {pos}/{len} {msg} (eta {eta})",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar
+    }
+
+    /// Prints a line through the progress bar (so the bar is not torn) unless `--quiet`.
+    pub fn log(&self, bar: &ProgressBar, line: impl AsRef<str>) {
+        if !self.quiet {
+            bar.suspend(|| println!("{}", line.as_ref()));
+        }
+    }
+}
+
+/// The recurrent cell, chosen with `--cell`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CellKind {
+    /// Vanilla (Elman) RNN with tanh.
+    Rnn,
+    /// Long short-term memory.
+    Lstm,
+    /// Gated recurrent unit.
+    Gru,
+}
+
+impl std::fmt::Display for CellKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CellKind::Rnn => "rnn",
+            CellKind::Lstm => "lstm",
+            CellKind::Gru => "gru",
+        })
+    }
+}
+
+/// A recurrent layer whose cell is picked at run time (`nn.RNN`, `nn.LSTM` or `nn.GRU`).
+pub enum Recurrent {
+    Rnn(Rnn<f32>),
+    Lstm(Lstm<f32>),
+    Gru(Gru<f32>),
+}
+
+impl Recurrent {
+    pub fn new(kind: CellKind, config: LayerConfig, rng: &mut Rng) -> Self {
+        match kind {
+            CellKind::Rnn => Recurrent::Rnn(Layer::rnn(config, rng)),
+            CellKind::Lstm => Recurrent::Lstm(Layer::lstm(config, rng)),
+            CellKind::Gru => Recurrent::Gru(Layer::gru(config, rng)),
+        }
+    }
+
+    /// Number of state parts: 2 for LSTM (`h`, `c`), 1 otherwise.
+    pub fn num_state_parts(&self) -> usize {
+        match self {
+            Recurrent::Lstm(_) => 2,
+            _ => 1,
+        }
+    }
+
+    /// Runs the layer: returns the output and the final state's parts (`[h_n]` or
+    /// `[h_n, c_n]`, each `[layers·D, batch, hidden]`). `init` holds the same parts.
+    pub fn forward(
+        &self,
+        x: &Var<f32>,
+        init: Option<&[Var<f32>]>,
+        lengths: Option<&[usize]>,
+    ) -> (Var<f32>, Vec<Var<f32>>) {
+        fn run<S: State<f32>>(
+            forward: impl FnOnce(Option<&S>) -> unroll::rnn::LayerOutput<f32, S>,
+            init: Option<&[Var<f32>]>,
+        ) -> (Var<f32>, Vec<Var<f32>>) {
+            let init = init.map(|parts| S::from_parts(parts.to_vec()));
+            let out = forward(init.as_ref());
+            let parts = out.state.parts();
+            (out.output, parts)
+        }
+        match self {
+            Recurrent::Rnn(l) => run(|i| l.forward_with(x, i, lengths), init),
+            Recurrent::Lstm(l) => run(|i| l.forward_with(x, i, lengths), init),
+            Recurrent::Gru(l) => run(|i| l.forward_with(x, i, lengths), init),
+        }
+    }
+}
+
+impl Module<f32> for Recurrent {
+    fn named_params(&self) -> Vec<(String, Param<f32>)> {
+        match self {
+            Recurrent::Rnn(l) => l.named_params(),
+            Recurrent::Lstm(l) => l.named_params(),
+            Recurrent::Gru(l) => l.named_params(),
+        }
+    }
+
+    fn set_training(&self, training: bool) {
+        match self {
+            Recurrent::Rnn(l) => l.set_training(training),
+            Recurrent::Lstm(l) => l.set_training(training),
+            Recurrent::Gru(l) => l.set_training(training),
+        }
+    }
+}
+
+/// Writes `value` as pretty JSON to `dir/metrics.json`.
+pub fn write_metrics(dir: &Path, value: &serde_json::Value) -> DemoResult<PathBuf> {
+    let path = dir.join("metrics.json");
+    std::fs::write(&path, serde_json::to_string_pretty(value)? + "\n")
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// Prints a table with a header row, columns padded to their widest cell.
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (c, w))| {
+                // First column left-aligned (names), the rest right-aligned (numbers).
+                if i == 0 {
+                    format!("{c:<w$}")
+                } else {
+                    format!("{c:>w$}")
+                }
+            })
+            .collect();
+        println!("| {} |", padded.join(" | "));
+    };
+    line(header.to_vec());
+    println!(
+        "|{}|",
+        widths
+            .iter()
+            .map(|w| "-".repeat(w + 2))
+            .collect::<Vec<_>>()
+            .join("|")
+    );
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// One line of a plot.
+pub struct Series {
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+impl Series {
+    pub fn new(label: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+        Series {
+            label: label.into(),
+            points,
+        }
+    }
+}
+
+/// Axis labels and scale of a line plot.
+pub struct Axes<'a> {
+    pub title: &'a str,
+    pub x: &'a str,
+    pub y: &'a str,
+    /// Logarithmic y axis (non-positive values are dropped).
+    pub log_y: bool,
+}
+
+const COLORS: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+];
+
+fn plot_error(e: impl std::fmt::Display) -> Box<dyn std::error::Error> {
+    format!("plot: {e}").into()
+}
+
+/// Draws `series` as lines in one SVG chart at `path`.
+pub fn line_plot(path: &Path, axes: &Axes, series: &[Series]) -> DemoResult<()> {
+    let keep = |y: f64| y.is_finite() && (!axes.log_y || y > 0.0);
+    let points = || {
+        series
+            .iter()
+            .flat_map(|s| s.points.iter())
+            .filter(|p| p.0.is_finite() && keep(p.1))
+    };
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in points() {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if x0 > x1 {
+        return Err(format!("plot {}: no finite points", path.display()).into());
+    }
+    if x0 == x1 {
+        x1 = x0 + 1.0;
+    }
+    if axes.log_y {
+        (y0, y1) = (y0 / 1.5, y1 * 1.5);
+    } else {
+        let pad = ((y1 - y0) * 0.05).max(1e-9);
+        (y0, y1) = (y0 - pad, y1 + pad);
+    }
+
+    let root = SVGBackend::new(path, (960, 540)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let mut builder = ChartBuilder::on(&root);
+    builder
+        .caption(axes.title, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(72);
+    macro_rules! draw {
+        ($chart:expr) => {{
+            let mut chart = $chart;
+            chart
+                .configure_mesh()
+                .x_desc(axes.x)
+                .y_desc(axes.y)
+                .draw()
+                .map_err(plot_error)?;
+            for (i, s) in series.iter().enumerate() {
+                let color = COLORS[i % COLORS.len()];
+                let pts: Vec<(f64, f64)> =
+                    s.points.iter().copied().filter(|p| keep(p.1)).collect();
+                chart
+                    .draw_series(LineSeries::new(pts, color.stroke_width(2)))
+                    .map_err(plot_error)?
+                    .label(s.label.as_str())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                    });
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()
+                .map_err(plot_error)?;
+        }};
+    }
+    if axes.log_y {
+        draw!(builder
+            .build_cartesian_2d(x0..x1, (y0..y1).log_scale())
+            .map_err(plot_error)?);
+    } else {
+        draw!(builder.build_cartesian_2d(x0..x1, y0..y1).map_err(plot_error)?);
+    }
+    root.present().map_err(plot_error)?;
+    Ok(())
+}
+
+/// Draws a matrix as a heat map (row `r`, column `c` → `values[r][c]`, white = 0, dark blue =
+/// the largest value) with labelled rows and columns, e.g. attention weights with output
+/// tokens as rows and input tokens as columns.
+pub fn heatmap(
+    path: &Path,
+    title: &str,
+    values: &[Vec<f32>],
+    row_labels: &[String],
+    col_labels: &[String],
+) -> DemoResult<()> {
+    let rows = values.len();
+    let cols = values.first().map_or(0, Vec::len);
+    if rows == 0 || cols == 0 || row_labels.len() != rows || col_labels.len() != cols {
+        return Err(format!(
+            "heatmap {}: {rows}x{cols} values with {} row and {} column labels",
+            path.display(),
+            row_labels.len(),
+            col_labels.len()
+        )
+        .into());
+    }
+    let max = values
+        .iter()
+        .flatten()
+        .fold(0f32, |m, &v| m.max(v))
+        .max(1e-12);
+    let cell = 28u32;
+    let (left, top) = (140u32, 120u32);
+    let size = (left + cell * cols as u32 + 20, top + cell * rows as u32 + 40);
+    let root = SVGBackend::new(path, size).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    root.draw(&Text::new(
+        title.to_string(),
+        (10, 10),
+        ("sans-serif", 18).into_font(),
+    ))
+    .map_err(plot_error)?;
+    for (r, row) in values.iter().enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            let t = f64::from(v / max);
+            let shade = |full: f64| (255.0 - (255.0 - full) * t).round() as u8;
+            let color = RGBColor(shade(8.0), shade(48.0), shade(107.0));
+            let x = (left + c as u32 * cell) as i32;
+            let y = (top + r as u32 * cell) as i32;
+            root.draw(&Rectangle::new(
+                [(x, y), (x + cell as i32, y + cell as i32)],
+                color.filled(),
+            ))
+            .map_err(plot_error)?;
+        }
+    }
+    let font = ("sans-serif", 14).into_font();
+    for (r, label) in row_labels.iter().enumerate() {
+        let y = (top + r as u32 * cell + cell / 2 - 6) as i32;
+        root.draw(&Text::new(label.clone(), (8, y), font.clone()))
+            .map_err(plot_error)?;
+    }
+    let vertical = font.transform(FontTransform::Rotate270);
+    for (c, label) in col_labels.iter().enumerate() {
+        let x = (left + c as u32 * cell + cell / 2 - 6) as i32;
+        root.draw(&Text::new(
+            label.clone(),
+            (x, top as i32 - 6),
+            vertical.clone(),
+        ))
+        .map_err(plot_error)?;
+    }
+    root.present().map_err(plot_error)?;
+    Ok(())
+}
