@@ -205,3 +205,35 @@ fn fused_gradients_match_finite_differences() {
         assert!(report.passed(), "cell {cell}: {report}");
     }
 }
+
+/// A sequence large enough that the fused kernel hops onto a rayon worker when called from
+/// outside the pool (and splits its big products there) gives the same bits as one run
+/// inside a one-thread pool, where nothing hops or splits: forward value and every gradient.
+#[test]
+fn large_sequences_run_on_the_pool_with_the_same_bits() {
+    // 20 steps × 16 rows × 4·160 gates × (64 + 160) inputs ≈ 4.6e7 multiply-adds ≥ 2²⁵.
+    let (seq, batch, input, hidden) = (20, 16, 64, 160);
+    let run = || {
+        // Built inside, so each run owns its layer (layers are not shared across threads).
+        let mut rng = Rng::seed_from_u64(7);
+        let layer: Layer<f64, rnn::LstmCell<f64>> =
+            Layer::lstm(LayerConfig::new(input, hidden), &mut rng);
+        let x = Tensor::<f64>::rand_normal(&[seq, batch, input], 0.0, 1.0, &mut rng);
+        let tape = Tape::new();
+        let xv = tape.var(x);
+        let out = layer.forward(&xv);
+        let grads = (&out.output * &out.output).sum_all().backward();
+        let mut all = vec![out.output.value().clone(), grads.wrt(&xv).clone()];
+        all.extend(layer.params().iter().map(|p| p.grad().expect("param grad")));
+        all
+    };
+    let outside = run(); // the global pool: 2 threads on the 2-core CI machines
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("pool")
+        .install(run);
+    for (a, b) in outside.iter().zip(&one) {
+        assert_eq!(a.to_vec(), b.to_vec());
+    }
+}

@@ -124,10 +124,12 @@ impl<'a, T> MatRef<'a, T> {
 /// core (measured: at 2²², the small RNN benchmark ran slower on two threads than on one).
 const PARALLEL_MACS: usize = 1 << 24;
 
-/// Width of the column blocks a large product is split into: it depends only on `n`, never on
-/// the number of threads, so results are bit-identical whatever `RAYON_NUM_THREADS` is.
-fn column_block(n: usize) -> usize {
-    n.div_ceil(8).next_multiple_of(16).max(64)
+/// Width of the column blocks a large product is split into: one block per thread, since
+/// every block repacks all of `a` (with 8 fixed blocks on 2 threads, packing `a` eight times
+/// cost more than the split gained). Which columns a block holds never changes the arithmetic
+/// of an element, so results are still bit-identical whatever `RAYON_NUM_THREADS` is.
+fn column_block(n: usize, threads: usize) -> usize {
+    n.div_ceil(threads).next_multiple_of(16).max(64)
 }
 
 /// `c = alpha · a · b + beta · c`, with `a` `m × k`, `b` `k × n` (any strides: pass
@@ -168,12 +170,13 @@ pub fn gemm_into<T: Float>(alpha: T, a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T
             .for_each(|x| *x = if beta == T::ZERO { T::ZERO } else { beta * *x });
         return;
     }
-    let block = column_block(n);
+    let threads = rayon::current_num_threads();
+    let block = column_block(n, threads);
     // One thread gains nothing from blocks and would repack `a` once per block. Each output
     // element is the same sum in the same order either way (the kernel blocks only m, n and k,
     // never reorders a dot product by which columns it was given), so this keeps results
     // bit-identical across thread counts — the determinism tests check it.
-    if m * n * k < PARALLEL_MACS || n <= block || rayon::current_num_threads() == 1 {
+    if m * n * k < PARALLEL_MACS || n <= block || threads == 1 {
         // SAFETY: `c` is a live, exclusively borrowed m×n row-major buffer (length checked
         // above), matching the strides (n, 1) passed.
         unsafe { kernel(alpha, a, b, beta, c.as_mut_ptr(), n) };
