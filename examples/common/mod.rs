@@ -292,8 +292,7 @@ pub fn line_plot(path: &Path, axes: &Axes, series: &[Series]) -> DemoResult<()> 
                 .map_err(plot_error)?;
             for (i, s) in series.iter().enumerate() {
                 let color = COLORS[i % COLORS.len()];
-                let pts: Vec<(f64, f64)> =
-                    s.points.iter().copied().filter(|p| keep(p.1)).collect();
+                let pts: Vec<(f64, f64)> = s.points.iter().copied().filter(|p| keep(p.1)).collect();
                 chart
                     .draw_series(LineSeries::new(pts, color.stroke_width(2)))
                     .map_err(plot_error)?
@@ -315,7 +314,9 @@ pub fn line_plot(path: &Path, axes: &Axes, series: &[Series]) -> DemoResult<()> 
             .build_cartesian_2d(x0..x1, (y0..y1).log_scale())
             .map_err(plot_error)?);
     } else {
-        draw!(builder.build_cartesian_2d(x0..x1, y0..y1).map_err(plot_error)?);
+        draw!(builder
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(plot_error)?);
     }
     root.present().map_err(plot_error)?;
     Ok(())
@@ -349,7 +350,10 @@ pub fn heatmap(
         .max(1e-12);
     let cell = 28u32;
     let (left, top) = (140u32, 120u32);
-    let size = (left + cell * cols as u32 + 20, top + cell * rows as u32 + 40);
+    let size = (
+        left + cell * cols as u32 + 20,
+        top + cell * rows as u32 + 40,
+    );
     let root = SVGBackend::new(path, size).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
     root.draw(&Text::new(
