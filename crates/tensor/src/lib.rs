@@ -4,8 +4,9 @@
 //! storage seen through a shape and strides, so views (`reshape`, `permute`, `transpose`,
 //! `narrow`, `broadcast_to`) never copy. Elementwise ops broadcast like NumPy, reductions work
 //! over any set of axes, and [`matmul`](Tensor::matmul) runs on `matrixmultiply`'s SIMD
-//! kernels with strided operands. Large ops are split across `rayon` threads in pieces whose
-//! size never depends on the thread count, so results are bit-identical on any machine.
+//! kernels with strided operands. Large ops are split across `rayon` threads so that each
+//! output element is computed by one thread in a fixed order: results are bit-identical
+//! whatever the thread count.
 //!
 //! This crate knows nothing about gradients: the `autograd` crate builds on it.
 //!
