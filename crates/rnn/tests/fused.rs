@@ -207,12 +207,15 @@ fn fused_gradients_match_finite_differences() {
 }
 
 /// A sequence large enough that the fused kernel hops onto a rayon worker when called from
-/// outside the pool (and splits its big products there) gives the same bits as one run
-/// inside a one-thread pool, where nothing hops or splits: forward value and every gradient.
+/// outside the pool, splits its big products there and shares each step's product with a
+/// helper thread gives the same bits as one run inside a one-thread pool, where nothing hops
+/// or splits: forward value and every gradient.
 #[test]
 fn large_sequences_run_on_the_pool_with_the_same_bits() {
-    // 20 steps × 16 rows × 4·160 gates × (64 + 160) inputs ≈ 4.6e7 multiply-adds ≥ 2²⁵.
-    let (seq, batch, input, hidden) = (20, 16, 64, 160);
+    // 20 steps × 16 rows × 4·192 gates × (64 + 192) inputs ≈ 6.3e7 multiply-adds ≥ 2²⁵, and
+    // 16 × 192 × 768 ≈ 2.4e6 ≥ 2²¹ per step, so on two threads a helper takes half of each
+    // step's product.
+    let (seq, batch, input, hidden) = (20, 16, 64, 192);
     let run = || {
         // Built inside, so each run owns its layer (layers are not shared across threads).
         let mut rng = Rng::seed_from_u64(7);

@@ -97,7 +97,6 @@ pub(super) fn backward<T: Float>(s: &Seq<'_, T>, saved: &Saved<T>, g: &[T]) -> L
     let mut dh = g[s.steps * n..(s.steps + 1) * n].to_vec();
     let mut dh_rec = vec![T::ZERO; n];
     let order: Vec<usize> = s.order().collect();
-    let w_hh = s.pack_w_hh(3);
     for &t in order.iter().rev() {
         let dpx_t = &mut dp_x[t * s.step(g3)..(t + 1) * s.step(g3)];
         let dph_t = &mut dp_h[t * s.step(g3)..(t + 1) * s.step(g3)];
@@ -133,7 +132,7 @@ pub(super) fn backward<T: Float>(s: &Seq<'_, T>, saved: &Saved<T>, g: &[T]) -> L
                 dh_b[j] = dh_j * z[j]; // the direct path h_{t−1} → h_t
             }
         }
-        s.hidden_grad(&w_hh, dph_t, &mut dh_rec);
+        s.hidden_grad(dph_t, &mut dh_rec);
         for b in 0..s.batch {
             if s.valid(t, b) {
                 for j in b * hid..(b + 1) * hid {

@@ -147,7 +147,6 @@ pub(super) fn backward<T: Float>(s: &Seq<'_, T>, saved: &Saved<T>, g: &[T]) -> L
     let mut tanh_c = vec![T::ZERO; hid];
     let c0 = s.c0.expect("an LSTM has a cell state");
     let order: Vec<usize> = s.order().collect();
-    let w_hh = s.pack_w_hh(4);
     for (k, &t) in order.iter().enumerate().rev() {
         // c_{t−1}: the cell state after the previous step visited, or c0.
         let c_prev = match k {
@@ -172,7 +171,7 @@ pub(super) fn backward<T: Float>(s: &Seq<'_, T>, saved: &Saved<T>, g: &[T]) -> L
                 &mut tanh_c,
             );
         }
-        s.hidden_grad(&w_hh, dp_t, &mut dh_prev);
+        s.hidden_grad(dp_t, &mut dh_prev);
         for b in 0..s.batch {
             let range = b * hid..(b + 1) * hid;
             if s.valid(t, b) {

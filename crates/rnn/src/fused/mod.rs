@@ -17,6 +17,7 @@
 //! `f64` (so the two paths agree to ~1e-15) and fast vectorisable ones for `f32`.
 
 mod gru;
+mod helper;
 mod lstm;
 mod rnn;
 
@@ -28,6 +29,7 @@ use tensor::{Float, Tensor};
 
 use crate::init::GateParams;
 use crate::rnn_cell::Nonlinearity;
+use helper::{with_step_helper, StepHelper};
 
 /// Which fused kernel a built-in cell uses.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -77,6 +79,7 @@ pub struct Fused<'a, T: Float> {
 }
 
 /// One direction of one layer, as plain slices: what a kernel reads.
+#[derive(Clone, Copy)]
 pub(crate) struct Seq<'a, T> {
     pub x: &'a [T],
     pub steps: usize,
@@ -94,6 +97,10 @@ pub(crate) struct Seq<'a, T> {
     pub c0: Option<&'a [T]>,
     pub lengths: Option<&'a [usize]>,
     pub reverse: bool,
+    /// `W_hh` packed for the backward's per-step product (set by [`backward_loop`]).
+    pub w_hh_packed: Option<&'a PackedMat<T>>,
+    /// A second thread for the per-step products, when there is one to spare.
+    pub helper: Option<&'a StepHelper<'a, T>>,
 }
 
 impl<T: Float> Seq<'_, T> {
@@ -146,18 +153,26 @@ impl<T: Float> Seq<'_, T> {
 
     /// `out += h W_hhᵀ` for one step: `[B, H] × [H, G·H]`.
     pub fn add_hidden_projection(&self, h: &[T], out: &mut [T]) {
-        gemm_packed(h, self.batch, self.w_hh_t, T::ONE, out);
+        match self.helper {
+            Some(helper) => helper.product(h, T::ONE, out),
+            None => gemm_packed(h, self.batch, self.w_hh_t, T::ONE, out),
+        }
     }
 
     /// `W_hh` (`[G·H, H]`) packed for the backward's per-step `dP_t W_hh`.
-    pub fn pack_w_hh(&self, gates: usize) -> PackedMat<T> {
+    fn pack_w_hh(&self, gates: usize) -> PackedMat<T> {
         PackedMat::pack(MatRef::new(self.w_hh, gates * self.hidden, self.hidden))
     }
 
-    /// `dh = dP_t W_hh` for one step: `[B, G·H] × [G·H, H]`, with `w_hh` from
-    /// [`pack_w_hh`](Self::pack_w_hh).
-    pub fn hidden_grad(&self, w_hh: &PackedMat<T>, dp: &[T], dh: &mut [T]) {
-        gemm_packed(dp, self.batch, w_hh, T::ZERO, dh);
+    /// `dh = dP_t W_hh` for one step: `[B, G·H] × [G·H, H]` (backward only).
+    pub fn hidden_grad(&self, dp: &[T], dh: &mut [T]) {
+        match self.helper {
+            Some(helper) => helper.product(dp, T::ZERO, dh),
+            None => {
+                let w_hh = self.w_hh_packed.expect("the backward packs W_hh");
+                gemm_packed(dp, self.batch, w_hh, T::ZERO, dh);
+            }
+        }
     }
 }
 
@@ -186,12 +201,24 @@ pub(crate) struct LoopGrads<T> {
 
 /// The kernels' loops are `#[inline(always)]`, so `with_simd` compiles them for the widest
 /// vector instructions the CPU has.
+/// Each has a [`StepHelper`] thread for the per-step products when one is free.
 fn forward<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Forward<T> {
-    with_simd(ForwardWork(kind, s))
+    with_step_helper(s.w_hh_t, s.batch, |helper| {
+        let s = Seq { helper, ..*s };
+        with_simd(ForwardWork(kind, &s))
+    })
 }
 
 fn backward_loop<T: Float>(kind: Kind, s: &Seq<'_, T>, saved: &Saved<T>, g: &[T]) -> LoopGrads<T> {
-    with_simd(BackwardWork(kind, s, saved, g))
+    let w_hh = s.pack_w_hh(kind.gates());
+    with_step_helper(&w_hh, s.batch, |helper| {
+        let s = Seq {
+            helper,
+            w_hh_packed: Some(&w_hh),
+            ..*s
+        };
+        with_simd(BackwardWork(kind, &s, saved, g))
+    })
 }
 
 struct ForwardWork<'a, 'b, T>(Kind, &'a Seq<'b, T>);
@@ -267,6 +294,8 @@ impl<T: Float> Inputs<T> {
             c0: self.init.get(1).map(slice),
             lengths: self.lengths.as_deref(),
             reverse: self.reverse,
+            w_hh_packed: None,
+            helper: None,
         }
     }
 }

@@ -70,7 +70,6 @@ pub(super) fn backward<T: Float>(
     let mut dh = g[s.steps * n..(s.steps + 1) * n].to_vec();
     let mut dh_rec = vec![T::ZERO; n];
     let order: Vec<usize> = s.order().collect();
-    let w_hh = s.pack_w_hh(1);
     for &t in order.iter().rev() {
         let dp_t = &mut dp[t * n..(t + 1) * n];
         for b in 0..s.batch {
@@ -93,7 +92,7 @@ pub(super) fn backward<T: Float>(
                 };
             }
         }
-        s.hidden_grad(&w_hh, dp_t, &mut dh_rec);
+        s.hidden_grad(dp_t, &mut dh_rec);
         for b in 0..s.batch {
             if s.valid(t, b) {
                 dh[b * hid..(b + 1) * hid].copy_from_slice(&dh_rec[b * hid..(b + 1) * hid]);

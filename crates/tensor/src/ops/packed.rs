@@ -9,6 +9,8 @@
 //! block of the left side streams past it. The micro-kernel keeps an `MR × NR` block of the
 //! output in registers and adds one rank-1 update per `kk`.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use crate::element::Float;
@@ -61,6 +63,11 @@ impl<T: Float> PackedMat<T> {
     pub fn cols(&self) -> usize {
         self.n
     }
+
+    /// Number of column panels, `⌈cols / NR⌉`.
+    pub fn panels(&self) -> usize {
+        self.n.div_ceil(NR)
+    }
 }
 
 /// `c = a · b + beta · c` for a row-major `m × k` slice `a`, a packed `k × n` matrix `b` and a
@@ -112,7 +119,74 @@ pub fn gemm_packed<T: Float>(a: &[T], m: usize, b: &PackedMat<T>, beta: T, c: &m
 /// The product into the row-major `m × n` slice `c`, compiled for the widest vector
 /// instructions the CPU has.
 fn panel_range<T: Float>(a: &[T], m: usize, b: &PackedMat<T>, beta: T, c: &mut [T]) {
-    with_simd(Panels { a, m, b, beta, c });
+    let (panels, ldc) = (0..b.n.div_ceil(NR), b.n);
+    with_simd(Panels {
+        a,
+        m,
+        b,
+        panels,
+        beta,
+        c,
+        ldc,
+    });
+}
+
+/// Like [`gemm_packed`] for the output columns of panels `panels` only (panel `p` holds
+/// columns `p·NR .. (p + 1)·NR`), on the calling thread: `c` holds `m` rows `ldc` apart
+/// (the last may stop at the panels' width) and receives those columns from its column 0 on,
+/// so passing `&mut c[j..]` of a wider matrix writes its columns `j..`. The arithmetic of each element is the same as
+/// in [`gemm_packed`], so splitting a product by panels across threads changes no bits.
+///
+/// ```
+/// use tensor::ops::matmul::MatRef;
+/// use tensor::ops::packed::{gemm_packed, gemm_packed_panels, PackedMat, NR};
+/// let w: Vec<f32> = (0..3 * 40).map(|i| i as f32).collect(); // [3, 40]: two panels
+/// let packed = PackedMat::pack(MatRef::new(&w, 3, 40));
+/// let a = [1.0, -1.0, 2.0];
+/// let mut whole = vec![0.0; 40];
+/// gemm_packed(&a, 1, &packed, 0.0, &mut whole);
+/// let mut second = vec![0.0; 40 - NR];
+/// gemm_packed_panels(&a, 1, &packed, 1..2, 0.0, &mut second, 40 - NR);
+/// assert_eq!(second, whole[NR..]);
+/// ```
+///
+/// # Panics
+/// If `a` is not `m × k`, the panels are out of range, `ldc` is less than the panels' width
+/// or `c` is too short for `m` rows.
+#[track_caller]
+pub fn gemm_packed_panels<T: Float>(
+    a: &[T],
+    m: usize,
+    b: &PackedMat<T>,
+    panels: Range<usize>,
+    beta: T,
+    c: &mut [T],
+    ldc: usize,
+) {
+    let width = (panels.end * NR).min(b.n).saturating_sub(panels.start * NR);
+    let c_needed = if m == 0 { 0 } else { (m - 1) * ldc + width };
+    if a.len() != m * b.k || panels.end > b.panels() || c.len() < c_needed || ldc < width {
+        shape_panic(
+            "gemm_packed_panels",
+            format_args!(
+                "a has {} elements for {m}x{}, panels {panels:?} of {}, c has {} for {m}x{ldc} \
+                 ({width} columns wide)",
+                a.len(),
+                b.k,
+                b.panels(),
+                c.len()
+            ),
+        );
+    }
+    with_simd(Panels {
+        a,
+        m,
+        b,
+        panels,
+        beta,
+        c,
+        ldc,
+    });
 }
 
 /// The arguments of [`panels_body`], as work for [`with_simd`].
@@ -120,8 +194,10 @@ struct Panels<'a, T> {
     a: &'a [T],
     m: usize,
     b: &'a PackedMat<T>,
+    panels: Range<usize>,
     beta: T,
     c: &'a mut [T],
+    ldc: usize,
 }
 
 impl<T: Float> SimdWork for Panels<'_, T> {
@@ -130,9 +206,9 @@ impl<T: Float> SimdWork for Panels<'_, T> {
     fn run(self) {
         // FMA only where the CPU has it: the portable build would call a slow libm `fma`.
         if simd_has_fma() {
-            panels_body::<T, true>(self.a, self.m, self.b, self.beta, self.c);
+            panels_body::<T, true>(self);
         } else {
-            panels_body::<T, false>(self.a, self.m, self.b, self.beta, self.c);
+            panels_body::<T, false>(self);
         }
     }
 }
@@ -140,27 +216,31 @@ impl<T: Float> SimdWork for Panels<'_, T> {
 /// The loops, written once; each caller above compiles them for its instruction set.
 /// `FMA` selects fused multiply-adds (only fast where the target has them).
 #[inline(always)]
-pub(crate) fn panels_body<T: Float, const FMA: bool>(
-    a: &[T],
-    m: usize,
-    b: &PackedMat<T>,
-    beta: T,
-    c: &mut [T],
-) {
+fn panels_body<T: Float, const FMA: bool>(work: Panels<'_, T>) {
+    let Panels {
+        a,
+        m,
+        b,
+        panels,
+        beta,
+        c,
+        ldc,
+    } = work;
     let k = b.k;
-    for p in 0..b.n.div_ceil(NR) {
+    let first_col = panels.start * NR;
+    for p in panels {
         let panel = &b.data[p * k * NR..(p + 1) * k * NR];
         let width = NR.min(b.n - p * NR);
-        let c_col = p * NR;
+        let c_col = p * NR - first_col;
         let mut row = 0;
         while row + MR <= m {
             let acc = block::<T, MR, FMA>(&a[row * k..(row + MR) * k], k, panel);
-            store(&acc, row, beta, c, b.n, c_col, width);
+            store(&acc, row, beta, c, ldc, c_col, width);
             row += MR;
         }
         while row < m {
             let acc = block::<T, 1, FMA>(&a[row * k..(row + 1) * k], k, panel);
-            store(&acc, row, beta, c, b.n, c_col, width);
+            store(&acc, row, beta, c, ldc, c_col, width);
             row += 1;
         }
     }
@@ -239,7 +319,15 @@ mod tests {
             gemm_packed(&a, m, &packed, 1.0, &mut got);
             assert_eq!(got, want, "dispatched path, {m}x{k}x{n}");
             let mut portable = c0.clone();
-            panels_body::<f64, false>(&a, m, &packed, 1.0, &mut portable);
+            panels_body::<f64, false>(Panels {
+                a: &a,
+                m,
+                b: &packed,
+                panels: 0..packed.panels(),
+                beta: 1.0,
+                c: &mut portable,
+                ldc: n,
+            });
             assert_eq!(portable, want, "portable path, {m}x{k}x{n}");
         }
     }
