@@ -176,7 +176,7 @@ pub fn run(epochs: usize, verbose: bool) -> Report {
     let lengths = [5, 3];
     let report = gradcheck(
         |v| layer.forward_with(&v[0], None, Some(&lengths)).output,
-        &[x.clone()],
+        std::slice::from_ref(&x),
     );
     assert!(report.passed(), "{report}");
     let mut gradcheck_error = report.max_abs_error();
@@ -195,7 +195,7 @@ pub fn run(epochs: usize, verbose: bool) -> Report {
     );
     let report =
         GradCheck::new(|v: &[Var<f64>]| fused.forward_with(&v[0], None, Some(&lengths)).output)
-            .inputs(&[x.clone()])
+            .inputs(std::slice::from_ref(&x))
             .params(&fused.params())
             .run();
     assert!(report.passed(), "{report}");
@@ -269,7 +269,10 @@ fn train_on_sunspots(epochs: usize, rng: &mut Rng, verbose: bool) -> (Vec<f32>, 
         .skip(1)
         .map(|line| {
             let (y, v) = line.split_once(',').expect("YEAR,SUNACTIVITY");
-            (y.parse::<i32>().expect("year"), v.parse::<f32>().expect("value"))
+            (
+                y.parse::<i32>().expect("year"),
+                v.parse::<f32>().expect("value"),
+            )
         })
         .unzip();
     let train_end = years.iter().position(|&y| y == 1921).expect("1921");
