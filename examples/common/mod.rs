@@ -1,8 +1,8 @@
 //! What every demo shares: the common flags, the output folder, a progress bar, a summary
 //! table, `metrics.json`, SVG plots, and a recurrent layer whose cell is picked at run time.
 //!
-//! Each demo includes this file with `mod common;`; the demo integration tests include the
-//! demos themselves (`tests/demos.rs`), so nothing here is a public API.
+//! Each demo includes this file with `mod common;`; the demo integration tests
+//! (`tests/demo_NAME.rs`) include the demos themselves, so nothing here is a public API.
 #![allow(dead_code)] // not every demo uses every helper
 
 use std::io::IsTerminal;
@@ -169,7 +169,7 @@ pub fn write_metrics(dir: &Path, value: &serde_json::Value) -> DemoResult<PathBu
 
 /// Prints a table with a header row, columns padded to their widest cell.
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -182,6 +182,7 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
             .enumerate()
             .map(|(i, (c, w))| {
                 // First column left-aligned (names), the rest right-aligned (numbers).
+                // Pad by characters, not bytes (`format!`'s width counts chars too).
                 if i == 0 {
                     format!("{c:<w$}")
                 } else {
@@ -244,6 +245,20 @@ fn plot_error(e: impl std::fmt::Display) -> Box<dyn std::error::Error> {
     format!("plot: {e}").into()
 }
 
+/// A tick label: short decimals in the usual range, scientific notation outside it (so a
+/// log axis reads `0.3`, not `0.30000000000000004`).
+fn tick(v: f64) -> String {
+    let a = v.abs();
+    if v == 0.0 {
+        "0".into()
+    } else if !(1e-3..1e5).contains(&a) {
+        format!("{v:.0e}")
+    } else {
+        let s = format!("{v:.4}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
 /// Draws `series` as lines in one SVG chart at `path`.
 pub fn line_plot(path: &Path, axes: &Axes, series: &[Series]) -> DemoResult<()> {
     let keep = |y: f64| y.is_finite() && (!axes.log_y || y > 0.0);
@@ -288,6 +303,8 @@ pub fn line_plot(path: &Path, axes: &Axes, series: &[Series]) -> DemoResult<()> 
                 .configure_mesh()
                 .x_desc(axes.x)
                 .y_desc(axes.y)
+                .x_label_formatter(&|v| tick(*v))
+                .y_label_formatter(&|v| tick(*v))
                 .draw()
                 .map_err(plot_error)?;
             for (i, s) in series.iter().enumerate() {
@@ -350,8 +367,10 @@ pub fn heatmap(
         .max(1e-12);
     let cell = 28u32;
     let (left, top) = (140u32, 120u32);
+    // Wide enough for the grid and for the title (about 10 px per character at 18 px).
+    let title_width = 20 + 10 * title.chars().count() as u32;
     let size = (
-        left + cell * cols as u32 + 20,
+        (left + cell * cols as u32 + 20).max(title_width),
         top + cell * rows as u32 + 40,
     );
     let root = SVGBackend::new(path, size).into_drawing_area();
