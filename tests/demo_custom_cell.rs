@@ -12,7 +12,10 @@ fn the_custom_cell_tour_does_what_the_guide_says() {
     assert!(report.gradcheck_error < 1e-6, "{report:?}");
     // The hand-written backward is the composed cell's, up to rounding.
     assert!(report.fused_vs_composed < 1e-12, "{report:?}");
-    let (first, last) = (report.train_loss[0], *report.train_loss.last().expect("epochs"));
+    let (first, last) = (
+        report.train_loss[0],
+        *report.train_loss.last().expect("epochs"),
+    );
     assert!(last < 0.5 * first, "training did not learn: {report:?}");
     assert!(
         report.test_rmse < report.persistence_rmse,

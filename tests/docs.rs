@@ -52,7 +52,10 @@ fn code_in_the_guides_is_quoted_from_the_repository() {
             checked += 1;
         }
     }
-    assert!(checked >= 5, "expected the guides to quote code, checked {checked} blocks");
+    assert!(
+        checked >= 5,
+        "expected the guides to quote code, checked {checked} blocks"
+    );
 }
 
 #[test]

@@ -241,7 +241,12 @@ mod tests {
     /// computes the helper's columns itself, with the same bits.
     #[test]
     fn unclaimed_products_are_taken_back() {
-        let (m, k, n) = (5, 7, 3 * NR + 1);
+        for (m, k, n) in [(5, 7, 3 * NR + 1), (1000, 32, 4 * 32)] {
+            take_back(m, k, n);
+        }
+    }
+
+    fn take_back(m: usize, k: usize, n: usize) {
         let b = PackedMat::pack(MatRef::new(&data(k * n, 1), k, n));
         let helper = StepHelper::new(&b, m);
         helper.ready.store(true, Ordering::Release);
