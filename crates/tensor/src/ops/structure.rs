@@ -306,7 +306,9 @@ impl<T: Float> Tensor<T> {
         }
         let strides = crate::shape::contiguous_strides(&self.shape);
         let base = start * strides[d];
-        let src_values = src.to_vec();
+        // A contiguous `src` (the usual case: a gradient) is read in place, not copied.
+        let src = src.contiguous();
+        let src_values = src.as_slice().expect("contiguous");
         let dst = self.as_mut_slice();
         // Row-major over `src`: runs of `inner` elements are contiguous in both.
         let inner = numel(&src.shape[d..]);
