@@ -181,38 +181,24 @@ pub const GERMAN_VOCAB: [&str; 27] = [
 ];
 
 /// Every English token, in vocabulary order.
-pub const ENGLISH_VOCAB: [&str; 30] = [
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-    "twenty",
-    "thirty",
-    "forty",
-    "fifty",
-    "sixty",
-    "seventy",
-    "eighty",
-    "ninety",
-    "hundred",
-    "thousand",
-];
+pub const ENGLISH_VOCAB: [&str; 30] = english_vocab();
+
+/// The ones (zero to nineteen), the tens (twenty to ninety), `hundred`, `thousand`.
+const fn english_vocab() -> [&'static str; 30] {
+    let mut vocab = [""; 30];
+    let mut i = 0;
+    while i < 20 {
+        vocab[i] = EN_ONES[i];
+        i += 1;
+    }
+    while i < 28 {
+        vocab[i] = EN_TENS[i - 18]; // EN_TENS[2] is "twenty"
+        i += 1;
+    }
+    vocab[28] = "hundred";
+    vocab[29] = "thousand";
+    vocab
+}
 
 /// Splits a German number word into morphemes by longest match, or `None` if some part of it
 /// is no morpheme. For the words [`german`] writes this gives back [`german_morphemes`].
