@@ -13,7 +13,8 @@
 //!                     dh_{t−1} = dh ⊙ z + dP_h W_hh
 //! ```
 //!
-//! Kept per step: r, z, n and h_n (4H), plus the entering h.
+//! Kept per step: r, z, n and h_n (4H). The entering h (for dz and dW_hh) is read from the
+//! outputs, which the node keeps anyway.
 
 use tensor::Float;
 
@@ -24,12 +25,10 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
     let (hid, g3, g4, n) = (s.hidden, 3 * s.hidden, 4 * s.hidden, s.step(s.hidden));
     let xp = s.x_projection(3, false);
     let mut acts = vec![T::ZERO; s.steps * s.step(g4)];
-    let mut h_in = vec![T::ZERO; s.steps * n];
     let mut out = vec![T::ZERO; (s.steps + 1) * n];
     let mut h = s.h0.to_vec();
     let mut hp = vec![T::ZERO; s.step(g3)];
     for t in s.order() {
-        h_in[t * n..(t + 1) * n].copy_from_slice(&h);
         // hp = h W_hhᵀ + b_hh
         match s.b_hh {
             Some(b_hh) => hp
@@ -51,14 +50,7 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
         }
     }
     out[s.steps * n..].copy_from_slice(&h);
-    (
-        out,
-        Saved {
-            acts,
-            h_in,
-            c: vec![],
-        },
-    )
+    (out, Saved { acts, c: vec![] })
 }
 
 /// One row of the forward, in simple passes the compiler vectorises: `acts` receives
@@ -90,7 +82,12 @@ fn cell_forward<T: Float>(x: &[T], hp: &[T], acts: &mut [T], h: &mut [T], out: &
 }
 
 #[inline(always)]
-pub(super) fn backward<T: Float>(s: &Seq<'_, T>, saved: &Saved<T>, g: &[T]) -> LoopGrads<T> {
+pub(super) fn backward<T: Float>(
+    s: &Seq<'_, T>,
+    saved: &Saved<T>,
+    out: &[T],
+    g: &[T],
+) -> LoopGrads<T> {
     let (hid, g3, g4, n) = (s.hidden, 3 * s.hidden, 4 * s.hidden, s.step(s.hidden));
     let mut dp_x = vec![T::ZERO; s.steps * s.step(g3)];
     let mut dp_h = vec![T::ZERO; s.steps * s.step(g3)];
@@ -108,7 +105,7 @@ pub(super) fn backward<T: Float>(s: &Seq<'_, T>, saved: &Saved<T>, g: &[T]) -> L
             let (r, rest) = a_row.split_at(hid);
             let (z, rest) = rest.split_at(hid);
             let (nn, h_n) = rest.split_at(hid);
-            let h_prev = &saved.h_in[t * n + b * hid..t * n + (b + 1) * hid];
+            let h_prev = s.h_prev(out, t, b);
             let dout = &g[t * n + b * hid..t * n + (b + 1) * hid];
             let dh_b = &mut dh[b * hid..(b + 1) * hid];
             let (dx_row, dh_row) = (

@@ -13,7 +13,8 @@
 //!                     dh_{t−1} = dP_t W_hh
 //! ```
 //!
-//! Kept per step: the activated gates (4H) and c_t (H), plus the entering h for dW_hh.
+//! Kept per step: the activated gates (4H) and c_t (H). The entering h (for dW_hh) is read from
+//! the outputs, which the node keeps anyway.
 
 use tensor::Float;
 
@@ -24,12 +25,10 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
     let (hid, g4) = (s.hidden, 4 * s.hidden);
     let mut gates = s.x_projection(4, true);
     let mut c_all = vec![T::ZERO; s.steps * s.step(hid)];
-    let mut h_in = vec![T::ZERO; s.steps * s.step(hid)];
     let mut out = vec![T::ZERO; (s.steps + 2) * s.step(hid)];
     let mut h = s.h0.to_vec();
     let mut c = s.c0.expect("an LSTM has a cell state").to_vec();
     for t in s.order() {
-        h_in[t * s.step(hid)..(t + 1) * s.step(hid)].copy_from_slice(&h);
         let p_t = &mut gates[t * s.step(g4)..(t + 1) * s.step(g4)];
         s.add_hidden_projection(&h, p_t);
         for b in 0..s.batch {
@@ -57,7 +56,6 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
         out,
         Saved {
             acts: gates,
-            h_in,
             c: c_all,
         },
     )

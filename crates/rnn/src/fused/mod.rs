@@ -103,7 +103,7 @@ pub(crate) struct Seq<'a, T> {
     pub helper: Option<&'a StepHelper<'a, T>>,
 }
 
-impl<T: Float> Seq<'_, T> {
+impl<'a, T: Float> Seq<'a, T> {
     /// The time steps in the order this direction visits them.
     pub fn order(&self) -> impl DoubleEndedIterator<Item = usize> + '_ {
         (0..self.steps).map(move |k| if self.reverse { self.steps - 1 - k } else { k })
@@ -151,6 +151,32 @@ impl<T: Float> Seq<'_, T> {
         p
     }
 
+    /// The first step sequence `b` visits: 0 forwards, its last valid step in reverse.
+    pub fn first_step(&self, b: usize) -> usize {
+        match (self.reverse, self.lengths) {
+            (false, _) => 0,
+            (true, Some(l)) => l[b] - 1,
+            (true, None) => self.steps - 1,
+        }
+    }
+
+    /// The hidden state entering valid step `t` of sequence `b`: `h0` at its first step,
+    /// otherwise the output of the step visited before (which was valid too: lengths cut only
+    /// the end of a sequence). `out` is the forward's packed result, so the backward keeps no
+    /// copy of the entering states.
+    pub fn h_prev<'o>(&self, out: &'o [T], t: usize, b: usize) -> &'o [T]
+    where
+        'a: 'o,
+    {
+        let hid = self.hidden;
+        if t == self.first_step(b) {
+            return &self.h0[b * hid..(b + 1) * hid];
+        }
+        let prev = if self.reverse { t + 1 } else { t - 1 };
+        let at = (prev * self.batch + b) * hid;
+        &out[at..at + hid]
+    }
+
     /// `out += h W_hhᵀ` for one step: `[B, H] × [H, G·H]`.
     pub fn add_hidden_projection(&self, h: &[T], out: &mut [T]) {
         match self.helper {
@@ -178,10 +204,9 @@ impl<T: Float> Seq<'_, T> {
 
 /// What the forward keeps for the backward, all in time order.
 pub(crate) struct Saved<T> {
-    /// Per-step activations `[T, B, k·H]`, kernel-specific.
+    /// Per-step activations `[T, B, k·H]`, kernel-specific (empty for the vanilla RNN, whose
+    /// activations are its outputs).
     pub acts: Vec<T>,
-    /// The hidden state entering each step, `[T, B, H]`.
-    pub h_in: Vec<T>,
     /// LSTM: the cell state after each step, `[T, B, H]`.
     pub c: Vec<T>,
 }
@@ -209,7 +234,13 @@ fn forward<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Forward<T> {
     })
 }
 
-fn backward_loop<T: Float>(kind: Kind, s: &Seq<'_, T>, saved: &Saved<T>, g: &[T]) -> LoopGrads<T> {
+fn backward_loop<T: Float>(
+    kind: Kind,
+    s: &Seq<'_, T>,
+    saved: &Saved<T>,
+    out: &[T],
+    g: &[T],
+) -> LoopGrads<T> {
     let w_hh = s.pack_w_hh(kind.gates());
     with_step_helper(&w_hh, s.batch, |helper| {
         let s = Seq {
@@ -217,7 +248,7 @@ fn backward_loop<T: Float>(kind: Kind, s: &Seq<'_, T>, saved: &Saved<T>, g: &[T]
             w_hh_packed: Some(&w_hh),
             ..*s
         };
-        with_simd(BackwardWork(kind, &s, saved, g))
+        with_simd(BackwardWork(kind, &s, saved, out, g))
     })
 }
 
@@ -236,17 +267,19 @@ impl<T: Float> SimdWork for ForwardWork<'_, '_, T> {
     }
 }
 
-struct BackwardWork<'a, 'b, T>(Kind, &'a Seq<'b, T>, &'a Saved<T>, &'a [T]);
+/// The kernel, the sequence, what the forward kept, its packed result, and the gradient of
+/// that result.
+struct BackwardWork<'a, 'b, T>(Kind, &'a Seq<'b, T>, &'a Saved<T>, &'a [T], &'a [T]);
 
 impl<T: Float> SimdWork for BackwardWork<'_, '_, T> {
     type Output = LoopGrads<T>;
     #[inline(always)]
     fn run(self) -> LoopGrads<T> {
-        let BackwardWork(kind, s, saved, g) = self;
+        let BackwardWork(kind, s, saved, out, g) = self;
         match kind {
-            Kind::Rnn(nl) => rnn::backward(s, nl, saved, g),
+            Kind::Rnn(nl) => rnn::backward(s, nl, out, g),
             Kind::Lstm => lstm::backward(s, saved, g),
-            Kind::Gru => gru::backward(s, saved, g),
+            Kind::Gru => gru::backward(s, saved, out, g),
         }
     }
 }
@@ -405,14 +438,19 @@ fn record<T: Float>(
     let (steps, batch, hidden) = (s.steps, s.batch, s.hidden);
     let parts = kind.parts();
     let value = Tensor::from_vec(packed, &[steps + parts, batch, hidden]);
+    // The backward reads the outputs (the entering states, and the RNN's activations) from the
+    // node's own value: shared, not copied.
+    let result = value.clone();
     let needs: Vec<bool> = vars.iter().map(Var::requires_grad).collect();
     let refs: Vec<&Var<T>> = vars.iter().collect();
     let node = Var::custom_op(kind.name(), &refs, value, move |g| {
         let g = g.contiguous();
         let s = inputs.seq();
+        let out = slice(&result);
         in_pool(kind.macs(&s), || {
-            let loop_grads = backward_loop(kind, &s, &saved, g.as_slice().expect("contiguous"));
-            input_grads(kind, &s, &saved, loop_grads, &needs)
+            let g = g.as_slice().expect("contiguous");
+            let loop_grads = backward_loop(kind, &s, &saved, out, g);
+            input_grads(kind, &s, out, loop_grads, &needs)
         })
     });
     let output = node.narrow(0, 0, steps);
@@ -420,18 +458,60 @@ fn record<T: Float>(
     (output, finals)
 }
 
+/// `dW_hh = Σ_t dP_tᵀ h_{t−1}` (`dp` is `[T·B, G·H]`) with the entering states read from the
+/// outputs: one product of `dP` against the outputs shifted by one step (forwards, step t
+/// entered with the output of t − 1; in reverse, of t + 1), plus `D₀ᵀ h0` for the rows `D₀` of
+/// each sequence's first step. Where a shorter sequence starts in reverse, the shifted output
+/// is padding, zero, so it adds nothing there.
+fn hidden_weight_grad<T: Float>(s: &Seq<'_, T>, dp: &[T], out: &[T]) -> Tensor<T> {
+    let (batch, hidden) = (s.batch, s.hidden);
+    let cols = dp.len() / (s.steps * batch);
+    let mut acc = vec![T::ZERO; cols * hidden];
+    let later = (s.steps - 1) * batch; // rows of the steps that are nobody's first
+    if later > 0 {
+        let (dp_rows, out_rows) = if s.reverse {
+            (
+                &dp[..later * cols],
+                &out[batch * hidden..(s.steps * batch) * hidden],
+            )
+        } else {
+            (&dp[batch * cols..], &out[..later * hidden])
+        };
+        gemm_into(
+            T::ONE,
+            MatRef::new(dp_rows, later, cols).t(),
+            MatRef::new(out_rows, later, hidden),
+            T::ZERO,
+            &mut acc,
+        );
+    }
+    let mut first = vec![T::ZERO; batch * cols];
+    for (b, row) in first.chunks_exact_mut(cols).enumerate() {
+        let at = (s.first_step(b) * batch + b) * cols;
+        row.copy_from_slice(&dp[at..at + cols]);
+    }
+    gemm_into(
+        T::ONE,
+        MatRef::new(&first, batch, cols).t(),
+        MatRef::new(s.h0, batch, hidden),
+        T::ONE,
+        &mut acc,
+    );
+    Tensor::from_vec(acc, &[cols, hidden])
+}
+
 /// From the loop's gradients to one gradient per input, in the order
 /// `x, init parts.., w_ih, w_hh, [b_ih, b_hh]`; only those in `needs` are computed.
 fn input_grads<T: Float>(
     kind: Kind,
     s: &Seq<'_, T>,
-    saved: &Saved<T>,
+    out: &[T],
     lg: LoopGrads<T>,
     needs: &[bool],
 ) -> Vec<Option<Tensor<T>>> {
     let (rows, cols) = (s.steps * s.batch, kind.gates() * s.hidden);
     let dp_x = MatRef::new(&lg.dp_x, rows, cols);
-    let dp_h = MatRef::new(lg.dp_h.as_deref().unwrap_or(&lg.dp_x), rows, cols);
+    let dp_h = lg.dp_h.as_deref().unwrap_or(&lg.dp_x);
     let product = |a: MatRef<'_, T>, b: MatRef<'_, T>, shape: &[usize]| {
         let mut out = vec![T::ZERO; a.rows() * b.cols()];
         gemm_into(T::ONE, a, b, T::ZERO, &mut out);
@@ -463,19 +543,13 @@ fn input_grads<T: Float>(
     for d in lg.d_init {
         grads.push(want().then(|| Tensor::from_vec(d, &[s.batch, s.hidden])));
     }
-    // dW_ih = dP_xᵀ X,  dW_hh = dP_hᵀ H_in
+    // dW_ih = dP_xᵀ X,  dW_hh = Σ_t dP_tᵀ h_{t−1}
     grads
         .push(want().then(|| product(dp_x.t(), MatRef::new(s.x, rows, s.input), &[cols, s.input])));
-    grads.push(want().then(|| {
-        product(
-            dp_h.t(),
-            MatRef::new(&saved.h_in, rows, s.hidden),
-            &[cols, s.hidden],
-        )
-    }));
+    grads.push(want().then(|| hidden_weight_grad(s, dp_h, out)));
     if s.b_ih.is_some() {
         grads.push(want().then(|| column_sums(&lg.dp_x)));
-        grads.push(want().then(|| column_sums(lg.dp_h.as_deref().unwrap_or(&lg.dp_x))));
+        grads.push(want().then(|| column_sums(dp_h)));
     }
     grads
 }

@@ -7,7 +7,8 @@
 //!                     dh_{t−1} = dP_t W_hh
 //! ```
 //!
-//! Kept per step: h_t, plus the entering h.
+//! Kept: nothing beyond the outputs h_t, which the node keeps anyway (the backward reads h_t
+//! and the entering h there).
 
 use tensor::Float;
 
@@ -18,11 +19,9 @@ use crate::rnn_cell::Nonlinearity;
 pub(super) fn forward<T: Float>(s: &Seq<'_, T>, nl: Nonlinearity) -> Forward<T> {
     let (hid, n) = (s.hidden, s.step(s.hidden));
     let mut p = s.x_projection(1, true);
-    let mut h_in = vec![T::ZERO; s.steps * n];
     let mut out = vec![T::ZERO; (s.steps + 1) * n];
     let mut h = s.h0.to_vec();
     for t in s.order() {
-        h_in[t * n..(t + 1) * n].copy_from_slice(&h);
         let p_t = &mut p[t * n..(t + 1) * n];
         s.add_hidden_projection(&h, p_t);
         for b in 0..s.batch {
@@ -50,9 +49,9 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>, nl: Nonlinearity) -> Forward<T> 
     out[s.steps * n..].copy_from_slice(&h);
     (
         out,
+        // h_t is the output: the backward reads it there.
         Saved {
-            acts: p,
-            h_in,
+            acts: vec![],
             c: vec![],
         },
     )
@@ -62,7 +61,7 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>, nl: Nonlinearity) -> Forward<T> 
 pub(super) fn backward<T: Float>(
     s: &Seq<'_, T>,
     nl: Nonlinearity,
-    saved: &Saved<T>,
+    out: &[T],
     g: &[T],
 ) -> LoopGrads<T> {
     let (hid, n) = (s.hidden, s.step(s.hidden));
@@ -77,7 +76,7 @@ pub(super) fn backward<T: Float>(
                 continue;
             }
             let at = t * n + b * hid;
-            let y = &saved.acts[at..at + hid];
+            let y = &out[at..at + hid]; // h_t
             for j in 0..hid {
                 let dh_j = dh[b * hid + j] + g[at + j];
                 dp_t[b * hid + j] = match nl {
