@@ -113,6 +113,23 @@ fn sunspots_tiny_run() {
     );
 }
 
+/// The same seed gives the same run, number for number; another seed another one.
+#[test]
+fn same_seed_same_numbers() {
+    let flags = |seed: &'static str| {
+        [
+            "--epochs", "6", "--hidden", "8", "--window", "10", "--seed", seed,
+        ]
+    };
+    let (a, _) = run("forecast_seed_a", &flags("3"));
+    let (b, _) = run("forecast_seed_b", &flags("3"));
+    let (c, _) = run("forecast_seed_c", &flags("4"));
+    assert_eq!(a.history.train_loss, b.history.train_loss);
+    let rmse = |r: &Report| r.get("model").unwrap().one_step.rmse;
+    assert_eq!(rmse(&a), rmse(&b));
+    assert_ne!(a.history.train_loss, c.history.train_loss);
+}
+
 #[test]
 fn co2_tiny_run() {
     let flags = [
