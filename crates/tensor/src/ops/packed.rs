@@ -105,30 +105,15 @@ pub fn gemm_packed<T: Float>(a: &[T], m: usize, b: &PackedMat<T>, beta: T, c: &m
     let rows_per_block = m.div_ceil(4).next_multiple_of(MR);
     // On one thread, blocks would only re-read `b` once per block.
     if m * n * k < PARALLEL_MACS || m <= rows_per_block || rayon::current_num_threads() == 1 {
-        panel_range(a, m, b, beta, c);
+        gemm_packed_panels(a, m, b, 0..b.panels(), beta, c, n);
         return;
     }
     c.par_chunks_mut(rows_per_block * n)
         .zip(a.par_chunks(rows_per_block * k))
         .for_each(|(c_rows, a_rows)| {
             let rows = a_rows.len() / k.max(1);
-            panel_range(a_rows, rows, b, beta, c_rows);
+            gemm_packed_panels(a_rows, rows, b, 0..b.panels(), beta, c_rows, n);
         });
-}
-
-/// The product into the row-major `m × n` slice `c`, compiled for the widest vector
-/// instructions the CPU has.
-fn panel_range<T: Float>(a: &[T], m: usize, b: &PackedMat<T>, beta: T, c: &mut [T]) {
-    let (panels, ldc) = (0..b.n.div_ceil(NR), b.n);
-    with_simd(Panels {
-        a,
-        m,
-        b,
-        panels,
-        beta,
-        c,
-        ldc,
-    });
 }
 
 /// Like [`gemm_packed`] for the output columns of panels `panels` only (panel `p` holds
