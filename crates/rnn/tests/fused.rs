@@ -240,3 +240,37 @@ fn large_sequences_run_on_the_pool_with_the_same_bits() {
         assert_eq!(a.to_vec(), b.to_vec());
     }
 }
+
+/// Inference (recording off, or nothing that needs a gradient) keeps no per-step activations
+/// and makes each step's product in a one-step buffer; its outputs and final states must be
+/// the bits of a training forward, for every cell, both directions and ragged lengths.
+#[test]
+fn inference_forward_gives_the_training_forward_bits() {
+    fn check<C: Cell<f32>>(layer: Layer<f32, C>, name: &str) {
+        let mut rng = Rng::seed_from_u64(3);
+        let x = Tensor::<f32>::rand_normal(&[7, 3, 5], 0.0, 1.0, &mut rng);
+        let lengths = [7, 4, 1];
+        let tape = Tape::new();
+        let values = |out: rnn::LayerOutput<f32, C::State>| {
+            let mut all = vec![out.output.value().to_vec()];
+            all.extend(out.state.parts().iter().map(|p| p.value().to_vec()));
+            all
+        };
+        let xv = tape.var(x.clone());
+        let training = values(layer.forward_with(&xv, None, Some(&lengths)));
+        assert!(layer.is_fused());
+        let no_grad = tape.no_grad(|| values(layer.forward_with(&xv, None, Some(&lengths))));
+        let constant = tape.constant(x);
+        for p in layer.params() {
+            p.set_requires_grad(false);
+        }
+        let frozen = values(layer.forward_with(&constant, None, Some(&lengths)));
+        assert_eq!(training, no_grad, "{name}: no_grad");
+        assert_eq!(training, frozen, "{name}: nothing requires a gradient");
+    }
+    let mut rng = Rng::seed_from_u64(4);
+    let cfg = LayerConfig::new(5, 6).num_layers(2).bidirectional(true);
+    check(Layer::rnn(cfg.clone(), &mut rng), "rnn");
+    check(Layer::lstm(cfg.clone(), &mut rng), "lstm");
+    check(Layer::gru(cfg, &mut rng), "gru");
+}

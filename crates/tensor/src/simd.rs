@@ -68,6 +68,24 @@ pub fn simd_has_fma() -> bool {
     }
 }
 
+/// The width in bytes of the vectors [`with_simd`] compiles for on this CPU: 64 (AVX-512),
+/// 32 (AVX2) or 16 (the baseline). Kernels size their register blocks by it.
+pub fn simd_vector_bytes() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // The same tests, in the same order, as `with_simd`'s.
+        if std::arch::is_x86_feature_detected!("fma") {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return 64;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return 32;
+            }
+        }
+    }
+    16
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn avx512<W: SimdWork>(work: W) -> W::Output {

@@ -1,7 +1,7 @@
 //! The fused LSTM: equations as in [`LstmCell`](crate::LstmCell).
 //!
 //! ```text
-//! forward, per step:  P_t = X_t W_ihᵀ + b_ih + b_hh + h W_hhᵀ = [i; f; g; o] before activation
+//! forward, per step:  P_t = [x_t | h] [W_ih | W_hh]ᵀ + b_ih + b_hh = [i; f; g; o] before activation
 //!                     i, f, o = σ(·),  g = tanh(·)
 //!                     c_t = f ⊙ c_{t−1} + i ⊙ g,   h_t = o ⊙ tanh(c_t)
 //! backward, per step (dh, dc flowing back from t + 1, plus the output's gradient):
@@ -13,8 +13,8 @@
 //!                     dh_{t−1} = dP_t W_hh
 //! ```
 //!
-//! Kept per step: the activated gates (4H) and c_t (H). The entering h (for dW_hh) is read from
-//! the outputs, which the node keeps anyway.
+//! Kept per step for training: the activated gates (4H) and c_t (H). The entering h (for dW_hh)
+//! is read from the outputs, which the node keeps anyway. Inference keeps nothing per step.
 
 use tensor::Float;
 
@@ -23,14 +23,19 @@ use super::{Forward, LoopGrads, Saved, Seq};
 #[inline(always)]
 pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
     let (hid, g4) = (s.hidden, 4 * s.hidden);
-    let mut gates = s.x_projection(4, true);
-    let mut c_all = vec![T::ZERO; s.steps * s.step(hid)];
+    let bias = s.bias(4);
+    // Training keeps every step's gates and cell state; inference the current step's gates.
+    let kept = if s.keep { s.steps } else { 1 };
+    let mut gates = vec![T::ZERO; kept * s.step(g4)];
+    let mut c_all = vec![T::ZERO; if s.keep { s.steps * s.step(hid) } else { 0 }];
     let mut out = vec![T::ZERO; (s.steps + 2) * s.step(hid)];
     let mut h = s.h0.to_vec();
     let mut c = s.c0.expect("an LSTM has a cell state").to_vec();
+    let mut xh = vec![T::ZERO; s.step(s.input + hid)];
     for t in s.order() {
-        let p_t = &mut gates[t * s.step(g4)..(t + 1) * s.step(g4)];
-        s.add_hidden_projection(&h, p_t);
+        let slot = if s.keep { t } else { 0 };
+        let p_t = &mut gates[slot * s.step(g4)..(slot + 1) * s.step(g4)];
+        s.step_product(t, &h, &mut xh, p_t);
         for b in 0..s.batch {
             let row = &mut p_t[b * g4..(b + 1) * g4];
             let (h_b, c_b) = (
@@ -38,60 +43,68 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
                 &mut c[b * hid..(b + 1) * hid],
             );
             let at = t * s.step(hid) + b * hid;
+            let c_t = match s.keep {
+                true => &mut c_all[at..at + hid],
+                false => &mut [],
+            };
             if !s.valid(t, b) {
                 // Past the sequence's end: the state carries over, the output stays zero.
                 row.fill(T::ZERO);
-                c_all[at..at + hid].copy_from_slice(c_b);
+                c_t.copy_from_slice(&c_b[..c_t.len()]);
                 continue;
             }
-            let out_t = &mut out[at..at + hid];
-            let c_t = &mut c_all[at..at + hid];
-            cell_forward(row, c_b, h_b, c_t, out_t);
+            cell_forward(row, &bias, c_b, h_b, c_t, &mut out[at..at + hid]);
         }
     }
     let n = s.step(hid);
     out[s.steps * n..(s.steps + 1) * n].copy_from_slice(&h);
     out[(s.steps + 1) * n..].copy_from_slice(&c);
-    (
-        out,
-        Saved {
-            acts: gates,
-            c: c_all,
-        },
-    )
+    let acts = if s.keep { gates } else { vec![] };
+    (out, Saved { acts, c: c_all })
 }
 
-/// One row of the forward: activates the gates `[i; f; g; o]` in place and updates `c` and
-/// `h`, writing c_t and h_t out. Taking the slices as arguments tells the compiler they do not
-/// overlap, so the loop vectorises.
+/// One row of the forward: activates the gates `[i; f; g; o]` (adding the bias) in place and
+/// updates `c` and `h`, writing h_t out and c_t to `c_t` unless that is empty (inference).
+/// Taking the slices as arguments tells the compiler they do not overlap, so the loop
+/// vectorises.
 #[inline(always)]
-fn cell_forward<T: Float>(gates: &mut [T], c: &mut [T], h: &mut [T], c_t: &mut [T], out: &mut [T]) {
+fn cell_forward<T: Float>(
+    gates: &mut [T],
+    bias: &[T],
+    c: &mut [T],
+    h: &mut [T],
+    c_t: &mut [T],
+    out: &mut [T],
+) {
     let n = c.len();
-    assert!(gates.len() == 4 * n && h.len() == n && c_t.len() == n && out.len() == n);
+    assert!(gates.len() == 4 * n && bias.len() == 4 * n && h.len() == n && out.len() == n);
     // Simple passes over one slice at a time: the shape the vectoriser handles.
     let (ifg, o) = gates.split_at_mut(3 * n);
     let (i_f, g) = ifg.split_at_mut(2 * n);
-    activate(i_f, T::fast_sigmoid);
-    activate(g, T::fast_tanh);
-    activate(o, T::fast_sigmoid);
+    activate(i_f, &bias[..2 * n], T::fast_sigmoid);
+    activate(g, &bias[2 * n..3 * n], T::fast_tanh);
+    activate(o, &bias[3 * n..], T::fast_sigmoid);
     let (i, f) = i_f.split_at(n);
     for j in 0..n {
         c[j] = f[j] * c[j] + i[j] * g[j];
     }
-    c_t.copy_from_slice(c);
-    out.copy_from_slice(c);
-    activate(out, T::fast_tanh);
+    if !c_t.is_empty() {
+        c_t.copy_from_slice(c);
+    }
+    for j in 0..n {
+        out[j] = c[j].fast_tanh();
+    }
     for j in 0..n {
         out[j] = o[j] * out[j];
     }
     h.copy_from_slice(out);
 }
 
-/// x ← act(x) over a slice.
+/// x ← act(x + bias) over a slice.
 #[inline(always)]
-fn activate<T: Float>(xs: &mut [T], act: impl Fn(T) -> T) {
-    for x in xs.iter_mut() {
-        *x = act(*x);
+fn activate<T: Float>(xs: &mut [T], bias: &[T], act: impl Fn(T) -> T) {
+    for (x, b) in xs.iter_mut().zip(bias) {
+        *x = act(*x + *b);
     }
 }
 
@@ -111,8 +124,9 @@ fn cell_backward<T: Float>(
 ) {
     let n = c_t.len();
     assert!(gates.len() == 4 * n && c_p.len() == n && dout.len() == n && tanh_c.len() == n);
-    tanh_c.copy_from_slice(c_t);
-    activate(tanh_c, T::fast_tanh);
+    for (tc, c) in tanh_c.iter_mut().zip(c_t) {
+        *tc = c.fast_tanh();
+    }
     assert!(dh.len() == n && dc.len() == n && dp.len() == 4 * n);
     let (i, rest) = gates.split_at(n);
     let (f, rest) = rest.split_at(n);

@@ -1,7 +1,7 @@
 //! The fused vanilla RNN: equations as in [`RnnCell`](crate::RnnCell).
 //!
 //! ```text
-//! forward, per step:  P_t = X_t W_ihᵀ + b_ih + b_hh + h W_hhᵀ,   h_t = tanh(P_t) (or relu)
+//! forward, per step:  P_t = [x_t | h] [W_ih | W_hh]ᵀ + b_ih + b_hh,   h_t = tanh(P_t) (or relu)
 //! backward, per step: dh = dh + dout_t
 //!                     dP_t = dh ⊙ (1 − h_t²)          (relu: dh where h_t > 0, else 0)
 //!                     dh_{t−1} = dP_t W_hh
@@ -18,24 +18,25 @@ use crate::rnn_cell::Nonlinearity;
 #[inline(always)]
 pub(super) fn forward<T: Float>(s: &Seq<'_, T>, nl: Nonlinearity) -> Forward<T> {
     let (hid, n) = (s.hidden, s.step(s.hidden));
-    let mut p = s.x_projection(1, true);
+    let bias = s.bias(1);
+    let mut p_t = vec![T::ZERO; n];
+    let mut xh = vec![T::ZERO; s.step(s.input + hid)];
     let mut out = vec![T::ZERO; (s.steps + 1) * n];
     let mut h = s.h0.to_vec();
     for t in s.order() {
-        let p_t = &mut p[t * n..(t + 1) * n];
-        s.add_hidden_projection(&h, p_t);
+        s.step_product(t, &h, &mut xh, &mut p_t);
         for b in 0..s.batch {
-            let row = &mut p_t[b * hid..(b + 1) * hid];
             if !s.valid(t, b) {
-                row.fill(T::ZERO);
-                continue;
+                continue; // the state carries over, the output stays zero
             }
-            for x in row.iter_mut() {
+            let row = &mut p_t[b * hid..(b + 1) * hid];
+            for (x, &bias) in row.iter_mut().zip(&bias) {
+                let a = *x + bias;
                 *x = match nl {
-                    Nonlinearity::Tanh => x.fast_tanh(),
+                    Nonlinearity::Tanh => a.fast_tanh(),
                     Nonlinearity::Relu => {
-                        if *x > T::ZERO {
-                            *x
+                        if a > T::ZERO {
+                            a
                         } else {
                             T::ZERO
                         }
