@@ -23,7 +23,7 @@ use super::{Forward, LoopGrads, Saved, Seq};
 #[inline(always)]
 pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
     let (hid, g3, g4, n) = (s.hidden, 3 * s.hidden, 4 * s.hidden, s.step(s.hidden));
-    let xp = s.x_projection(3);
+    let xp = s.x_projection(3, false);
     let mut acts = vec![T::ZERO; s.steps * s.step(g4)];
     let mut out = vec![T::ZERO; (s.steps + 1) * n];
     let mut h = s.h0.to_vec();

@@ -1,7 +1,7 @@
 //! The fused LSTM: equations as in [`LstmCell`](crate::LstmCell).
 //!
 //! ```text
-//! forward, per step:  P_t = [x_t | h] [W_ih | W_hh]ᵀ + b_ih + b_hh = [i; f; g; o] before activation
+//! forward, per step:  P_t = x_t W_ihᵀ + h W_hhᵀ + b_ih + b_hh = [i; f; g; o] before activation
 //!                     i, f, o = σ(·),  g = tanh(·)
 //!                     c_t = f ⊙ c_{t−1} + i ⊙ g,   h_t = o ⊙ tanh(c_t)
 //! backward, per step (dh, dc flowing back from t + 1, plus the output's gradient):
@@ -23,15 +23,18 @@ use super::{Forward, LoopGrads, Saved, Seq};
 #[inline(always)]
 pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
     let (hid, g4) = (s.hidden, 4 * s.hidden);
-    let bias = s.bias(4);
-    // Training keeps every step's gates and cell state; inference the current step's gates.
-    let kept = if s.keep { s.steps } else { 1 };
-    let mut gates = vec![T::ZERO; kept * s.step(g4)];
+    let bias = s.cell_bias(4);
+    // Training projects every step's input up front and keeps every step's gates and cell
+    // state; inference makes and keeps the current step's gates only.
+    let mut gates = match s.keep {
+        true => s.x_projection(4, true),
+        false => vec![T::ZERO; s.step(g4)],
+    };
     let mut c_all = vec![T::ZERO; if s.keep { s.steps * s.step(hid) } else { 0 }];
     let mut out = vec![T::ZERO; (s.steps + 2) * s.step(hid)];
     let mut h = s.h0.to_vec();
     let mut c = s.c0.expect("an LSTM has a cell state").to_vec();
-    let mut xh = vec![T::ZERO; s.step(s.input + hid)];
+    let mut xh = vec![T::ZERO; if s.keep { 0 } else { s.step(s.input + hid) }];
     for t in s.order() {
         let slot = if s.keep { t } else { 0 };
         let p_t = &mut gates[slot * s.step(g4)..(slot + 1) * s.step(g4)];

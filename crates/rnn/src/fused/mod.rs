@@ -7,18 +7,21 @@
 //! mirroring the forward line by line. Around the loops, the work is in large matrix products:
 //!
 //! ```text
-//! forward:   P_t = [x_t | h_{t−1}] [W_ih | W_hh]ᵀ + b    one [B, I + H] × [I + H, G·H] product
-//!                                                       per step (LSTM, RNN)
-//!            P   = X W_ihᵀ + b_ih,  P_t += h_{t−1} W_hhᵀ  GRU: its n gate needs W_hn h apart, so
-//!                                                       one product for all steps, one per step
+//! forward:   P   = X W_ihᵀ                one [T·B, I] × [I, G·H] product for all steps
+//!            P_t += h_{t−1} W_hhᵀ         one [B, H] × [H, G·H] product per step
+//! inference: P_t = [x_t | h_{t−1}] [W_ih | W_hh]ᵀ   one [B, I + H] × [I + H, G·H] product per
+//!                                                 step instead (LSTM, RNN)
 //! backward:  dh_{t−1} = dP_t W_hh        one [B, G·H] × [G·H, H] product per step
 //!            dX = dP W_ih,  dW_ih = dPᵀ X,  dW_hh = dPᵀ H_in,  db = Σ dP   (all steps at once)
 //! ```
 //!
-//! One product per step for LSTM and RNN, rather than all input projections up front: `P_t`
-//! is made where it is used, in cache, and inference never holds a `[T, B, G·H]` buffer
-//! (measured on the large LSTM, [64, 200, 256, 512], that buffer was 105 MB of fresh pages per
-//! call). Training keeps every step's activations anyway, inference only the current step's.
+//! Inference (no backward to follow) of LSTM and RNN makes each `P_t` with one product where
+//! it is used, in cache, and never holds a `[T, B, G·H]` buffer: on the large LSTM,
+//! [64, 200, 256, 512], that buffer was 105 MB of fresh pages per call, and the forward went
+//! from 249 to 173 ms. Training keeps every step's activations anyway, and there the same
+//! change measured slower (LSTM medium training step 40 → 51 ms, with 13× the page faults:
+//! glibc returned the step's big buffers to the kernel between calls), so it keeps the input
+//! projection up front. The two orders of summation agree to rounding (1e-12 in f64, tested).
 //!
 //! Arithmetic is the composed cells' in the same order, with the exact `tanh`/sigmoid for
 //! `f64` (so the two paths agree to ~1e-15) and fast vectorisable ones for `f32`.
@@ -96,8 +99,8 @@ pub(crate) struct Seq<'a, T> {
     pub w_ih: &'a [T],
     pub w_hh: &'a [T],
     /// The right side of the forward's per-step product, packed once per sequence for
-    /// [`gemm_packed`] (see [`pack_step_weights`]): `[W_ih | W_hh]ᵀ` for LSTM and RNN, `W_hhᵀ`
-    /// for GRU.
+    /// [`gemm_packed`] (see [`pack_step_weights`]): `[W_ih | W_hh]ᵀ` for LSTM and RNN
+    /// inference, `W_hhᵀ` otherwise.
     pub w_step: &'a PackedMat<T>,
     pub b_ih: Option<&'a [T]>,
     pub b_hh: Option<&'a [T]>,
@@ -105,8 +108,8 @@ pub(crate) struct Seq<'a, T> {
     pub c0: Option<&'a [T]>,
     pub lengths: Option<&'a [usize]>,
     pub reverse: bool,
-    /// Whether a backward will follow: the forward then keeps every step's activations,
-    /// otherwise only the current step's.
+    /// Whether a backward will follow: the forward then projects the inputs of all steps up
+    /// front and keeps every step's activations; otherwise it keeps only the current step's.
     pub keep: bool,
     /// `W_hh` packed for the backward's per-step product (set by [`backward_loop`]).
     pub w_hh_packed: Option<&'a PackedMat<T>>,
@@ -130,8 +133,8 @@ impl<'a, T: Float> Seq<'a, T> {
         self.batch * n
     }
 
-    /// `X W_ihᵀ + b_ih` for all steps at once: `[T·B, G·H]` (GRU).
-    pub fn x_projection(&self, gates: usize) -> Vec<T> {
+    /// `X W_ihᵀ + b_ih (+ b_hh)` for all steps at once: `[T·B, G·H]`.
+    pub fn x_projection(&self, gates: usize, with_b_hh: bool) -> Vec<T> {
         let (rows, cols) = (self.steps * self.batch, gates * self.hidden);
         let mut p = vec![T::ZERO; rows * cols];
         // Many rows: a blocking gemm (which packs `W_ihᵀ` once per call anyway) is the tool.
@@ -142,9 +145,19 @@ impl<'a, T: Float> Seq<'a, T> {
             T::ZERO,
             &mut p,
         );
-        if let Some(b_ih) = self.b_ih {
+        let mut bias = vec![T::ZERO; cols];
+        for b in [Some(self.b_ih), with_b_hh.then_some(self.b_hh)]
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for (acc, v) in bias.iter_mut().zip(b) {
+                *acc += *v;
+            }
+        }
+        if self.b_ih.is_some() {
             for row in p.chunks_exact_mut(cols) {
-                for (x, b) in row.iter_mut().zip(b_ih) {
+                for (x, b) in row.iter_mut().zip(&bias) {
                     *x += *b;
                 }
             }
@@ -152,20 +165,27 @@ impl<'a, T: Float> Seq<'a, T> {
         p
     }
 
-    /// `b_ih + b_hh` (`[G·H]`), zeros for a layer without biases (LSTM, RNN).
-    pub fn bias(&self, gates: usize) -> Vec<T> {
+    /// The bias the LSTM and RNN gate arithmetic adds to `P_t` (`[G·H]`): `b_ih + b_hh` in
+    /// inference, zeros in training (whose input projection added it) or without biases.
+    pub fn cell_bias(&self, gates: usize) -> Vec<T> {
         let mut bias = vec![T::ZERO; gates * self.hidden];
-        for b in [self.b_ih, self.b_hh].into_iter().flatten() {
-            for (acc, v) in bias.iter_mut().zip(b) {
-                *acc += *v;
+        if !self.keep {
+            for b in [self.b_ih, self.b_hh].into_iter().flatten() {
+                for (acc, v) in bias.iter_mut().zip(b) {
+                    *acc += *v;
+                }
             }
         }
         bias
     }
 
-    /// `P_t = [x_t | h] [W_ih | W_hh]ᵀ` for step `t` (LSTM, RNN): gathers `[x_t | h]` into
-    /// `xh` (`[B, I + H]`) and writes the product to `p_t` (`[B, G·H]`).
+    /// `P_t = [x_t | h] [W_ih | W_hh]ᵀ` for step `t` (LSTM, RNN) into `p_t` (`[B, G·H]`).
+    /// Training: `p_t` holds `x_t W_ihᵀ` already and receives `+= h W_hhᵀ`. Inference:
+    /// gathers `[x_t | h]` into `xh` (`[B, I + H]`) and writes one product.
     pub fn step_product(&self, t: usize, h: &[T], xh: &mut [T], p_t: &mut [T]) {
+        if self.keep {
+            return self.add_hidden_projection(h, p_t);
+        }
         let (input, hid) = (self.input, self.hidden);
         let x_t = &self.x[t * self.step(input)..(t + 1) * self.step(input)];
         for ((row, x_b), h_b) in xh
@@ -208,7 +228,7 @@ impl<'a, T: Float> Seq<'a, T> {
         &out[at..at + hid]
     }
 
-    /// `out += h W_hhᵀ` for one step: `[B, H] × [H, G·H]` (GRU).
+    /// `out += h W_hhᵀ` for one step: `[B, H] × [H, G·H]`.
     pub fn add_hidden_projection(&self, h: &[T], out: &mut [T]) {
         match self.helper {
             Some(helper) => helper.product(h, T::ONE, out),
@@ -331,10 +351,15 @@ struct Inputs<T: Float> {
 }
 
 /// The forward's per-step right side, packed: `[W_ih | W_hh]ᵀ` (`[I + H, G·H]`) for LSTM and
-/// RNN, `W_hhᵀ` for GRU.
-fn pack_step_weights<T: Float>(kind: Kind, w_ih: &Tensor<T>, w_hh: &Tensor<T>) -> PackedMat<T> {
+/// RNN inference, `W_hhᵀ` for training and for GRU.
+fn pack_step_weights<T: Float>(
+    kind: Kind,
+    keep: bool,
+    w_ih: &Tensor<T>,
+    w_hh: &Tensor<T>,
+) -> PackedMat<T> {
     let [rows, hidden] = <[usize; 2]>::try_from(w_hh.shape()).expect("2-D weight");
-    if kind == Kind::Gru {
+    if kind == Kind::Gru || keep {
         return PackedMat::pack(MatRef::new(slice(w_hh), rows, hidden).t());
     }
     let input = w_ih.shape()[1];
@@ -435,17 +460,18 @@ pub(crate) fn run<T: Float>(
             vars.extend(d.init.iter().cloned());
             vars.extend(params.iter().map(|p| tape.param(p)));
             let (w_ih, w_hh) = (p.w_ih.value(), p.w_hh.value());
+            let keep = tape.grad_enabled() && vars.iter().any(Var::requires_grad);
             let inputs = Inputs {
                 x: x_value.clone(),
                 init: d.init.iter().map(|v| v.value().contiguous()).collect(),
-                w_step: pack_step_weights(d.fused.kind, &w_ih, &w_hh),
+                w_step: pack_step_weights(d.fused.kind, keep, &w_ih, &w_hh),
                 w_ih,
                 w_hh,
                 b_ih: p.b_ih.as_ref().map(Param::value),
                 b_hh: p.b_hh.as_ref().map(Param::value),
                 lengths: lengths.map(<[usize]>::to_vec),
                 reverse: d.reverse,
-                keep: tape.grad_enabled() && vars.iter().any(Var::requires_grad),
+                keep,
             };
             (inputs, vars, d.fused.kind)
         })

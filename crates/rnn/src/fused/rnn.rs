@@ -1,7 +1,7 @@
 //! The fused vanilla RNN: equations as in [`RnnCell`](crate::RnnCell).
 //!
 //! ```text
-//! forward, per step:  P_t = [x_t | h] [W_ih | W_hh]ᵀ + b_ih + b_hh,   h_t = tanh(P_t) (or relu)
+//! forward, per step:  P_t = x_t W_ihᵀ + h W_hhᵀ + b_ih + b_hh,   h_t = tanh(P_t) (or relu)
 //! backward, per step: dh = dh + dout_t
 //!                     dP_t = dh ⊙ (1 − h_t²)          (relu: dh where h_t > 0, else 0)
 //!                     dh_{t−1} = dP_t W_hh
@@ -18,13 +18,19 @@ use crate::rnn_cell::Nonlinearity;
 #[inline(always)]
 pub(super) fn forward<T: Float>(s: &Seq<'_, T>, nl: Nonlinearity) -> Forward<T> {
     let (hid, n) = (s.hidden, s.step(s.hidden));
-    let bias = s.bias(1);
-    let mut p_t = vec![T::ZERO; n];
-    let mut xh = vec![T::ZERO; s.step(s.input + hid)];
+    let bias = s.cell_bias(1);
+    // Training projects every step's input up front; inference makes one step at a time.
+    let mut p = match s.keep {
+        true => s.x_projection(1, true),
+        false => vec![T::ZERO; n],
+    };
+    let mut xh = vec![T::ZERO; if s.keep { 0 } else { s.step(s.input + hid) }];
     let mut out = vec![T::ZERO; (s.steps + 1) * n];
     let mut h = s.h0.to_vec();
     for t in s.order() {
-        s.step_product(t, &h, &mut xh, &mut p_t);
+        let slot = if s.keep { t } else { 0 };
+        let p_t = &mut p[slot * n..(slot + 1) * n];
+        s.step_product(t, &h, &mut xh, p_t);
         for b in 0..s.batch {
             if !s.valid(t, b) {
                 continue; // the state carries over, the output stays zero
