@@ -241,6 +241,47 @@ fn large_sequences_run_on_the_pool_with_the_same_bits() {
     }
 }
 
+/// A GRU's inference makes two products per step (`x_t W_ihᵀ` and `h W_hhᵀ`), both shared
+/// with the helper on two threads (16 × (64 + 192) × 3·192 ≈ 2.4e6 ≥ 2²¹ multiply-adds per
+/// step): the same bits as on one thread, and the training forward's numbers to 1e-12.
+#[test]
+fn gru_inference_runs_on_the_pool_with_the_same_bits() {
+    let (seq, batch, input, hidden) = (20, 16, 64, 192);
+    let run = |record: bool| {
+        let mut rng = Rng::seed_from_u64(11);
+        let layer: Layer<f64, rnn::GruCell<f64>> =
+            Layer::gru(LayerConfig::new(input, hidden), &mut rng);
+        let x = Tensor::<f64>::rand_normal(&[seq, batch, input], 0.0, 1.0, &mut rng);
+        let tape = Tape::new();
+        let xv = tape.var(x);
+        let forward = || {
+            let out = layer.forward(&xv);
+            let mut all = vec![out.output.value().to_vec()];
+            all.extend(out.state.parts().iter().map(|p| p.value().to_vec()));
+            all
+        };
+        match record {
+            true => forward(),
+            false => tape.no_grad(forward),
+        }
+    };
+    let outside = run(false);
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("pool")
+        .install(|| run(false));
+    assert_eq!(outside, one);
+    let training = run(true);
+    for (a, b) in training.iter().zip(&outside) {
+        let worst = a
+            .iter()
+            .zip(b)
+            .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
+        assert!(worst <= 1e-12, "differs by {worst:e}");
+    }
+}
+
 /// Inference (recording off, or nothing that needs a gradient) keeps no per-step activations
 /// and, for LSTM and RNN, makes each step's `P_t` with one product of `[x_t | h]`; its outputs
 /// and final states must match a training forward (which projects all inputs up front, so the

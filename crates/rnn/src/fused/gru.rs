@@ -13,8 +13,8 @@
 //!                     dh_{t−1} = dh ⊙ z + dP_h W_hh
 //! ```
 //!
-//! Kept per step: r, z, n and h_n (4H). The entering h (for dz and dW_hh) is read from the
-//! outputs, which the node keeps anyway.
+//! Kept per step for training: r, z, n and h_n (4H). The entering h (for dz and dW_hh) is read
+//! from the outputs, which the node keeps anyway. Inference keeps nothing per step.
 
 use tensor::Float;
 
@@ -23,12 +23,23 @@ use super::{Forward, LoopGrads, Saved, Seq};
 #[inline(always)]
 pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
     let (hid, g3, g4, n) = (s.hidden, 3 * s.hidden, 4 * s.hidden, s.step(s.hidden));
-    let xp = s.x_projection(3, false);
-    let mut acts = vec![T::ZERO; s.steps * s.step(g4)];
+    // Training projects every step's input up front and keeps every step's r, z, n and h_n;
+    // inference projects and keeps the current step's only.
+    let slots = if s.keep { s.steps } else { 1 };
+    let mut xp = match s.keep {
+        true => s.x_projection(3, false),
+        false => vec![T::ZERO; s.step(g3)],
+    };
+    let mut acts = vec![T::ZERO; slots * s.step(g4)];
     let mut out = vec![T::ZERO; (s.steps + 1) * n];
     let mut h = s.h0.to_vec();
     let mut hp = vec![T::ZERO; s.step(g3)];
     for t in s.order() {
+        let slot = if s.keep { t } else { 0 };
+        let xp_t = &mut xp[slot * s.step(g3)..(slot + 1) * s.step(g3)];
+        if !s.keep {
+            s.input_product(t, xp_t); // x_t W_ihᵀ + b_ih
+        }
         // hp = h W_hhᵀ + b_hh
         match s.b_hh {
             Some(b_hh) => hp
@@ -37,19 +48,23 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
             None => hp.fill(T::ZERO),
         }
         s.add_hidden_projection(&h, &mut hp);
+        let acts_t = &mut acts[slot * s.step(g4)..(slot + 1) * s.step(g4)];
         for b in 0..s.batch {
             if !s.valid(t, b) {
-                continue; // the state carries over, the output and the saved gates stay zero
+                // The state carries over, the output and the saved gates stay zero.
+                acts_t[b * g4..(b + 1) * g4].fill(T::ZERO);
+                continue;
             }
             let out_t = &mut out[t * n + b * hid..t * n + (b + 1) * hid];
             let h_b = &mut h[b * hid..(b + 1) * hid];
-            let x_row = &xp[t * s.step(g3) + b * g3..t * s.step(g3) + (b + 1) * g3];
+            let x_row = &xp_t[b * g3..(b + 1) * g3];
             let h_row = &hp[b * g3..(b + 1) * g3];
-            let a_row = &mut acts[t * s.step(g4) + b * g4..t * s.step(g4) + (b + 1) * g4];
+            let a_row = &mut acts_t[b * g4..(b + 1) * g4];
             cell_forward(x_row, h_row, a_row, h_b, out_t);
         }
     }
     out[s.steps * n..].copy_from_slice(&h);
+    let acts = if s.keep { acts } else { vec![] };
     (out, Saved { acts, c: vec![] })
 }
 

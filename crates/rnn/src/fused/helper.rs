@@ -28,12 +28,10 @@ use tensor::Float;
 const HELPER_MACS: usize = 1 << 21;
 
 /// The shared state of the loop thread and its helper, for products `a · b` with `a` of
-/// `m` rows.
+/// `m` rows and `b` one of a few right sides fixed for the sequence.
 pub(crate) struct StepHelper<'a, T> {
-    b: &'a PackedMat<T>,
+    bs: Vec<&'a PackedMat<T>>,
     m: usize,
-    /// The loop thread computes panels `..split`, the helper `split..`.
-    split: usize,
     /// Set by the loop thread at its first product: the input projection is done.
     begun: AtomicBool,
     /// Set by the helper once it serves products.
@@ -45,22 +43,25 @@ pub(crate) struct StepHelper<'a, T> {
     posted: AtomicUsize,
     claimed: AtomicUsize,
     done: AtomicUsize,
-    /// The posted left-hand side (`m × k`) and the helper's columns of the result.
-    a: Mutex<Vec<T>>,
+    /// The posted product: which right side, and the left side (`m × k`, at the start of the
+    /// buffer); and the helper's columns of the result.
+    a: Mutex<(usize, Vec<T>)>,
     c: Mutex<Vec<T>>,
 }
 
-/// Runs `work` with a helper for products by `b` (`m` rows on the left) when there is a second
-/// thread and the products are large enough; `work` gets `None` otherwise.
+/// Runs `work` with a helper for products by the right sides `bs` (`m` rows on the left)
+/// when there is a second thread and the products are large enough; `work` gets `None`
+/// otherwise.
 pub(crate) fn with_step_helper<T: Float, R: Send>(
-    b: &PackedMat<T>,
+    bs: &[&PackedMat<T>],
     m: usize,
     work: impl FnOnce(Option<&StepHelper<'_, T>>) -> R + Send,
 ) -> R {
-    if rayon::current_num_threads() < 2 || m * b.rows() * b.cols() < HELPER_MACS || b.panels() < 2 {
+    let macs: usize = bs.iter().map(|b| m * b.rows() * b.cols()).sum();
+    if rayon::current_num_threads() < 2 || macs < HELPER_MACS || bs.iter().any(|b| b.panels() < 2) {
         return work(None);
     }
-    let helper = StepHelper::new(b, m);
+    let helper = StepHelper::new(bs, m);
     let (result, ()) = rayon::join(
         || {
             let _stop = StopOnDrop(&helper.stop);
@@ -81,46 +82,56 @@ impl Drop for StopOnDrop<'_> {
 }
 
 impl<'a, T: Float> StepHelper<'a, T> {
-    fn new(b: &'a PackedMat<T>, m: usize) -> Self {
-        let split = b.panels() / 2;
-        let width = b.cols() - split * NR;
+    fn new(bs: &[&'a PackedMat<T>], m: usize) -> Self {
+        let most = |size: fn(&PackedMat<T>) -> usize| bs.iter().map(|b| size(b)).max();
+        let a_len = m * most(|b| b.rows()).unwrap_or(0);
+        let c_len = m * most(|b| b.cols() - split(b) * NR).unwrap_or(0);
         StepHelper {
-            b,
+            bs: bs.to_vec(),
             m,
-            split,
             begun: AtomicBool::new(false),
             ready: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             posted: AtomicUsize::new(0),
             claimed: AtomicUsize::new(0),
             done: AtomicUsize::new(0),
-            a: Mutex::new(vec![T::ZERO; m * b.rows()]),
-            c: Mutex::new(vec![T::ZERO; m * width]),
+            a: Mutex::new((0, vec![T::ZERO; a_len])),
+            c: Mutex::new(vec![T::ZERO; c_len]),
         }
     }
 
-    /// `c = a · b + beta · c` (`c` row-major `m × n`), half of it on the helper if it is
+    /// `c = a · bs[0] + beta · c` (`c` row-major `m × n`), half of it on the helper if it is
     /// serving and claims the product in time.
     pub fn product(&self, a: &[T], beta: T, c: &mut [T]) {
+        self.product_by(0, a, beta, c);
+    }
+
+    /// `c = a · bs[which] + beta · c`, like [`product`](Self::product).
+    pub fn product_by(&self, which: usize, a: &[T], beta: T, c: &mut [T]) {
+        let b = self.bs[which];
         self.begun.store(true, Ordering::Release);
         if !self.ready.load(Ordering::Acquire) {
-            gemm_packed(a, self.m, self.b, beta, c);
+            gemm_packed(a, self.m, b, beta, c);
             return;
         }
-        self.a.lock().expect("helper input").copy_from_slice(a);
+        {
+            let mut posted = self.a.lock().expect("helper input");
+            posted.0 = which;
+            posted.1[..a.len()].copy_from_slice(a);
+        }
         let ticket = self.posted.fetch_add(1, Ordering::AcqRel) + 1;
-        let n = self.b.cols();
-        gemm_packed_panels(a, self.m, self.b, 0..self.split, beta, c, n);
+        let (n, split) = (b.cols(), split(b));
+        gemm_packed_panels(a, self.m, b, 0..split, beta, c, n);
         // Not claimed yet (the helper is descheduled, say, on a busy machine)? Take it back
         // and do it here, rather than wait.
         if self.claim(ticket) {
-            let (first, panels) = (self.split * NR, self.split..self.b.panels());
-            gemm_packed_panels(a, self.m, self.b, panels, beta, &mut c[first..], n);
+            let (first, panels) = (split * NR, split..b.panels());
+            gemm_packed_panels(a, self.m, b, panels, beta, &mut c[first..], n);
             return;
         }
         wait(|| self.done.load(Ordering::Acquire) >= ticket);
         let theirs = self.c.lock().expect("helper output");
-        let (first, width) = (self.split * NR, n - self.split * NR);
+        let (first, width) = (split * NR, n - split * NR);
         for (c_row, t_row) in c.chunks_exact_mut(n).zip(theirs.chunks_exact(width)) {
             for (x, &v) in c_row[first..].iter_mut().zip(t_row) {
                 // The same expression as a one-thread product's store: v + beta · c.
@@ -148,8 +159,6 @@ impl<'a, T: Float> StepHelper<'a, T> {
             }
         }
         self.ready.store(true, Ordering::Release);
-        let panels = self.split..self.b.panels();
-        let width = self.b.cols() - self.split * NR;
         let mut seen = 0;
         loop {
             wait(|| {
@@ -163,13 +172,20 @@ impl<'a, T: Float> StepHelper<'a, T> {
                 continue; // the loop thread took it back
             }
             {
-                let a = self.a.lock().expect("helper input");
-                let mut c = self.c.lock().expect("helper output");
-                gemm_packed_panels(&a, self.m, self.b, panels.clone(), T::ZERO, &mut c, width);
+                let posted = self.a.lock().expect("helper input");
+                let (b, mut c) = (self.bs[posted.0], self.c.lock().expect("helper output"));
+                let (panels, width) = (split(b)..b.panels(), b.cols() - split(b) * NR);
+                let a = &posted.1[..self.m * b.rows()];
+                gemm_packed_panels(a, self.m, b, panels, T::ZERO, &mut c, width);
             }
             self.done.store(seen, Ordering::Release);
         }
     }
+}
+
+/// The loop thread computes panels `..split(b)` of a product by `b`, the helper the rest.
+fn split<T: Float>(b: &PackedMat<T>) -> usize {
+    b.panels() / 2
 }
 
 /// Waits until `ready()`: spins for a few microseconds, then yields the core between checks
@@ -198,15 +214,23 @@ mod tests {
             .collect()
     }
 
-    /// A step loop of products `c_t = a_t · b + beta · c_t`, with whatever helper it gets.
-    fn steps(b: &PackedMat<f32>, m: usize, beta: f32, n_steps: usize) -> (Vec<Vec<f32>>, usize) {
-        with_step_helper(b, m, |helper| {
+    /// A step loop of products `c_t = a_t · b + beta · c_t`, step `t` by `bs[t % bs.len()]`,
+    /// with whatever helper it gets.
+    fn steps(
+        bs: &[&PackedMat<f32>],
+        m: usize,
+        beta: f32,
+        n_steps: usize,
+    ) -> (Vec<Vec<f32>>, usize) {
+        with_step_helper(bs, m, |helper| {
             let outs = (0..n_steps)
                 .map(|t| {
+                    let which = t % bs.len();
+                    let b = bs[which];
                     let a = data(m * b.rows(), t);
                     let mut c = data(m * b.cols(), t + 1000);
                     match helper {
-                        Some(h) => h.product(&a, beta, &mut c),
+                        Some(h) => h.product_by(which, &a, beta, &mut c),
                         None => gemm_packed(&a, m, b, beta, &mut c),
                     }
                     c
@@ -216,25 +240,40 @@ mod tests {
         })
     }
 
+    fn pool(threads: usize) -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool")
+    }
+
     /// On two threads the helper takes half of most steps' products, and every result has the
     /// bits of a one-thread product, for `beta` 0 and 1 and an odd number of panels.
     #[test]
     fn the_helper_serves_products_with_the_same_bits() {
         let (m, k, n) = (32, 256, 33 * 32 + 5);
         let b = PackedMat::pack(MatRef::new(&data(k * n, 7), k, n));
-        let pool = |threads| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("pool")
-        };
         for beta in [0.0, 1.0] {
-            let (alone, none) = pool(1).install(|| steps(&b, m, beta, 120));
+            let (alone, none) = pool(1).install(|| steps(&[&b], m, beta, 120));
             assert_eq!(none, 0, "one thread: no helper");
-            let (helped, served) = pool(2).install(|| steps(&b, m, beta, 120));
+            let (helped, served) = pool(2).install(|| steps(&[&b], m, beta, 120));
             assert!(served > 0, "the helper never served a product");
             assert_eq!(alone, helped);
         }
+    }
+
+    /// Products by two right sides of different shapes (a GRU's inference: `x_t · W_ihᵀ` and
+    /// `h · W_hhᵀ`), alternating: the helper uses the one posted, with the same bits.
+    #[test]
+    fn the_helper_serves_several_right_sides() {
+        let m = 16;
+        let (k1, n1, k2, n2) = (64, 3 * 200, 200, 3 * 200);
+        let b1 = PackedMat::pack(MatRef::new(&data(k1 * n1, 2), k1, n1));
+        let b2 = PackedMat::pack(MatRef::new(&data(k2 * n2, 5), k2, n2));
+        let (alone, _) = pool(1).install(|| steps(&[&b1, &b2], m, 1.0, 100));
+        let (helped, served) = pool(2).install(|| steps(&[&b1, &b2], m, 1.0, 100));
+        assert!(served > 0, "the helper never served a product");
+        assert_eq!(alone, helped);
     }
 
     /// A helper that is "ready" but never runs: the loop thread takes every product back and
@@ -248,7 +287,7 @@ mod tests {
 
     fn take_back(m: usize, k: usize, n: usize) {
         let b = PackedMat::pack(MatRef::new(&data(k * n, 1), k, n));
-        let helper = StepHelper::new(&b, m);
+        let helper = StepHelper::new(&[&b], m);
         helper.ready.store(true, Ordering::Release);
         for (t, beta) in [(0, 0.0), (1, 1.0), (2, 1.0)] {
             let a = data(m * k, t);
@@ -267,17 +306,9 @@ mod tests {
     fn busy_pools_run_without_the_helper() {
         let (m, k, n) = (32, 256, 1024);
         let b = PackedMat::pack(MatRef::new(&data(k * n, 3), k, n));
-        let one = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .expect("pool");
-        let (want, _) = one.install(|| steps(&b, m, 1.0, 50));
-        let two = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .expect("pool");
-        let ((x, _), (y, _)) =
-            two.install(|| rayon::join(|| steps(&b, m, 1.0, 50), || steps(&b, m, 1.0, 50)));
+        let (want, _) = pool(1).install(|| steps(&[&b], m, 1.0, 50));
+        let ((x, _), (y, _)) = pool(2)
+            .install(|| rayon::join(|| steps(&[&b], m, 1.0, 50), || steps(&[&b], m, 1.0, 50)));
         assert_eq!(x, want);
         assert_eq!(y, want);
     }

@@ -11,15 +11,16 @@
 //!            P_t += h_{t−1} W_hhᵀ         one [B, H] × [H, G·H] product per step
 //! inference: P_t = [x_t | h_{t−1}] [W_ih | W_hh]ᵀ   one [B, I + H] × [I + H, G·H] product per
 //!                                                 step instead (LSTM, RNN)
+//!            P_t = x_t W_ihᵀ, h_{t−1} W_hhᵀ      two per step, kept apart (GRU)
 //! backward:  dh_{t−1} = dP_t W_hh        one [B, G·H] × [G·H, H] product per step
 //!            dX = dP W_ih,  dW_ih = dPᵀ X,  dW_hh = dPᵀ H_in,  db = Σ dP   (all steps at once)
 //! ```
 //!
-//! Inference (no backward to follow) of LSTM and RNN makes each `P_t` with one product where
-//! it is used, in cache, and never holds a `[T, B, G·H]` buffer: on the large LSTM,
-//! [64, 200, 256, 512], that buffer was 105 MB of fresh pages per call, and the forward went
-//! from 249 to 173 ms. Training keeps every step's activations anyway, and there the same
-//! change measured slower (LSTM medium training step 40 → 51 ms, with 13× the page faults:
+//! Inference (no backward to follow) makes each `P_t` where it is used, in cache, and never
+//! holds a `[T, B, G·H]` buffer: on the large LSTM, [64, 200, 256, 512], that buffer was
+//! 105 MB of fresh pages per call, and the forward went from 249 to 173 ms (the large GRU's,
+//! 220 → 135 ms on one thread). Training keeps every step's activations anyway, and there the
+//! same change measured slower (LSTM medium training step 40 → 51 ms, with 13× the page faults:
 //! glibc returned the step's big buffers to the kernel between calls), so it keeps the input
 //! projection up front. The two orders of summation agree to rounding (1e-12 in f64, tested).
 //!
@@ -102,6 +103,8 @@ pub(crate) struct Seq<'a, T> {
     /// [`gemm_packed`] (see [`pack_step_weights`]): `[W_ih | W_hh]ᵀ` for LSTM and RNN
     /// inference, `W_hhᵀ` otherwise.
     pub w_step: &'a PackedMat<T>,
+    /// GRU inference: `W_ihᵀ` packed for the per-step `x_t W_ihᵀ` (see [`Self::input_product`]).
+    pub w_in: Option<&'a PackedMat<T>>,
     pub b_ih: Option<&'a [T]>,
     pub b_hh: Option<&'a [T]>,
     pub h0: &'a [T],
@@ -177,6 +180,25 @@ impl<'a, T: Float> Seq<'a, T> {
             }
         }
         bias
+    }
+
+    /// `x_t W_ihᵀ + b_ih` for step `t` into `p_t` (`[B, G·H]`): the GRU's inference, whose
+    /// `h W_hnᵀ` must stay apart from `x_t W_inᵀ`, makes its input projection one step at a
+    /// time with this.
+    pub fn input_product(&self, t: usize, p_t: &mut [T]) {
+        let w_in = self.w_in.expect("inference packs W_ih");
+        let x_t = &self.x[t * self.step(self.input)..(t + 1) * self.step(self.input)];
+        match self.helper {
+            Some(helper) => helper.product_by(1, x_t, T::ZERO, p_t),
+            None => gemm_packed(x_t, self.batch, w_in, T::ZERO, p_t),
+        }
+        if let Some(b_ih) = self.b_ih {
+            for row in p_t.chunks_exact_mut(b_ih.len()) {
+                for (x, b) in row.iter_mut().zip(b_ih) {
+                    *x += *b;
+                }
+            }
+        }
     }
 
     /// `P_t = [x_t | h] [W_ih | W_hh]ᵀ` for step `t` (LSTM, RNN) into `p_t` (`[B, G·H]`).
@@ -279,7 +301,8 @@ pub(crate) struct LoopGrads<T> {
 /// vector instructions the CPU has.
 /// Each has a [`StepHelper`] thread for the per-step products when one is free.
 fn forward<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Forward<T> {
-    with_step_helper(s.w_step, s.batch, |helper| {
+    let rights: Vec<&PackedMat<T>> = [Some(s.w_step), s.w_in].into_iter().flatten().collect();
+    with_step_helper(&rights, s.batch, |helper| {
         let s = Seq { helper, ..*s };
         with_simd(ForwardWork(kind, &s))
     })
@@ -293,7 +316,7 @@ fn backward_loop<T: Float>(
     g: &[T],
 ) -> LoopGrads<T> {
     let w_hh = s.pack_w_hh(kind.gates());
-    with_step_helper(&w_hh, s.batch, |helper| {
+    with_step_helper(&[&w_hh], s.batch, |helper| {
         let s = Seq {
             helper,
             w_hh_packed: Some(&w_hh),
@@ -343,6 +366,7 @@ struct Inputs<T: Float> {
     w_ih: Tensor<T>,
     w_hh: Tensor<T>,
     w_step: PackedMat<T>,
+    w_in: Option<PackedMat<T>>,
     b_ih: Option<Tensor<T>>,
     b_hh: Option<Tensor<T>>,
     lengths: Option<Vec<usize>>,
@@ -351,7 +375,8 @@ struct Inputs<T: Float> {
 }
 
 /// The forward's per-step right side, packed: `[W_ih | W_hh]ᵀ` (`[I + H, G·H]`) for LSTM and
-/// RNN inference, `W_hhᵀ` for training and for GRU.
+/// RNN inference, `W_hhᵀ` for training and for GRU (whose inference packs `W_ihᵀ` apart, for
+/// [`Seq::input_product`]).
 fn pack_step_weights<T: Float>(
     kind: Kind,
     keep: bool,
@@ -388,6 +413,7 @@ impl<T: Float> Inputs<T> {
             w_ih: slice(&self.w_ih),
             w_hh: slice(&self.w_hh),
             w_step: &self.w_step,
+            w_in: self.w_in.as_ref(),
             b_ih: self.b_ih.as_ref().map(slice),
             b_hh: self.b_hh.as_ref().map(slice),
             h0: slice(&self.init[0]),
@@ -465,6 +491,10 @@ pub(crate) fn run<T: Float>(
                 x: x_value.clone(),
                 init: d.init.iter().map(|v| v.value().contiguous()).collect(),
                 w_step: pack_step_weights(d.fused.kind, keep, &w_ih, &w_hh),
+                w_in: (d.fused.kind == Kind::Gru && !keep).then(|| {
+                    let [rows, input] = <[usize; 2]>::try_from(w_ih.shape()).expect("2-D");
+                    PackedMat::pack(MatRef::new(slice(&w_ih), rows, input).t())
+                }),
                 w_ih,
                 w_hh,
                 b_ih: p.b_ih.as_ref().map(Param::value),
