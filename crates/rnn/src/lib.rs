@@ -60,7 +60,7 @@ mod rnn_cell;
 
 pub use cell::{Cell, State};
 pub use dropout::{dropout, Dropout};
-pub use fused::Fused;
+pub use fused::{release_buffers, Fused};
 pub use gru::GruCell;
 pub use layer::{Chunk, Gru, Layer, LayerConfig, LayerOutput, Lstm, Rnn, Stream};
 pub use linear::{Embedding, Linear};

@@ -18,7 +18,7 @@
 
 use tensor::Float;
 
-use super::{Forward, LoopGrads, Saved, Seq};
+use super::{Forward, LoopGrads, Saved, Scratch, Seq};
 
 #[inline(always)]
 pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
@@ -28,9 +28,9 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
     let slots = if s.keep { s.steps } else { 1 };
     let mut xp = match s.keep {
         true => s.x_projection(3, false),
-        false => vec![T::ZERO; s.step(g3)],
+        false => Scratch::zeroed(s.step(g3)),
     };
-    let mut acts = vec![T::ZERO; slots * s.step(g4)];
+    let mut acts = Scratch::zeroed(slots * s.step(g4));
     let mut out = vec![T::ZERO; (s.steps + 1) * n];
     let mut h = s.h0.to_vec();
     let mut hp = vec![T::ZERO; s.step(g3)];
@@ -64,8 +64,9 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
         }
     }
     out[s.steps * n..].copy_from_slice(&h);
-    let acts = if s.keep { acts } else { vec![] };
-    (out, Saved { acts, c: vec![] })
+    let acts = if s.keep { acts } else { Scratch::zeroed(0) };
+    let c = Scratch::zeroed(0);
+    (out, Saved { acts, c })
 }
 
 /// One row of the forward, in simple passes the compiler vectorises: `acts` receives
@@ -104,8 +105,8 @@ pub(super) fn backward<T: Float>(
     g: &[T],
 ) -> LoopGrads<T> {
     let (hid, g3, g4, n) = (s.hidden, 3 * s.hidden, 4 * s.hidden, s.step(s.hidden));
-    let mut dp_x = vec![T::ZERO; s.steps * s.step(g3)];
-    let mut dp_h = vec![T::ZERO; s.steps * s.step(g3)];
+    let mut dp_x = Scratch::zeroed(s.steps * s.step(g3));
+    let mut dp_h = Scratch::zeroed(s.steps * s.step(g3));
     let mut dh = g[s.steps * n..(s.steps + 1) * n].to_vec();
     let mut dh_rec = vec![T::ZERO; n];
     let order: Vec<usize> = s.order().collect();

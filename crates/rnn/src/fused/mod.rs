@@ -31,6 +31,7 @@ mod gru;
 mod helper;
 mod lstm;
 mod rnn;
+mod scratch;
 
 use autograd::{Param, Var};
 use tensor::ops::matmul::{gemm_into, MatRef};
@@ -41,6 +42,8 @@ use tensor::{Float, Tensor};
 use crate::init::GateParams;
 use crate::rnn_cell::Nonlinearity;
 use helper::{with_step_helper, StepHelper};
+pub use scratch::release_buffers;
+use scratch::Scratch;
 
 /// Which fused kernel a built-in cell uses.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -137,9 +140,9 @@ impl<'a, T: Float> Seq<'a, T> {
     }
 
     /// `X W_ihᵀ + b_ih (+ b_hh)` for all steps at once: `[T·B, G·H]`.
-    pub fn x_projection(&self, gates: usize, with_b_hh: bool) -> Vec<T> {
+    pub fn x_projection(&self, gates: usize, with_b_hh: bool) -> Scratch<T> {
         let (rows, cols) = (self.steps * self.batch, gates * self.hidden);
-        let mut p = vec![T::ZERO; rows * cols];
+        let mut p = Scratch::zeroed(rows * cols);
         // Many rows: a blocking gemm (which packs `W_ihᵀ` once per call anyway) is the tool.
         gemm_into(
             T::ONE,
@@ -276,12 +279,12 @@ impl<'a, T: Float> Seq<'a, T> {
 }
 
 /// What the forward keeps for the backward, all in time order.
-pub(crate) struct Saved<T> {
+pub(crate) struct Saved<T: Float> {
     /// Per-step activations `[T, B, k·H]`, kernel-specific (empty for the vanilla RNN, whose
     /// activations are its outputs).
-    pub acts: Vec<T>,
+    pub acts: Scratch<T>,
     /// LSTM: the cell state after each step, `[T, B, H]`.
-    pub c: Vec<T>,
+    pub c: Scratch<T>,
 }
 
 /// A kernel's forward result: `[T + parts, B, H]` (the outputs, then the final state's
@@ -291,9 +294,9 @@ pub(crate) type Forward<T> = (Vec<T>, Saved<T>);
 /// The backward loop's results: the gradients of the input and hidden projections' pre-
 /// activations (`[T, B, G·H]` each; `None` for the hidden one means the same as the input
 /// one, as for LSTM and RNN), and of the initial state's parts.
-pub(crate) struct LoopGrads<T> {
-    pub dp_x: Vec<T>,
-    pub dp_h: Option<Vec<T>>,
+pub(crate) struct LoopGrads<T: Float> {
+    pub dp_x: Scratch<T>,
+    pub dp_h: Option<Scratch<T>>,
     pub d_init: Vec<Vec<T>>,
 }
 
@@ -343,7 +346,7 @@ impl<T: Float> SimdWork for ForwardWork<'_, '_, T> {
 
 /// The kernel, the sequence, what the forward kept, its packed result, and the gradient of
 /// that result.
-struct BackwardWork<'a, 'b, T>(Kind, &'a Seq<'b, T>, &'a Saved<T>, &'a [T], &'a [T]);
+struct BackwardWork<'a, 'b, T: Float>(Kind, &'a Seq<'b, T>, &'a Saved<T>, &'a [T], &'a [T]);
 
 impl<T: Float> SimdWork for BackwardWork<'_, '_, T> {
     type Output = LoopGrads<T>;

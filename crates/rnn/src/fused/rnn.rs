@@ -12,7 +12,7 @@
 
 use tensor::Float;
 
-use super::{Forward, LoopGrads, Saved, Seq};
+use super::{Forward, LoopGrads, Saved, Scratch, Seq};
 use crate::rnn_cell::Nonlinearity;
 
 #[inline(always)]
@@ -22,7 +22,7 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>, nl: Nonlinearity) -> Forward<T> 
     // Training projects every step's input up front; inference makes one step at a time.
     let mut p = match s.keep {
         true => s.x_projection(1, true),
-        false => vec![T::ZERO; n],
+        false => Scratch::zeroed(n),
     };
     let mut xh = vec![T::ZERO; if s.keep { 0 } else { s.step(s.input + hid) }];
     let mut out = vec![T::ZERO; (s.steps + 1) * n];
@@ -58,8 +58,8 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>, nl: Nonlinearity) -> Forward<T> 
         out,
         // h_t is the output: the backward reads it there.
         Saved {
-            acts: vec![],
-            c: vec![],
+            acts: Scratch::zeroed(0),
+            c: Scratch::zeroed(0),
         },
     )
 }
@@ -72,7 +72,7 @@ pub(super) fn backward<T: Float>(
     g: &[T],
 ) -> LoopGrads<T> {
     let (hid, n) = (s.hidden, s.step(s.hidden));
-    let mut dp = vec![T::ZERO; s.steps * n];
+    let mut dp = Scratch::zeroed(s.steps * n);
     let mut dh = g[s.steps * n..(s.steps + 1) * n].to_vec();
     let mut dh_rec = vec![T::ZERO; n];
     let order: Vec<usize> = s.order().collect();
