@@ -234,14 +234,19 @@ fn large_sequences_run_on_the_pool_with_the_same_bits() {
     // The second run reuses the first's big buffers (`[T·B, 4H]` f64, 2 MB: pooled), with
     // ragged lengths, so equal bits also show that reusing them changes nothing.
     let outside = run(); // the global pool: 2 threads on the 2-core CI machines
-    let one = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .expect("pool")
-        .install(run);
+    let one = on_one_thread(run);
     for (a, b) in outside.iter().zip(&one) {
         assert_eq!(a.to_vec(), b.to_vec());
     }
+}
+
+/// Runs `work` in a rayon pool of one thread: no helper, no split products.
+fn on_one_thread<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("pool")
+        .install(work)
 }
 
 /// A GRU's inference makes two products per step (`x_t W_ihᵀ` and `h W_hhᵀ`), both shared
@@ -269,11 +274,7 @@ fn gru_inference_runs_on_the_pool_with_the_same_bits() {
         }
     };
     let outside = run(false);
-    let one = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .expect("pool")
-        .install(|| run(false));
+    let one = on_one_thread(|| run(false));
     assert_eq!(outside, one);
     let training = run(true);
     for (a, b) in training.iter().zip(&outside) {
