@@ -162,11 +162,7 @@ impl<'a, T: Float> Seq<'a, T> {
             }
         }
         if self.b_ih.is_some() {
-            for row in p.chunks_exact_mut(cols) {
-                for (x, b) in row.iter_mut().zip(&bias) {
-                    *x += *b;
-                }
-            }
+            add_to_rows(&mut p, &bias);
         }
         p
     }
@@ -196,11 +192,7 @@ impl<'a, T: Float> Seq<'a, T> {
             None => gemm_packed(x_t, self.batch, w_in, T::ZERO, p_t),
         }
         if let Some(b_ih) = self.b_ih {
-            for row in p_t.chunks_exact_mut(b_ih.len()) {
-                for (x, b) in row.iter_mut().zip(b_ih) {
-                    *x += *b;
-                }
-            }
+            add_to_rows(p_t, b_ih);
         }
     }
 
@@ -274,6 +266,15 @@ impl<'a, T: Float> Seq<'a, T> {
                 let w_hh = self.w_hh_packed.expect("the backward packs W_hh");
                 gemm_packed(dp, self.batch, w_hh, T::ZERO, dh);
             }
+        }
+    }
+}
+
+/// `m[r] += bias` for every row `r` of the row-major `m` (rows as long as `bias`).
+fn add_to_rows<T: Float>(m: &mut [T], bias: &[T]) {
+    for row in m.chunks_exact_mut(bias.len()) {
+        for (x, b) in row.iter_mut().zip(bias) {
+            *x += *b;
         }
     }
 }
