@@ -26,16 +26,13 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
     // Training projects every step's input up front and keeps every step's r, z, n and h_n;
     // inference projects and keeps the current step's only.
     let slots = if s.keep { s.steps } else { 1 };
-    let mut xp = match s.keep {
-        true => s.x_projection(3, false),
-        false => Scratch::zeroed(s.step(g3)),
-    };
+    let mut xp = s.step_inputs(3, false);
     let mut acts = Scratch::zeroed(slots * s.step(g4));
     let mut out = vec![T::ZERO; (s.steps + 1) * n];
     let mut h = s.h0.to_vec();
     let mut hp = vec![T::ZERO; s.step(g3)];
     for t in s.order() {
-        let slot = if s.keep { t } else { 0 };
+        let slot = s.slot(t);
         let xp_t = &mut xp[slot * s.step(g3)..(slot + 1) * s.step(g3)];
         if !s.keep {
             s.input_product(t, xp_t); // x_t W_ihᵀ + b_ih

@@ -26,17 +26,14 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
     let bias = s.cell_bias(4);
     // Training projects every step's input up front and keeps every step's gates and cell
     // state; inference makes and keeps the current step's gates only.
-    let mut gates = match s.keep {
-        true => s.x_projection(4, true),
-        false => Scratch::zeroed(s.step(g4)),
-    };
+    let mut gates = s.step_inputs(4, true);
     let mut c_all = Scratch::zeroed(if s.keep { s.steps * s.step(hid) } else { 0 });
     let mut out = vec![T::ZERO; (s.steps + 2) * s.step(hid)];
     let mut h = s.h0.to_vec();
     let mut c = s.c0.expect("an LSTM has a cell state").to_vec();
     let mut xh = vec![T::ZERO; if s.keep { 0 } else { s.step(s.input + hid) }];
     for t in s.order() {
-        let slot = if s.keep { t } else { 0 };
+        let slot = s.slot(t);
         let p_t = &mut gates[slot * s.step(g4)..(slot + 1) * s.step(g4)];
         s.step_product(t, &h, &mut xh, p_t);
         for b in 0..s.batch {

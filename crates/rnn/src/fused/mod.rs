@@ -151,34 +151,50 @@ impl<'a, T: Float> Seq<'a, T> {
             T::ZERO,
             &mut p,
         );
-        let mut bias = vec![T::ZERO; cols];
-        for b in [Some(self.b_ih), with_b_hh.then_some(self.b_hh)]
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            for (acc, v) in bias.iter_mut().zip(b) {
-                *acc += *v;
-            }
-        }
         if self.b_ih.is_some() {
-            add_to_rows(&mut p, &bias);
+            add_to_rows(&mut p, &self.bias_sum(gates, with_b_hh));
         }
         p
+    }
+
+    /// What a forward's steps fill with `P_t`: in training every step's input projection
+    /// ([`x_projection`](Self::x_projection)), in inference room for the current step's only.
+    pub fn step_inputs(&self, gates: usize, with_b_hh: bool) -> Scratch<T> {
+        match self.keep {
+            true => self.x_projection(gates, with_b_hh),
+            false => Scratch::zeroed(self.step(gates * self.hidden)),
+        }
+    }
+
+    /// Which step-sized slot of a per-step buffer step `t` uses: its own in training, the one
+    /// slot in inference.
+    pub fn slot(&self, t: usize) -> usize {
+        if self.keep {
+            t
+        } else {
+            0
+        }
+    }
+
+    /// `b_ih (+ b_hh)` (`[G·H]`), zeros for a layer without biases.
+    fn bias_sum(&self, gates: usize, with_b_hh: bool) -> Vec<T> {
+        let mut bias = vec![T::ZERO; gates * self.hidden];
+        for b in [self.b_ih, self.b_hh.filter(|_| with_b_hh)]
+            .into_iter()
+            .flatten()
+        {
+            add_to_rows(&mut bias, b);
+        }
+        bias
     }
 
     /// The bias the LSTM and RNN gate arithmetic adds to `P_t` (`[G·H]`): `b_ih + b_hh` in
     /// inference, zeros in training (whose input projection added it) or without biases.
     pub fn cell_bias(&self, gates: usize) -> Vec<T> {
-        let mut bias = vec![T::ZERO; gates * self.hidden];
-        if !self.keep {
-            for b in [self.b_ih, self.b_hh].into_iter().flatten() {
-                for (acc, v) in bias.iter_mut().zip(b) {
-                    *acc += *v;
-                }
-            }
+        match self.keep {
+            true => vec![T::ZERO; gates * self.hidden],
+            false => self.bias_sum(gates, true),
         }
-        bias
     }
 
     /// `x_t W_ihᵀ + b_ih` for step `t` into `p_t` (`[B, G·H]`): the GRU's inference, whose
@@ -389,7 +405,7 @@ fn pack_step_weights<T: Float>(
 ) -> PackedMat<T> {
     let [rows, hidden] = <[usize; 2]>::try_from(w_hh.shape()).expect("2-D weight");
     if kind == Kind::Gru || keep {
-        return PackedMat::pack(MatRef::new(slice(w_hh), rows, hidden).t());
+        return pack_t(slice(w_hh), rows, hidden);
     }
     let input = w_ih.shape()[1];
     let (w_ih, w_hh) = (slice(w_ih), slice(w_hh));
@@ -398,7 +414,12 @@ fn pack_step_weights<T: Float>(
         both.extend_from_slice(&w_ih[r * input..(r + 1) * input]);
         both.extend_from_slice(&w_hh[r * hidden..(r + 1) * hidden]);
     }
-    PackedMat::pack(MatRef::new(&both, rows, input + hidden).t())
+    pack_t(&both, rows, input + hidden)
+}
+
+/// The transpose of the row-major `rows × cols` matrix `w`, packed for [`gemm_packed`].
+fn pack_t<T: Float>(w: &[T], rows: usize, cols: usize) -> PackedMat<T> {
+    PackedMat::pack(MatRef::new(w, rows, cols).t())
 }
 
 fn slice<T: Float>(t: &Tensor<T>) -> &[T] {
@@ -497,7 +518,7 @@ pub(crate) fn run<T: Float>(
                 w_step: pack_step_weights(d.fused.kind, keep, &w_ih, &w_hh),
                 w_in: (d.fused.kind == Kind::Gru && !keep).then(|| {
                     let [rows, input] = <[usize; 2]>::try_from(w_ih.shape()).expect("2-D");
-                    PackedMat::pack(MatRef::new(slice(&w_ih), rows, input).t())
+                    pack_t(slice(&w_ih), rows, input)
                 }),
                 w_ih,
                 w_hh,

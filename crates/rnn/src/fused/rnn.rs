@@ -20,15 +20,12 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>, nl: Nonlinearity) -> Forward<T> 
     let (hid, n) = (s.hidden, s.step(s.hidden));
     let bias = s.cell_bias(1);
     // Training projects every step's input up front; inference makes one step at a time.
-    let mut p = match s.keep {
-        true => s.x_projection(1, true),
-        false => Scratch::zeroed(n),
-    };
+    let mut p = s.step_inputs(1, true);
     let mut xh = vec![T::ZERO; if s.keep { 0 } else { s.step(s.input + hid) }];
     let mut out = vec![T::ZERO; (s.steps + 1) * n];
     let mut h = s.h0.to_vec();
     for t in s.order() {
-        let slot = if s.keep { t } else { 0 };
+        let slot = s.slot(t);
         let p_t = &mut p[slot * n..(slot + 1) * n];
         s.step_product(t, &h, &mut xh, p_t);
         for b in 0..s.batch {
