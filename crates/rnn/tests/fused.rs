@@ -249,21 +249,29 @@ fn on_one_thread<R: Send>(work: impl FnOnce() -> R + Send) -> R {
         .install(work)
 }
 
-/// A GRU's inference makes two products per step (`x_t W_ihᵀ` and `h W_hhᵀ`), both shared
-/// with the helper on two threads (16 × (64 + 192) × 3·192 ≈ 2.4e6 ≥ 2²¹ multiply-adds per
-/// step): the same bits as on one thread, and the training forward's numbers to 1e-12.
-#[test]
-fn gru_inference_runs_on_the_pool_with_the_same_bits() {
-    let (seq, batch, input, hidden) = (20, 16, 64, 192);
+/// Runs `work` in a rayon pool of two threads, whatever the machine has.
+fn on_two_threads<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .expect("pool")
+        .install(work)
+}
+
+/// Inference of the layer and input `make` builds (afresh for each run: layers are not shared
+/// across threads), with `lengths`: the same bits on two threads as on one, and a training
+/// forward's numbers to 1e-12; outputs and final states.
+fn check_inference_on_two_threads<C: Cell<f64>>(
+    make: impl Fn() -> (Layer<f64, C>, Tensor<f64>) + Sync,
+    lengths: Option<&[usize]>,
+    name: &str,
+) {
     let run = |record: bool| {
-        let mut rng = Rng::seed_from_u64(11);
-        let layer: Layer<f64, rnn::GruCell<f64>> =
-            Layer::gru(LayerConfig::new(input, hidden), &mut rng);
-        let x = Tensor::<f64>::rand_normal(&[seq, batch, input], 0.0, 1.0, &mut rng);
+        let (layer, x) = make();
         let tape = Tape::new();
         let xv = tape.var(x);
         let forward = || {
-            let out = layer.forward(&xv);
+            let out = layer.forward_with(&xv, None, lengths);
             let mut all = vec![out.output.value().to_vec()];
             all.extend(out.state.parts().iter().map(|p| p.value().to_vec()));
             all
@@ -273,17 +281,53 @@ fn gru_inference_runs_on_the_pool_with_the_same_bits() {
             false => tape.no_grad(forward),
         }
     };
-    let outside = run(false);
-    let one = on_one_thread(|| run(false));
-    assert_eq!(outside, one);
-    let training = run(true);
-    for (a, b) in training.iter().zip(&outside) {
+    let two = on_two_threads(|| run(false));
+    assert_eq!(two, on_one_thread(|| run(false)), "{name}");
+    for (a, b) in run(true).iter().zip(&two) {
         let worst = a
             .iter()
             .zip(b)
             .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
-        assert!(worst <= 1e-12, "differs by {worst:e}");
+        assert!(worst <= 1e-12, "{name}: differs by {worst:e}");
     }
+}
+
+/// A GRU's inference makes two products per step (`x_t W_ihᵀ` and `h W_hhᵀ`), both shared
+/// with the helper on two threads (8 × (128 + 256) × 3·256 ≈ 2.4e6 ≥ 2²¹ multiply-adds per
+/// step; 8 rows are too few to split the batch; 64 steps, so the helper serves most of them).
+#[test]
+fn gru_inference_runs_on_the_pool_with_the_same_bits() {
+    let (seq, batch, input, hidden) = (64, 8, 128, 256);
+    let make = || {
+        let mut rng = Rng::seed_from_u64(11);
+        let layer = Layer::gru(LayerConfig::new(input, hidden), &mut rng);
+        let x = Tensor::<f64>::rand_normal(&[seq, batch, input], 0.0, 1.0, &mut rng);
+        (layer, x)
+    };
+    check_inference_on_two_threads(make, None, "gru");
+}
+
+/// Inference on two threads runs each half of the batch's rows on its own thread (17 rows:
+/// 8 and 9, with ragged lengths), for every cell.
+#[test]
+fn inference_splits_the_batch_across_threads_with_the_same_bits() {
+    fn check<C: Cell<f64>>(make: impl Fn(&mut Rng) -> Layer<f64, C> + Sync, name: &str) {
+        let (seq, batch, input) = (6, 17, 5);
+        let lengths: Vec<usize> = (0..batch).map(|b| seq - b % 4).collect();
+        let layer_and_input = || {
+            let mut rng = Rng::seed_from_u64(21);
+            let layer = make(&mut rng);
+            let x = Tensor::<f64>::rand_normal(&[seq, batch, input], 0.0, 1.0, &mut rng);
+            (layer, x)
+        };
+        check_inference_on_two_threads(layer_and_input, Some(&lengths), name);
+    }
+    let cfg = LayerConfig::new(5, 7);
+    let relu = cfg.clone().nonlinearity(Nonlinearity::Relu);
+    check(|rng| Layer::rnn(cfg.clone(), rng), "rnn");
+    check(|rng| Layer::rnn(relu.clone(), rng), "rnn relu");
+    check(|rng| Layer::lstm(cfg.clone(), rng), "lstm");
+    check(|rng| Layer::gru(cfg.clone(), rng), "gru");
 }
 
 /// Inference (recording off, or nothing that needs a gradient) keeps no per-step activations

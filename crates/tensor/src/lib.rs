@@ -32,6 +32,7 @@ mod element;
 mod error;
 mod fmt;
 pub mod ops;
+pub mod pool;
 mod random;
 mod shape;
 pub mod simd;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::element::{Element, Float};
 use crate::error::ShapeError;
+use crate::pool::Buffer;
 use crate::shape::{contiguous_strides, numel, resolve_dim, shape_panic, Dim};
 
 /// An n-dimensional array of `T`.
@@ -24,7 +25,7 @@ use crate::shape::{contiguous_strides, numel, resolve_dim, shape_panic, Dim};
 /// ```
 #[derive(Clone)]
 pub struct Tensor<T: Element> {
-    pub(crate) data: Arc<Vec<T>>,
+    pub(crate) data: Arc<Buffer<T>>,
     pub(crate) shape: Vec<usize>,
     pub(crate) strides: Vec<usize>,
     pub(crate) offset: usize,
@@ -63,7 +64,7 @@ impl<T: Element> Tensor<T> {
         debug_assert_eq!(data.len(), numel(&shape));
         let strides = contiguous_strides(&shape);
         Tensor {
-            data: Arc::new(data),
+            data: Arc::new(Buffer::from(data)),
             shape,
             strides,
             offset: 0,
@@ -77,7 +78,10 @@ impl<T: Element> Tensor<T> {
 
     /// A tensor of `shape` with every element equal to `value`.
     pub fn full(shape: &[usize], value: T) -> Self {
-        Self::from_contiguous(vec![value; numel(shape)], shape.to_vec())
+        let n = numel(shape);
+        let mut data = Buffer::with_capacity(n).into_vec();
+        data.resize(n, value);
+        Self::from_contiguous(data, shape.to_vec())
     }
 
     /// Shape, e.g. `[batch, hidden]`.
@@ -145,8 +149,22 @@ impl<T: Element> Tensor<T> {
     /// The elements in row-major order, copied into a `Vec`.
     pub fn to_vec(&self) -> Vec<T> {
         match self.as_slice() {
-            Some(s) => s.to_vec(),
-            None => self.offsets().map(|o| self.data[o]).collect(),
+            Some(s) => {
+                let mut v = Buffer::with_capacity(s.len()).into_vec();
+                v.extend_from_slice(s);
+                v
+            }
+            None => {
+                let (rows, len, stride) = self.rows();
+                let mut v = Buffer::with_capacity(self.numel()).into_vec();
+                for start in rows {
+                    match stride {
+                        1 => v.extend_from_slice(&self.data[start..start + len]),
+                        _ => v.extend((0..len).map(|k| self.data[start + k * stride])),
+                    }
+                }
+                v
+            }
         }
     }
 
@@ -164,7 +182,7 @@ impl<T: Element> Tensor<T> {
     /// owner and covers all of it.
     pub fn into_vec(self) -> Vec<T> {
         if self.is_contiguous() && self.offset == 0 && self.data.len() == self.numel() {
-            Arc::try_unwrap(self.data).unwrap_or_else(|shared| (*shared).clone())
+            Arc::try_unwrap(self.data).map_or_else(|shared| shared.to_vec(), Buffer::into_vec)
         } else {
             self.to_vec()
         }
@@ -215,6 +233,21 @@ impl<T: Element> Tensor<T> {
     /// Storage offsets of the elements in row-major order.
     pub(crate) fn offsets(&self) -> StridedIter<'_> {
         StridedIter::new(&self.shape, &self.strides, self.offset, 0)
+    }
+
+    /// The elements as rows along the last dimension, in row-major order: the storage offset
+    /// of each row's first element, the row length, and the stride within a row (1 when the
+    /// rows are contiguous, 0 when broadcast). A 0-d tensor is one row of one element.
+    /// Walking rows rather than single offsets is what makes a strided copy fast.
+    pub(crate) fn rows(&self) -> (StridedIter<'_>, usize, usize) {
+        match self.rank() {
+            0 => (StridedIter::new(&[], &[], self.offset, 0), 1, 1),
+            r => (
+                StridedIter::new(&self.shape[..r - 1], &self.strides[..r - 1], self.offset, 0),
+                self.shape[r - 1],
+                self.strides[r - 1],
+            ),
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Structural ops against the naive reference: `concat stack split chunk index_select gather
-//! index_add scatter_add`, on random shapes (empty dims included) and layouts, for `f32` and
-//! `f64`, with non-contiguous index tensors too.
+//! index_add narrow_add_assign scatter_add`, on random shapes (empty dims included) and
+//! layouts, for `f32` and `f64`, with non-contiguous index tensors too.
 
 mod common;
 
@@ -177,6 +177,29 @@ fn index_add_case<T: Float>(
     check_close(&t.index_add(dim, &indices, &ts), &want, |_, f| {
         terms[f] * eps::<T>() * abs.data[f]
     })
+}
+
+/// `src` (any layout, broadcast dims included) added into `x` at `start` along `dim`.
+fn narrow_add_assign_case<T: Float>(
+    x: &Input,
+    dim: usize,
+    start: usize,
+    src: &Input,
+) -> Result<(), TestCaseError> {
+    let (r, mut t) = x.build::<T>();
+    let (rs, ts) = src.build::<T>();
+    let mut want = r.clone();
+    let mut abs = r.map(f64::abs);
+    for i in indices_of(&rs) {
+        let mut j = i.clone();
+        j[dim] += start;
+        let f = want.flat(&j);
+        want.data[f] += rs.at(&i);
+        abs.data[f] += rs.at(&i).abs();
+    }
+    t.narrow_add_assign(dim, start, &ts);
+    // One rounded addition per element.
+    check_close(&t, &want, |_, f| eps::<T>() * abs.data[f])
 }
 
 fn scatter_add_case<T: Float>(
@@ -371,6 +394,29 @@ macro_rules! suite {
                         }),
                 ) {
                     index_add_case::<$t>(&x, dim, &idx, &src)?;
+                }
+
+                #[test]
+                fn narrow_add_assign(
+                    (x, dim, start, src) in arb_shape_and_dim(10)
+                        .prop_flat_map(|(s, d)| {
+                            let n = s[d];
+                            (Just(s), Just(d), 0..=n).prop_flat_map(move |(s, d, start)| {
+                                (Just(s), Just(d), Just(start), 0..=n - start)
+                            })
+                        })
+                        .prop_flat_map(|(s, d, start, len)| {
+                            let mut src = s.clone();
+                            src[d] = len;
+                            (
+                                arb_input_of(s, Vals::Any),
+                                Just(d),
+                                Just(start),
+                                arb_input_of(src, Vals::Any),
+                            )
+                        }),
+                ) {
+                    narrow_add_assign_case::<$t>(&x, dim, start, &src)?;
                 }
 
                 #[test]

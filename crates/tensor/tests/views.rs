@@ -84,16 +84,18 @@ fn views_do_not_copy_the_data() {
         assert!(bytes < VIEW_BUDGET, "{name} allocated {bytes} bytes");
         assert!(v.numel() > 0);
     }
-    // The counter does see copies: a reshape that strides cannot express, and an op.
-    let (_, bytes) = allocated_by(|| x.t().flatten());
+    // The counter does see copies: a reshape that strides cannot express, and an op. (Of a
+    // tensor under `pool::MIN_BYTES`: a larger copy may reuse a pooled buffer instead.)
+    let y = x.narrow(0, 0, 256);
+    let (_, bytes) = allocated_by(|| y.t().flatten());
     assert!(
-        bytes >= data_bytes,
+        bytes >= data_bytes / 2,
         "a copying reshape allocated only {bytes} bytes"
     );
-    let (_, bytes) = allocated_by(|| x.t().contiguous());
-    assert!(bytes >= data_bytes);
-    let (_, bytes) = allocated_by(|| x.exp());
-    assert!(bytes >= data_bytes);
+    let (_, bytes) = allocated_by(|| y.t().contiguous());
+    assert!(bytes >= data_bytes / 2);
+    let (_, bytes) = allocated_by(|| y.exp());
+    assert!(bytes >= data_bytes / 2);
 }
 
 #[test]

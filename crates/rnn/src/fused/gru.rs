@@ -18,7 +18,7 @@
 
 use tensor::Float;
 
-use super::{Forward, LoopGrads, Saved, Scratch, Seq};
+use super::{Buffer, Forward, LoopGrads, Saved, Seq};
 
 #[inline(always)]
 pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
@@ -27,8 +27,8 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
     // inference projects and keeps the current step's only.
     let slots = if s.keep { s.steps } else { 1 };
     let mut xp = s.step_inputs(3, false);
-    let mut acts = Scratch::zeroed(slots * s.step(g4));
-    let mut out = vec![T::ZERO; (s.steps + 1) * n];
+    let mut acts = Buffer::zeroed(slots * s.step(g4));
+    let mut out = Buffer::zeroed((s.steps + 1) * n).into_vec();
     let mut h = s.h0.to_vec();
     let mut hp = vec![T::ZERO; s.step(g3)];
     for t in s.order() {
@@ -61,8 +61,8 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
         }
     }
     out[s.steps * n..].copy_from_slice(&h);
-    let acts = if s.keep { acts } else { Scratch::zeroed(0) };
-    let c = Scratch::zeroed(0);
+    let acts = if s.keep { acts } else { Buffer::zeroed(0) };
+    let c = Buffer::zeroed(0);
     (out, Saved { acts, c })
 }
 
@@ -102,8 +102,8 @@ pub(super) fn backward<T: Float>(
     g: &[T],
 ) -> LoopGrads<T> {
     let (hid, g3, g4, n) = (s.hidden, 3 * s.hidden, 4 * s.hidden, s.step(s.hidden));
-    let mut dp_x = Scratch::zeroed(s.steps * s.step(g3));
-    let mut dp_h = Scratch::zeroed(s.steps * s.step(g3));
+    let mut dp_x = Buffer::zeroed(s.steps * s.step(g3));
+    let mut dp_h = Buffer::zeroed(s.steps * s.step(g3));
     let mut dh = g[s.steps * n..(s.steps + 1) * n].to_vec();
     let mut dh_rec = vec![T::ZERO; n];
     let order: Vec<usize> = s.order().collect();

@@ -11,6 +11,11 @@
 //! Each output element is computed exactly as by one thread (the panels of a packed product
 //! are independent), so results are bit-identical with or without the helper.
 //!
+//! Inference on a batch of 16 rows or more does without it: its loop has nothing to keep in
+//! whole-batch order, so two threads each run it for half of the rows (`forward_by_rows` in
+//! `mod.rs`), which also splits the gate arithmetic. The helper serves training, and
+//! inference on fewer rows.
+//!
 //! The helper is a rayon job (`rayon::join`'s second half). If no thread is free to take it,
 //! the loop thread does every product alone and runs the job itself at the end, which then
 //! finds the sequence finished and returns: the helper is an offer, never a dependency, so
@@ -29,7 +34,7 @@ const HELPER_MACS: usize = 1 << 21;
 
 /// The shared state of the loop thread and its helper, for products `a · b` with `a` of
 /// `m` rows and `b` one of a few right sides fixed for the sequence.
-pub(crate) struct StepHelper<'a, T> {
+pub(crate) struct StepHelper<'a, T: Float> {
     bs: Vec<&'a PackedMat<T>>,
     m: usize,
     /// Set by the loop thread at its first product: the input projection is done.

@@ -18,7 +18,7 @@
 
 use tensor::Float;
 
-use super::{Forward, LoopGrads, Saved, Scratch, Seq};
+use super::{Buffer, Forward, LoopGrads, Saved, Seq};
 
 #[inline(always)]
 pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
@@ -27,8 +27,8 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
     // Training projects every step's input up front and keeps every step's gates and cell
     // state; inference makes and keeps the current step's gates only.
     let mut gates = s.step_inputs(4, true);
-    let mut c_all = Scratch::zeroed(if s.keep { s.steps * s.step(hid) } else { 0 });
-    let mut out = vec![T::ZERO; (s.steps + 2) * s.step(hid)];
+    let mut c_all = Buffer::zeroed(if s.keep { s.steps * s.step(hid) } else { 0 });
+    let mut out = Buffer::zeroed((s.steps + 2) * s.step(hid)).into_vec();
     let mut h = s.h0.to_vec();
     let mut c = s.c0.expect("an LSTM has a cell state").to_vec();
     let mut xh = vec![T::ZERO; if s.keep { 0 } else { s.step(s.input + hid) }];
@@ -59,7 +59,7 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
     let n = s.step(hid);
     out[s.steps * n..(s.steps + 1) * n].copy_from_slice(&h);
     out[(s.steps + 1) * n..].copy_from_slice(&c);
-    let acts = if s.keep { gates } else { Scratch::zeroed(0) };
+    let acts = if s.keep { gates } else { Buffer::zeroed(0) };
     (out, Saved { acts, c: c_all })
 }
 
@@ -151,7 +151,7 @@ fn cell_backward<T: Float>(
 #[inline(always)]
 pub(super) fn backward<T: Float>(s: &Seq<'_, T>, saved: &Saved<T>, g: &[T]) -> LoopGrads<T> {
     let (hid, g4, n) = (s.hidden, 4 * s.hidden, s.step(s.hidden));
-    let mut dp = Scratch::zeroed(s.steps * s.step(g4));
+    let mut dp = Buffer::zeroed(s.steps * s.step(g4));
     // Gradients arriving at the final state, then carried back step by step.
     let mut dh = g[s.steps * n..(s.steps + 1) * n].to_vec();
     let mut dc = g[(s.steps + 1) * n..(s.steps + 2) * n].to_vec();

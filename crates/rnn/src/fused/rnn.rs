@@ -12,7 +12,7 @@
 
 use tensor::Float;
 
-use super::{Forward, LoopGrads, Saved, Scratch, Seq};
+use super::{Buffer, Forward, LoopGrads, Saved, Seq};
 use crate::rnn_cell::Nonlinearity;
 
 #[inline(always)]
@@ -22,7 +22,7 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>, nl: Nonlinearity) -> Forward<T> 
     // Training projects every step's input up front; inference makes one step at a time.
     let mut p = s.step_inputs(1, true);
     let mut xh = vec![T::ZERO; if s.keep { 0 } else { s.step(s.input + hid) }];
-    let mut out = vec![T::ZERO; (s.steps + 1) * n];
+    let mut out = Buffer::zeroed((s.steps + 1) * n).into_vec();
     let mut h = s.h0.to_vec();
     for t in s.order() {
         let slot = s.slot(t);
@@ -51,14 +51,8 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>, nl: Nonlinearity) -> Forward<T> 
         }
     }
     out[s.steps * n..].copy_from_slice(&h);
-    (
-        out,
-        // h_t is the output: the backward reads it there.
-        Saved {
-            acts: Scratch::zeroed(0),
-            c: Scratch::zeroed(0),
-        },
-    )
+    // h_t is the output: the backward reads it there.
+    (out, Saved::none())
 }
 
 #[inline(always)]
@@ -69,7 +63,7 @@ pub(super) fn backward<T: Float>(
     g: &[T],
 ) -> LoopGrads<T> {
     let (hid, n) = (s.hidden, s.step(s.hidden));
-    let mut dp = Scratch::zeroed(s.steps * n);
+    let mut dp = Buffer::zeroed(s.steps * n);
     let mut dh = g[s.steps * n..(s.steps + 1) * n].to_vec();
     let mut dh_rec = vec![T::ZERO; n];
     let order: Vec<usize> = s.order().collect();

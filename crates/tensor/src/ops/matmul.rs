@@ -104,6 +104,13 @@ impl<'a, T> MatRef<'a, T> {
         self.data[self.offset + i * self.row_stride + j * self.col_stride]
     }
 
+    /// Column `j` as a slice, when its elements are adjacent (`row_stride == 1`, as in the
+    /// transpose of a row-major matrix); `None` otherwise.
+    pub(crate) fn column(&self, j: usize) -> Option<&'a [T]> {
+        (self.row_stride == 1 && j < self.cols)
+            .then(|| &self.data[self.offset + j * self.col_stride..][..self.rows])
+    }
+
     /// The columns `start..start + len` (a view).
     fn columns(self, start: usize, len: usize) -> Self {
         MatRef {

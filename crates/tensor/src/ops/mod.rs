@@ -9,6 +9,9 @@ pub mod structure;
 
 use rayon::prelude::*;
 
+use crate::element::Element;
+use crate::pool::Buffer;
+
 /// Below this many elements of work an op runs on the calling thread: rayon's fork/join costs
 /// microseconds (tens when its workers are asleep), more than a small op takes.
 pub(crate) const PARALLEL_THRESHOLD: usize = 1 << 17;
@@ -22,10 +25,11 @@ const CHUNK_WORK: usize = 1 << 13;
 /// elements one output reads; large jobs are split across rayon threads.
 pub(crate) fn fill<U, F>(n: usize, work_per_item: usize, fill_chunk: F) -> Vec<U>
 where
-    U: Copy + Default + Send,
+    U: Element,
     F: Fn(&mut [U], usize) + Sync,
 {
-    let mut out = vec![U::default(); n];
+    // Large outputs reuse a pooled buffer (see `pool`): zeroed, then overwritten.
+    let mut out = Buffer::zeroed(n).into_vec();
     let work = n.saturating_mul(work_per_item.max(1));
     if work < PARALLEL_THRESHOLD || n < 2 {
         fill_chunk(&mut out, 0);

@@ -13,8 +13,9 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use crate::element::Float;
+use crate::element::{Element, Float};
 use crate::ops::matmul::MatRef;
+use crate::pool::Buffer;
 use crate::shape::shape_panic;
 use crate::simd::{simd_has_fma, simd_vector_bytes, with_simd, SimdWork};
 
@@ -37,10 +38,11 @@ const PARALLEL_MACS: usize = 1 << 27;
 
 /// A `k × n` matrix packed in column panels for [`gemm_packed`].
 #[derive(Clone, Debug)]
-pub struct PackedMat<T> {
+pub struct PackedMat<T: Element> {
     k: usize,
     n: usize,
-    data: Vec<T>,
+    /// Pooled: a layer packs its weights on every call (see [`crate::pool`]).
+    data: Buffer<T>,
 }
 
 impl<T: Float> PackedMat<T> {
@@ -48,11 +50,23 @@ impl<T: Float> PackedMat<T> {
     pub fn pack(b: MatRef<'_, T>) -> Self {
         let (k, n) = (b.rows(), b.cols());
         let panels = n.div_ceil(NR);
-        let mut data = vec![T::ZERO; panels * k * NR];
+        let mut data = Buffer::zeroed(panels * k * NR);
         for p in 0..panels {
-            for kk in 0..k {
-                let row = &mut data[(p * k + kk) * NR..(p * k + kk + 1) * NR];
-                for (j, x) in row.iter_mut().enumerate().take(NR.min(n - p * NR)) {
+            let (panel, width) = (&mut data[p * k * NR..(p + 1) * k * NR], NR.min(n - p * NR));
+            if b.column(0).is_some() {
+                // A transposed weight (`w.t()`, the usual case): each column is a row of `w`,
+                // read in order rather than element by element through `get` (packing the
+                // medium LSTM's `[W_ih | W_hh]ᵀ`: 2.4% → 1.5% of its forward, perf).
+                for j in 0..width {
+                    let column = b.column(p * NR + j).expect("adjacent columns");
+                    for (kk, &v) in column.iter().enumerate() {
+                        panel[kk * NR + j] = v;
+                    }
+                }
+                continue;
+            }
+            for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
+                for (j, x) in row.iter_mut().enumerate().take(width) {
                     *x = b.get(kk, p * NR + j);
                 }
             }
@@ -181,7 +195,7 @@ pub fn gemm_packed_panels<T: Float>(
 }
 
 /// The arguments of [`panels_body`], as work for [`with_simd`].
-struct Panels<'a, T> {
+struct Panels<'a, T: Element> {
     a: &'a [T],
     m: usize,
     b: &'a PackedMat<T>,
@@ -318,6 +332,14 @@ mod tests {
             let mut got = c0.clone();
             gemm_packed(&a, m, &packed, 1.0, &mut got);
             assert_eq!(got, want, "dispatched path, {m}x{k}x{n}");
+            // The same matrix given as the transpose of its row-major transpose: the pack
+            // reads it by columns then, and must lay it out the same.
+            let bt: Vec<f64> = (0..n * k).map(|i| bm[(i % k) * n + i / k]).collect();
+            let from_t = PackedMat::pack(MatRef::new(&bt, n, k).t());
+            assert_eq!(
+                *from_t.data, *packed.data,
+                "packed from a transpose, {k}x{n}"
+            );
             for (rows, mut got) in [(MR, c0.clone()), (MR_WIDE, c0.clone())] {
                 let work = Panels {
                     a: &a,

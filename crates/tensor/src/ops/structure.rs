@@ -1,7 +1,10 @@
 //! Structural ops: `concat`, `stack`, `split`, `chunk`, `index_select`, `gather`, and their
 //! adjoints `index_add` and `scatter_add` (what the backward of a lookup needs).
 
+use std::borrow::Cow;
+
 use crate::element::{Element, Float};
+use crate::pool::Buffer;
 use crate::shape::{numel, resolve_dim, shape_panic, unravel, Dim};
 use crate::tensor::Tensor;
 
@@ -40,8 +43,15 @@ impl<T: Element> Tensor<T> {
         shape[d] = tensors.iter().map(|t| t.shape[d]).sum();
         // Row-major: the output is `outer` repetitions of each input's block of `shape[d..]`.
         let outer = numel(&first.shape[..d]);
-        let mut data = Vec::with_capacity(numel(&shape));
-        let parts: Vec<Vec<T>> = tensors.iter().map(|t| t.to_vec()).collect();
+        let mut data = Buffer::with_capacity(numel(&shape)).into_vec();
+        // Contiguous inputs (the usual case) are read in place; others are copied once.
+        let parts: Vec<Cow<'_, [T]>> = tensors
+            .iter()
+            .map(|t| match t.as_slice() {
+                Some(values) => Cow::Borrowed(values),
+                None => Cow::Owned(t.to_vec()),
+            })
+            .collect();
         for o in 0..outer {
             for (t, part) in tensors.iter().zip(&parts) {
                 let block = numel(&t.shape[d..]);
@@ -306,17 +316,29 @@ impl<T: Float> Tensor<T> {
         }
         let strides = crate::shape::contiguous_strides(&self.shape);
         let base = start * strides[d];
-        // A contiguous `src` (the usual case: a gradient) is read in place, not copied.
-        let src = src.contiguous();
-        let src_values = src.as_slice().expect("contiguous");
         let dst = self.as_mut_slice();
-        // Row-major over `src`: runs of `inner` elements are contiguous in both.
-        let inner = numel(&src.shape[d..]);
+        // Row-major over `src`, blocks of `inner` elements are contiguous in `dst`; `src` is
+        // read where it is, row by row along its last dim (no copy even when it is strided or
+        // broadcast, like the gradient of a `sum`). A row never crosses a block: `inner` is a
+        // multiple of the last dim's length.
+        let inner = numel(&src.shape[d..]).max(1);
         let outer_stride = if d == 0 { 0 } else { strides[d - 1] };
-        for (o, run) in src_values.chunks(inner.max(1)).enumerate() {
-            let at = base + o * outer_stride;
-            for (x, v) in dst[at..at + run.len()].iter_mut().zip(run) {
-                *x += *v;
+        let (rows, len, stride) = src.rows();
+        for (r, start) in rows.enumerate() {
+            let e = r * len; // row-major index in `src` of the row's first element
+            let at = base + (e / inner) * outer_stride + e % inner;
+            let dst = &mut dst[at..at + len];
+            match stride {
+                1 => {
+                    for (x, v) in dst.iter_mut().zip(&src.data[start..start + len]) {
+                        *x += *v;
+                    }
+                }
+                _ => {
+                    for (k, x) in dst.iter_mut().enumerate() {
+                        *x += src.data[start + k * stride];
+                    }
+                }
             }
         }
     }

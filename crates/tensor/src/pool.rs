@@ -1,43 +1,49 @@
-//! The kernels' big arrays, reused from one call to the next.
+//! Big buffers, reused from one use to the next: tensors' storage and kernels' scratch arrays.
 //!
-//! A training step of a large layer makes a few arrays of `[T·B, G·H]` values: the input
-//! projection, the activations kept for the backward, the gate gradients. On the large LSTM,
-//! [64, 200, 256, 512] in f32, each is 105 MB. glibc maps every allocation above 32 MB
-//! afresh and unmaps it when it is freed, so each call pays a page fault per 4 KB it touches
-//! (about 25 000 per array), on the thread that runs the recurrent loop. Measured on one
-//! thread, with glibc told to keep such memory (`GLIBC_TUNABLES=glibc.malloc.mmap_threshold=
-//! 4294967296:glibc.malloc.trim_threshold=4294967296`, which only helps the main thread):
-//! LSTM large training step 692 → 548 ms, GRU 573 → 426, RNN 191 → 153.
+//! A training step of a large recurrent layer makes a few arrays of `[T·B, G·H]` values (the
+//! input projection, the activations kept for the backward, the gate gradients; 105 MB each
+//! on the large LSTM, [64, 200, 256, 512] in f32), and every step makes tensors of
+//! `[T, B, H]`: outputs, their gradients, concatenated directions. glibc maps every allocation
+//! above 32 MB afresh and unmaps it when it is freed, and gives the top of its heap back to
+//! the kernel when enough of it is free, so each call pays a page fault per 4 KB it touches
+//! again. Measured on one thread, with glibc told to keep such memory (`GLIBC_TUNABLES=glibc.
+//! malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296`, which only
+//! helps the main thread): LSTM large training step 692 → 548 ms, GRU 573 → 426, RNN
+//! 191 → 153. Pooling the kernels' arrays got most of that; pooling tensors' storage as well
+//! (outputs, gradients, concatenated directions, packed weights) took the 2-layer
+//! bidirectional LSTM forward on `medium`, one thread, from 82 to 72 ms (6 700 → 500 page
+//! faults per call).
 //!
-//! So the kernels take these arrays as [`Scratch`] buffers: a dropped one goes back to a
-//! small pool, and the next request of between half its size and its size takes it again,
-//! zeroed (a memset
-//! is far cheaper than the faults). The pool keeps at most [`MAX_KEPT`] buffers and
-//! [`MAX_KEPT_BYTES`] in all, dropping the oldest beyond that; [`release_buffers`] empties it.
-//! Buffers under [`MIN_BYTES`] are left to the allocator, which reuses them well.
+//! So a [`Buffer`] (what a [`Tensor`](crate::Tensor) keeps its elements in, and what the
+//! fused kernels take their arrays as) goes back to a small pool when dropped, and the next
+//! request of between half its size and its size takes it again ([`Buffer::zeroed`] zeroes
+//! it: a memset is far cheaper than the faults). The pool keeps at most [`MAX_KEPT`] buffers
+//! and [`MAX_KEPT_BYTES`] in all, dropping the oldest beyond that; [`release_buffers`]
+//! empties it. Buffers under [`MIN_BYTES`] are left to the allocator, which reuses them well.
 
 use std::any::Any;
 use std::ops::{Deref, DerefMut};
 use std::sync::Mutex;
 
-use tensor::Float;
+use crate::element::Element;
 
 /// Smaller buffers are not pooled.
 pub const MIN_BYTES: usize = 1 << 20;
-/// At most this many buffers are kept (a 2-layer bidirectional LSTM step uses 12)...
-pub const MAX_KEPT: usize = 16;
+/// At most this many buffers are kept (a training step of the large LSTM frees about 40 of
+/// 1 MB or more, one of the 2-layer bidirectional LSTM on `medium` more than 64)...
+pub const MAX_KEPT: usize = 64;
 /// ...and at most this many bytes.
 pub const MAX_KEPT_BYTES: usize = 1 << 30;
 
-/// The process-wide pool the kernels' [`Scratch`] buffers come from and go back to.
+/// The process-wide pool [`Buffer`]s come from and go back to.
 static POOL: Mutex<Pool> = Mutex::new(Pool::new());
 
-/// Frees the buffers the fused kernels keep for their next call (at most 1 GiB, usually a few
-/// arrays of `[seq_len · batch, gates · hidden]` values), for a program that is done with
-/// training and wants the memory back. The next call allocates afresh.
+/// Frees the buffers kept for reuse (at most 1 GiB, usually a few arrays of
+/// `[seq_len · batch, gates · hidden]` values), for a program that is done with training and
+/// wants the memory back. The next request allocates afresh.
 ///
 /// ```
-/// rnn::release_buffers();
+/// tensor::pool::release_buffers();
 /// ```
 pub fn release_buffers() {
     pool().clear();
@@ -49,28 +55,61 @@ fn pool() -> std::sync::MutexGuard<'static, Pool> {
     POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A zeroed `Vec<T>` that goes back to the pool when dropped.
-pub(crate) struct Scratch<T: Float>(Vec<T>);
+/// A `Vec<T>` that goes back to the pool when dropped, if it is large.
+#[derive(Debug)]
+pub struct Buffer<T: Element>(Vec<T>);
 
-impl<T: Float> Scratch<T> {
-    /// `len` zeros, in a pooled buffer if one is large enough.
+impl<T: Element> Buffer<T> {
+    /// `len` zeros (`T::default()`), in a pooled buffer if one fits.
+    ///
+    /// ```
+    /// let b = tensor::pool::Buffer::<f32>::zeroed(3);
+    /// assert_eq!(&b[..], &[0.0, 0.0, 0.0]);
+    /// ```
     pub fn zeroed(len: usize) -> Self {
+        let mut b = Self::with_capacity(len);
+        b.0.resize(len, T::default());
+        b
+    }
+
+    /// An empty buffer with room for `len` values, pooled if one fits: for filling by
+    /// `extend`, with nothing zeroed first.
+    pub fn with_capacity(len: usize) -> Self {
         let reused = match len * size_of::<T>() >= MIN_BYTES {
             true => pool().take::<T>(len),
             false => None,
         };
-        Scratch(match reused {
+        Buffer(match reused {
             Some(mut v) => {
                 v.clear();
-                v.resize(len, T::ZERO);
                 v
             }
-            None => vec![T::ZERO; len],
+            None => Vec::with_capacity(len),
         })
+    }
+
+    /// The values as a plain `Vec`, which then no longer goes back to the pool.
+    pub fn into_vec(mut self) -> Vec<T> {
+        std::mem::take(&mut self.0)
     }
 }
 
-impl<T: Float> Drop for Scratch<T> {
+impl<T: Element> From<Vec<T>> for Buffer<T> {
+    /// Adopts `v`: it goes to the pool when the buffer is dropped.
+    fn from(v: Vec<T>) -> Self {
+        Buffer(v)
+    }
+}
+
+impl<T: Element> Clone for Buffer<T> {
+    fn clone(&self) -> Self {
+        let mut copy = Self::with_capacity(self.0.len());
+        copy.0.extend_from_slice(&self.0);
+        copy
+    }
+}
+
+impl<T: Element> Drop for Buffer<T> {
     fn drop(&mut self) {
         let v = std::mem::take(&mut self.0);
         if v.capacity() * size_of::<T>() >= MIN_BYTES {
@@ -79,20 +118,20 @@ impl<T: Float> Drop for Scratch<T> {
     }
 }
 
-impl<T: Float> Deref for Scratch<T> {
-    type Target = [T];
-    fn deref(&self) -> &[T] {
+impl<T: Element> Deref for Buffer<T> {
+    type Target = Vec<T>;
+    fn deref(&self) -> &Vec<T> {
         &self.0
     }
 }
 
-impl<T: Float> DerefMut for Scratch<T> {
-    fn deref_mut(&mut self) -> &mut [T] {
+impl<T: Element> DerefMut for Buffer<T> {
+    fn deref_mut(&mut self) -> &mut Vec<T> {
         &mut self.0
     }
 }
 
-/// Free buffers, oldest first, each a `Vec<T>` of some float type, with its size in bytes.
+/// Free buffers, oldest first, each a `Vec<T>` of some element type, with its size in bytes.
 struct Pool {
     free: Vec<(usize, Box<dyn Any + Send>)>,
 }
@@ -103,7 +142,7 @@ impl Pool {
     }
 
     /// The smallest kept `Vec<T>` with room for `len` values and not more than twice that.
-    fn take<T: Float>(&mut self, len: usize) -> Option<Vec<T>> {
+    fn take<T: Element>(&mut self, len: usize) -> Option<Vec<T>> {
         let capacity = |b: &Box<dyn Any + Send>| b.downcast_ref::<Vec<T>>().map(Vec::capacity);
         let (at, _) = self
             .free
@@ -120,7 +159,7 @@ impl Pool {
     }
 
     /// Keeps `v`, then drops the oldest buffers while over either limit.
-    fn give<T: Float>(&mut self, v: Vec<T>) {
+    fn give<T: Element>(&mut self, v: Vec<T>) {
         self.free.push((v.capacity() * size_of::<T>(), Box::new(v)));
         while self.free.len() > MAX_KEPT || self.bytes() > MAX_KEPT_BYTES {
             self.free.remove(0);
@@ -193,15 +232,25 @@ mod tests {
 
     /// Through the process-wide pool: a dirtied buffer comes back as zeros, at any length.
     #[test]
-    fn scratch_buffers_come_back_zeroed() {
+    fn buffers_come_back_zeroed() {
         for len in [BIG, BIG / 2, 7] {
-            let mut s = Scratch::<f32>::zeroed(len);
+            let mut s = Buffer::<f32>::zeroed(len);
             s.fill(5.0);
             drop(s);
-            let s = Scratch::<f32>::zeroed(len);
+            let s = Buffer::<f32>::zeroed(len);
             assert_eq!(s.len(), len);
             assert!(s.iter().all(|&x| x == 0.0));
         }
         release_buffers(); // other tests may use the pool at the same time: no count to check
+    }
+
+    /// A clone is a copy (in a buffer of its own); `into_vec` keeps the values.
+    #[test]
+    fn clone_copies_and_into_vec_keeps() {
+        let a = Buffer::from(vec![1.5f64; BIG / 2]);
+        let b = a.clone();
+        assert_ne!(a.as_ptr(), b.as_ptr());
+        assert_eq!(*a, *b);
+        assert_eq!(b.into_vec(), vec![1.5f64; BIG / 2]);
     }
 }
