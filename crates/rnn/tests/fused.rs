@@ -308,11 +308,12 @@ fn gru_inference_runs_on_the_pool_with_the_same_bits() {
 }
 
 /// Inference on two threads runs each half of the batch's rows on its own thread (17 rows:
-/// 8 and 9, with ragged lengths), for every cell.
+/// 8 and 9, with ragged lengths; 20 × 17 × 48 × 72 ≈ 1.2e6 ≥ 2²⁰ multiply-adds for the RNN,
+/// more for the others), for every cell.
 #[test]
 fn inference_splits_the_batch_across_threads_with_the_same_bits() {
     fn check<C: Cell<f64>>(make: impl Fn(&mut Rng) -> Layer<f64, C> + Sync, name: &str) {
-        let (seq, batch, input) = (6, 17, 5);
+        let (seq, batch, input) = (20, 17, 24);
         let lengths: Vec<usize> = (0..batch).map(|b| seq - b % 4).collect();
         let layer_and_input = || {
             let mut rng = Rng::seed_from_u64(21);
@@ -322,12 +323,59 @@ fn inference_splits_the_batch_across_threads_with_the_same_bits() {
         };
         check_inference_on_two_threads(layer_and_input, Some(&lengths), name);
     }
-    let cfg = LayerConfig::new(5, 7);
+    let cfg = LayerConfig::new(24, 48);
     let relu = cfg.clone().nonlinearity(Nonlinearity::Relu);
     check(|rng| Layer::rnn(cfg.clone(), rng), "rnn");
     check(|rng| Layer::rnn(relu.clone(), rng), "rnn relu");
     check(|rng| Layer::lstm(cfg.clone(), rng), "lstm");
     check(|rng| Layer::gru(cfg.clone(), rng), "gru");
+}
+
+/// Training on two threads with per-step products too small for the helper runs each half of
+/// the batch's rows, forward and backward loop, on its own thread (17 rows with ragged lengths
+/// and an initial state; 48 × 17 × 96 × 128 ≈ 1.0e7 ≥ 2²³ multiply-adds for the RNN, more for
+/// the others, and 17 × 4·96 × 96 ≈ 6.3e5 < 2²¹ per step): every value and gradient matches
+/// the composed cells to 1e-12 there, and has the same bits as on one thread, for every cell.
+#[test]
+fn training_splits_the_batch_across_threads_with_the_same_bits() {
+    for cell in 0..4 {
+        let s = Setup {
+            cell,
+            layers: 1,
+            bidirectional: false,
+            batch_first: false,
+            with_init: true,
+            bias: true,
+            seq: 48,
+            batch: 17,
+            input: 32,
+            hidden: 96,
+            lengths: Some((0..17).map(|b| 48 - b % 5).collect()),
+            seed: 5,
+        };
+        let results = || {
+            let mut rng = Rng::seed_from_u64(9);
+            match cell {
+                0 | 1 => run(&Layer::rnn(config(&s), &mut rng), &s),
+                2 => run(&Layer::lstm(config(&s), &mut rng), &s),
+                _ => run(&Layer::gru(config(&s), &mut rng), &s),
+            }
+        };
+        let two = on_two_threads(results);
+        let one = on_one_thread(results);
+        for (k, (a, b)) in two.iter().zip(&one).enumerate() {
+            assert_eq!(a.to_vec(), b.to_vec(), "cell {cell}, result {k}");
+        }
+        on_two_threads(|| {
+            let mut rng = Rng::seed_from_u64(9);
+            match cell {
+                0 | 1 => compare(Layer::rnn(config(&s), &mut rng), &s),
+                2 => compare(Layer::lstm(config(&s), &mut rng), &s),
+                _ => compare(Layer::gru(config(&s), &mut rng), &s),
+            }
+        })
+        .unwrap_or_else(|e| panic!("cell {cell}: {e}"));
+    }
 }
 
 /// Inference (recording off, or nothing that needs a gradient) keeps no per-step activations

@@ -63,7 +63,7 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
     out[s.steps * n..].copy_from_slice(&h);
     let acts = if s.keep { acts } else { Buffer::zeroed(0) };
     let c = Buffer::zeroed(0);
-    (out, Saved { acts, c })
+    (out, Saved::new(acts, c))
 }
 
 /// One row of the forward, in simple passes the compiler vectorises: `acts` receives

@@ -60,7 +60,7 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
     out[s.steps * n..(s.steps + 1) * n].copy_from_slice(&h);
     out[(s.steps + 1) * n..].copy_from_slice(&c);
     let acts = if s.keep { gates } else { Buffer::zeroed(0) };
-    (out, Saved { acts, c: c_all })
+    (out, Saved::new(acts, c_all))
 }
 
 /// One row of the forward: activates the gates `[i; f; g; o]` (adding the bias) in place and

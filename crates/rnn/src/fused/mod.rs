@@ -17,8 +17,8 @@
 //! ```
 //!
 //! On two threads, inference runs each half of the batch's rows on its own thread
-//! ([`forward_by_rows`]); training shares each step's product with a helper thread
-//! (`helper.rs`).
+//! ([`forward_by_rows`]), and so does training with small per-step products; the rest of
+//! training shares each step's product with a helper thread (`helper.rs`).
 //!
 //! Inference (no backward to follow) makes each `P_t` where it is used, in cache, and never
 //! holds a `[T, B, G·H]` buffer: on the large LSTM, [64, 200, 256, 512], that buffer was
@@ -36,6 +36,8 @@ mod helper;
 mod lstm;
 mod rnn;
 
+use std::ops::Range;
+
 use autograd::{Param, Var};
 use tensor::ops::matmul::{gemm_into, MatRef};
 use tensor::ops::packed::{gemm_packed, PackedMat};
@@ -44,7 +46,7 @@ use tensor::{Float, Tensor};
 
 use crate::init::GateParams;
 use crate::rnn_cell::Nonlinearity;
-use helper::{with_step_helper, StepHelper};
+use helper::{with_step_helper, StepHelper, HELPER_MACS};
 pub use tensor::pool::release_buffers;
 use tensor::pool::Buffer;
 
@@ -154,7 +156,7 @@ impl<'a, T: Float> Seq<'a, T> {
 
     /// Rows `r` of the batch as a sequence of their own, sharing this one's buffers (the
     /// input keeps its step stride).
-    pub fn rows(&self, r: std::ops::Range<usize>) -> Seq<'a, T> {
+    pub fn rows(&self, r: Range<usize>) -> Seq<'a, T> {
         let (input, hid) = (self.input, self.hidden);
         Seq {
             x: &self.x[r.start * input..],
@@ -163,6 +165,16 @@ impl<'a, T: Float> Seq<'a, T> {
             c0: self.c0.map(|c| &c[r.start * hid..r.end * hid]),
             lengths: self.lengths.map(|l| &l[r]),
             ..*self
+        }
+    }
+
+    /// Rows `r` of the batch as a sequence of its own, reading its input from `x`
+    /// (`[T, rows, I]`, gathered by [`gather_rows`]).
+    pub fn half(&self, r: Range<usize>, x: &'a [T]) -> Seq<'a, T> {
+        Seq {
+            x,
+            x_stride: r.len() * self.input,
+            ..self.rows(r)
         }
     }
 
@@ -334,16 +346,34 @@ pub(crate) struct Saved<T: Float> {
     pub acts: Buffer<T>,
     /// LSTM: the cell state after each step, `[T, B, H]`.
     pub c: Buffer<T>,
+    /// Training split by rows ([`forward_by_rows`]): what each half kept, instead of the above.
+    halves: Option<Box<Halves<T>>>,
 }
 
 impl<T: Float> Saved<T> {
-    /// Nothing kept (inference, or the RNN's forward).
-    pub(super) fn none() -> Self {
+    /// A whole batch's activations and cell states.
+    pub(super) fn new(acts: Buffer<T>, c: Buffer<T>) -> Self {
         Saved {
-            acts: Buffer::zeroed(0),
-            c: Buffer::zeroed(0),
+            acts,
+            c,
+            halves: None,
         }
     }
+
+    /// Nothing kept (inference, or the RNN's forward).
+    pub(super) fn none() -> Self {
+        Self::new(Buffer::zeroed(0), Buffer::zeroed(0))
+    }
+}
+
+/// A batch trained as two sequences of rows `0..half` and `half..`, one per thread: each
+/// half's gathered input `[T, rows, I]`, what its forward kept and its output
+/// `[T + parts, rows, H]`, for its backward loop.
+struct Halves<T: Float> {
+    half: usize,
+    xs: [Vec<T>; 2],
+    saved: [Saved<T>; 2],
+    outs: [Vec<T>; 2],
 }
 
 /// A kernel's forward result: `[T + parts, B, H]` (the outputs, then the final state's
@@ -370,37 +400,135 @@ fn forward<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Forward<T> {
     })
 }
 
-/// Inference on two threads: the rows of a batch are independent sequences, so each thread
-/// runs the whole loop for half of them, with the input read in place (see [`Seq::rows`])
-/// and the two outputs interleaved at the end. Unlike sharing each step's product with the
-/// helper, nothing is handed over per step and the gate arithmetic is split too. Measured
-/// (probe medians, 2 threads, helper → rows): LSTM forward medium 7.17 → 6.32 ms, large
-/// 96.6 → 87.6; GRU 5.80 → 5.28, 76.2 → 74.2; RNN 1.75 → 1.64, 27.0 → 24.8; the small
-/// forwards, too small for the helper, 25–30% faster (criterion). Training keeps the helper:
-/// its backward reads what the forward keeps in whole-batch order. Each output element is
-/// computed as on one thread (a packed product's rows are independent): the same bits.
+/// Two threads for one sequence by splitting its batch: the rows of a batch are independent
+/// sequences, so each thread runs the whole loop for half of them. Unlike sharing each step's
+/// product with the helper, nothing is handed over per step and the gate arithmetic is split
+/// too; each output element is computed as on one thread (a packed product's rows are
+/// independent), so the bits are the same.
+///
+/// Inference reads the input in place (see [`Seq::rows`]) and interleaves the two outputs at
+/// the end. Measured (probe medians, 2 threads, helper → rows): LSTM forward medium 7.17 →
+/// 6.32 ms, large 96.6 → 87.6; GRU 5.80 → 5.28, 76.2 → 74.2; RNN 1.75 → 1.64, 27.0 → 24.8;
+/// the small forwards, too small for the helper, 25–30% faster (criterion).
+///
+/// Training splits only where the helper would not take part (per-step products under
+/// [`HELPER_MACS`]: the small configs, which otherwise ran their loops on one thread):
+/// each half is a sequence of its own, input gathered, and keeps its own record for its
+/// backward loop ([`backward_by_rows`]); gathering and merging whole `[T, B, G·H]` arrays
+/// would cost more than it saves where the helper already splits the products.
 fn forward_by_rows<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Forward<T> {
-    let half = s.batch / 2;
-    if s.keep || half < ROWS_SPLIT_MIN || rayon::current_num_threads() < 2 {
+    let Some(half) = row_split(kind, s) else {
         return forward(kind, s);
+    };
+    let alone = |s: &Seq<'_, T>| with_simd(ForwardWork(kind, s));
+    let (rest, hid) = (s.batch - half, s.hidden);
+    if !s.keep {
+        let (top, bottom) = rayon::join(
+            || alone(&s.rows(0..half)).0,
+            || alone(&s.rows(half..s.batch)).0,
+        );
+        return (merge_rows(&top, &bottom, half, rest, hid), Saved::none());
     }
-    let alone = |s: Seq<'_, T>| with_simd(ForwardWork(kind, &s)).0;
-    let (top, bottom) = rayon::join(|| alone(s.rows(0..half)), || alone(s.rows(half..s.batch)));
-    // Each is `[T + parts, rows, H]`: interleave them step by step.
+    let xs = [0..half, half..s.batch].map(|r| gather_rows(s.x, s.batch, s.input, r));
+    let ((top, top_saved), (bottom, bottom_saved)) = rayon::join(
+        || alone(&s.half(0..half, &xs[0])),
+        || alone(&s.half(half..s.batch, &xs[1])),
+    );
+    let out = merge_rows(&top, &bottom, half, rest, hid);
+    let halves = Halves {
+        half,
+        xs,
+        saved: [top_saved, bottom_saved],
+        outs: [top, bottom],
+    };
+    let saved = Saved {
+        halves: Some(Box::new(halves)),
+        ..Saved::none()
+    };
+    (out, saved)
+}
+
+/// The backward of a batch trained by rows: each half's loop on its own thread, their
+/// gradients merged back into whole-batch order for the weight gradients' products.
+fn backward_by_rows<T: Float>(kind: Kind, s: &Seq<'_, T>, h: &Halves<T>, g: &[T]) -> LoopGrads<T> {
+    let w_hh = s.pack_w_hh(kind.gates());
+    let rows = [0..h.half, h.half..s.batch];
+    let gs = rows.clone().map(|r| gather_rows(g, s.batch, s.hidden, r));
+    let run = |i: usize| {
+        let hs = Seq {
+            w_hh_packed: Some(&w_hh),
+            ..s.half(rows[i].clone(), &h.xs[i])
+        };
+        with_simd(BackwardWork(kind, &hs, &h.saved[i], &h.outs[i], &gs[i]))
+    };
+    let (top, bottom) = rayon::join(|| run(0), || run(1));
+    let (rest, width) = (s.batch - h.half, kind.gates() * s.hidden);
+    let merge = |a: &[T], b: &[T]| Buffer::from(merge_rows(a, b, h.half, rest, width));
+    LoopGrads {
+        dp_x: merge(&top.dp_x, &bottom.dp_x),
+        dp_h: (top.dp_h.as_ref().zip(bottom.dp_h.as_ref())).map(|(a, b)| merge(a, b)),
+        d_init: (top.d_init.into_iter().zip(bottom.d_init))
+            .map(|(mut a, b)| {
+                a.extend_from_slice(&b);
+                a
+            })
+            .collect(),
+    }
+}
+
+/// Where [`forward_by_rows`] splits `s`'s batch, if it does: at half, on two threads or more,
+/// for batches of at least 2 × [`ROWS_SPLIT_MIN`] rows and sequences of at least
+/// [`ROWS_SPLIT_MACS`] multiply-adds ([`ROWS_SPLIT_TRAINING_MACS`] in training, and only
+/// where the helper would not serve).
+fn row_split<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Option<usize> {
+    let half = s.batch / 2;
+    let step_macs = s.batch * kind.gates() * s.hidden * s.hidden; // the helper's products
+    let split = match s.keep {
+        false => kind.macs(s) >= ROWS_SPLIT_MACS,
+        true => kind.macs(s) >= ROWS_SPLIT_TRAINING_MACS && step_macs < HELPER_MACS,
+    };
+    (split && half >= ROWS_SPLIT_MIN && rayon::current_num_threads() >= 2).then_some(half)
+}
+
+/// Batches of fewer than twice this many rows are not split.
+const ROWS_SPLIT_MIN: usize = 8;
+/// Sequences of fewer multiply-adds are not split: two threads cost a fork and a join (and
+/// waking the other thread, tens of microseconds when it slept).
+const ROWS_SPLIT_MACS: usize = 1 << 20;
+/// The same for training, which also gathers each half's input and gradient and merges the
+/// halves' gate gradients. Measured on the small configs, 2 threads, probe medians, whole
+/// batch → split: LSTM (2.0e7 multiply-adds) 0.84 → 0.76 ms, GRU (1.5e7) 0.67 → 0.61, RNN
+/// (4.9e6) 0.26 → 0.38, so the RNN's stays whole.
+const ROWS_SPLIT_TRAINING_MACS: usize = 1 << 23;
+
+/// Rows `r` of every step of the `[K, batch, width]` array `m`, as `[K, rows, width]`.
+fn gather_rows<T: Float>(m: &[T], batch: usize, width: usize, r: Range<usize>) -> Vec<T> {
+    let mut out = Vec::with_capacity(m.len() / batch.max(1) * r.len());
+    for step in m.chunks_exact(batch * width) {
+        out.extend_from_slice(&step[r.start * width..r.end * width]);
+    }
+    out
+}
+
+/// The inverse of two [`gather_rows`]: `[K, top_rows, width]` and `[K, bottom_rows, width]`
+/// interleaved step by step into `[K, top_rows + bottom_rows, width]`.
+fn merge_rows<T: Float>(
+    top: &[T],
+    bottom: &[T],
+    top_rows: usize,
+    bottom_rows: usize,
+    width: usize,
+) -> Vec<T> {
     let mut out = Buffer::with_capacity(top.len() + bottom.len()).into_vec();
-    let (hid, rest) = (s.hidden, s.batch - half);
     for (a, b) in top
-        .chunks_exact(half * hid)
-        .zip(bottom.chunks_exact(rest * hid))
+        .chunks_exact(top_rows * width)
+        .zip(bottom.chunks_exact(bottom_rows * width))
     {
         out.extend_from_slice(a);
         out.extend_from_slice(b);
     }
-    (out, Saved::none())
+    out
 }
-
-/// [`forward_by_rows`] splits batches of at least twice this many rows.
-const ROWS_SPLIT_MIN: usize = 8;
 
 fn backward_loop<T: Float>(
     kind: Kind,
@@ -409,6 +537,9 @@ fn backward_loop<T: Float>(
     out: &[T],
     g: &[T],
 ) -> LoopGrads<T> {
+    if let Some(halves) = &saved.halves {
+        return backward_by_rows(kind, s, halves, g);
+    }
     let w_hh = s.pack_w_hh(kind.gates());
     with_step_helper(&[&w_hh], s.batch, |helper| {
         let s = Seq {
@@ -751,8 +882,14 @@ fn input_grads<T: Float>(
         .push(want().then(|| product(dp_x.t(), MatRef::new(s.x, rows, s.input), &[cols, s.input])));
     grads.push(want().then(|| hidden_weight_grad(s, dp_h, out)));
     if s.b_ih.is_some() {
-        grads.push(want().then(|| column_sums(&lg.dp_x)));
-        grads.push(want().then(|| column_sums(dp_h)));
+        let db_ih = want().then(|| column_sums(&lg.dp_x));
+        // LSTM and RNN: the same gradient (dP_h is dP_x), summed once.
+        let db_hh = want().then(|| match (&db_ih, &lg.dp_h) {
+            (Some(db_ih), None) => db_ih.clone(),
+            _ => column_sums(dp_h),
+        });
+        grads.push(db_ih);
+        grads.push(db_hh);
     }
     grads
 }
