@@ -240,19 +240,19 @@ fn large_sequences_run_on_the_pool_with_the_same_bits() {
     }
 }
 
-/// Runs `work` in a rayon pool of one thread: no helper, no split products.
+/// Runs `work` in a rayon pool of one thread: no helper, no split products or batches.
 fn on_one_thread<R: Send>(work: impl FnOnce() -> R + Send) -> R {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .expect("pool")
-        .install(work)
+    on_threads(1, work)
 }
 
 /// Runs `work` in a rayon pool of two threads, whatever the machine has.
 fn on_two_threads<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    on_threads(2, work)
+}
+
+fn on_threads<R: Send>(threads: usize, work: impl FnOnce() -> R + Send) -> R {
     rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
+        .num_threads(threads)
         .build()
         .expect("pool")
         .install(work)

@@ -366,12 +366,10 @@ impl<T: Float> Saved<T> {
     }
 }
 
-/// A batch trained as two sequences of rows `0..half` and `half..`, one per thread: each
-/// half's gathered input `[T, rows, I]`, what its forward kept and its output
-/// `[T + parts, rows, H]`, for its backward loop.
+/// A batch trained as two sequences of rows `0..half` and `half..`, one per thread: what each
+/// half's forward kept and its output `[T + parts, rows, H]`, for its backward loop.
 struct Halves<T: Float> {
     half: usize,
-    xs: [Vec<T>; 2],
     saved: [Saved<T>; 2],
     outs: [Vec<T>; 2],
 }
@@ -437,7 +435,6 @@ fn forward_by_rows<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Forward<T> {
     let out = merge_rows(&top, &bottom, half, rest, hid);
     let halves = Halves {
         half,
-        xs,
         saved: [top_saved, bottom_saved],
         outs: [top, bottom],
     };
@@ -455,9 +452,10 @@ fn backward_by_rows<T: Float>(kind: Kind, s: &Seq<'_, T>, h: &Halves<T>, g: &[T]
     let rows = [0..h.half, h.half..s.batch];
     let gs = rows.clone().map(|r| gather_rows(g, s.batch, s.hidden, r));
     let run = |i: usize| {
+        // The backward loops do not read the input: the rows' view of it will do.
         let hs = Seq {
             w_hh_packed: Some(&w_hh),
-            ..s.half(rows[i].clone(), &h.xs[i])
+            ..s.rows(rows[i].clone())
         };
         with_simd(BackwardWork(kind, &hs, &h.saved[i], &h.outs[i], &gs[i]))
     };
