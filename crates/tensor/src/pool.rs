@@ -67,25 +67,31 @@ impl<T: Element> Buffer<T> {
     /// assert_eq!(&b[..], &[0.0, 0.0, 0.0]);
     /// ```
     pub fn zeroed(len: usize) -> Self {
-        let mut b = Self::with_capacity(len);
-        b.0.resize(len, T::default());
-        b
+        Buffer(match Self::reuse(len) {
+            Some(mut v) => {
+                v.resize(len, T::default());
+                v
+            }
+            // `vec!` of zeros: the allocator may hand out pages that are zero already.
+            None => vec![T::default(); len],
+        })
     }
 
     /// An empty buffer with room for `len` values, pooled if one fits: for filling by
     /// `extend`, with nothing zeroed first.
     pub fn with_capacity(len: usize) -> Self {
-        let reused = match len * size_of::<T>() >= MIN_BYTES {
-            true => pool().take::<T>(len),
-            false => None,
+        Buffer(Self::reuse(len).unwrap_or_else(|| Vec::with_capacity(len)))
+    }
+
+    /// A pooled buffer with room for `len` values, emptied, if `len` is large enough to pool
+    /// and one fits.
+    fn reuse(len: usize) -> Option<Vec<T>> {
+        let mut v = match len * size_of::<T>() >= MIN_BYTES {
+            true => pool().take::<T>(len)?,
+            false => return None,
         };
-        Buffer(match reused {
-            Some(mut v) => {
-                v.clear();
-                v
-            }
-            None => Vec::with_capacity(len),
-        })
+        v.clear();
+        Some(v)
     }
 
     /// The values as a plain `Vec`, which then no longer goes back to the pool.
