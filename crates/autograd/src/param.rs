@@ -2,6 +2,7 @@
 //! tape; a parameter enters it as a leaf the first time an op uses it, and `backward` adds
 //! the gradient to the parameter's `grad`, where clipping and optimizers find it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tensor::{Float, Tensor};
@@ -9,6 +10,8 @@ use tensor::{Float, Tensor};
 struct ParamData<T: Float> {
     name: String,
     value: Tensor<T>,
+    /// See [`Param::stamped_value`]: renewed with every change of `value`.
+    stamp: u64,
     grad: Option<Tensor<T>>,
     requires_grad: bool,
 }
@@ -35,6 +38,12 @@ pub struct Param<T: Float> {
     data: Arc<RwLock<ParamData<T>>>,
 }
 
+/// A stamp no value has had before (see [`Param::stamped_value`]).
+fn new_stamp() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 impl<T: Float> Clone for Param<T> {
     fn clone(&self) -> Self {
         Param {
@@ -56,6 +65,7 @@ impl<T: Float> Param<T> {
             data: Arc::new(RwLock::new(ParamData {
                 name: name.into(),
                 value: value.contiguous(),
+                stamp: new_stamp(),
                 grad: None,
                 requires_grad: true,
             })),
@@ -85,6 +95,28 @@ impl<T: Float> Param<T> {
         self.read().value.clone()
     }
 
+    /// The current value and its stamp: a number that changes whenever the value does (by
+    /// [`set_value`](Self::set_value) or [`update`](Self::update)) and that no other value,
+    /// of this parameter or any other, ever has. Something computed from the value (the
+    /// recurrent layers' packed weights) can be kept and reused while the stamp is the same.
+    ///
+    /// ```
+    /// use autograd::Param;
+    /// use tensor::Tensor;
+    ///
+    /// let w = Param::new("w", Tensor::<f32>::from_vec(vec![1.0, 2.0], &[2]));
+    /// let (_, before) = w.stamped_value();
+    /// assert_eq!(w.stamped_value().1, before); // reading changes nothing
+    /// w.update(|v| v[0] = 3.0);
+    /// let (value, after) = w.stamped_value();
+    /// assert_ne!(after, before);
+    /// assert_eq!(value.to_vec(), vec![3.0, 2.0]);
+    /// ```
+    pub fn stamped_value(&self) -> (Tensor<T>, u64) {
+        let d = self.read();
+        (d.value.clone(), d.stamp)
+    }
+
     /// The value's shape.
     pub fn shape(&self) -> Vec<usize> {
         self.read().value.shape().to_vec()
@@ -111,11 +143,14 @@ impl<T: Float> Param<T> {
             );
         }
         d.value = value.contiguous();
+        d.stamp = new_stamp();
     }
 
     /// Changes the value in place (copy-on-write if a tape still holds the old value).
     pub fn update(&self, f: impl FnOnce(&mut [T])) {
-        f(self.write().value.as_mut_slice());
+        let mut d = self.write();
+        d.stamp = new_stamp();
+        f(d.value.as_mut_slice());
     }
 
     /// The accumulated gradient, `None` until a `backward` reaches this parameter (or after

@@ -3,6 +3,8 @@
 use autograd::{Param, Var};
 use tensor::{Float, Rng, Tensor};
 
+use crate::fused::PackCache;
+
 /// A parameter drawn from U(−1/√hidden, 1/√hidden), PyTorch's default for every weight and
 /// bias of `nn.RNN`, `nn.LSTM` and `nn.GRU` (and their cells).
 pub(crate) fn recurrent_uniform<T: Float>(
@@ -22,6 +24,8 @@ pub(crate) struct GateParams<T: Float> {
     pub w_hh: Param<T>,
     pub b_ih: Option<Param<T>>,
     pub b_hh: Option<Param<T>>,
+    /// The fused inference forward's packed weights, kept between calls.
+    pub packs: PackCache<T>,
 }
 
 impl<T: Float> GateParams<T> {
@@ -48,6 +52,7 @@ impl<T: Float> GateParams<T> {
             w_hh,
             b_ih,
             b_hh,
+            packs: PackCache::default(),
         }
     }
 

@@ -424,3 +424,74 @@ fn inference_forward_matches_the_training_forward() {
     check(Layer::lstm(cfg.clone(), &mut rng), "lstm");
     check(Layer::gru(cfg, &mut rng), "gru");
 }
+
+/// Inference reuses its packed weights between calls while they are unchanged; every way of
+/// changing them (`set_value`, `update`, an optimizer's step) must show in the next forward,
+/// which must then match the composed cells (which read the weights afresh) to 1e-12.
+#[test]
+fn inference_sees_every_change_of_the_weights() {
+    use autograd::optim::{Optimizer, Sgd, SgdConfig};
+
+    fn check<C: Cell<f64>>(layer: Layer<f64, C>, name: &str) {
+        let mut rng = Rng::seed_from_u64(9);
+        let x = Tensor::<f64>::rand_normal(&[6, 4, 5], 0.0, 1.0, &mut rng);
+        let tape = Tape::new();
+        let infer = |fused: bool| {
+            layer.set_fused(fused);
+            let out = tape.no_grad(|| layer.forward(&tape.constant(x.clone())));
+            layer.set_fused(true);
+            out.output.value().to_vec()
+        };
+        let mut before = infer(true);
+        let params = layer.params();
+        let changes: Vec<(&str, Box<dyn Fn()>)> = vec![
+            (
+                "set_value",
+                Box::new(|| {
+                    let w = &params[0];
+                    w.set_value(w.value().map(|v| v * 0.5));
+                }),
+            ),
+            (
+                "update",
+                Box::new(|| params[1].update(|w| w.iter_mut().for_each(|v| *v *= -1.0))),
+            ),
+            (
+                "an optimizer's step",
+                Box::new(|| {
+                    let mut opt = Sgd::new(
+                        params.clone(),
+                        SgdConfig {
+                            lr: 0.5,
+                            ..Default::default()
+                        },
+                    );
+                    let tape = Tape::new();
+                    layer
+                        .forward(&tape.constant(x.clone()))
+                        .output
+                        .square()
+                        .sum_all()
+                        .backward();
+                    opt.step();
+                }),
+            ),
+        ];
+        for (how, change) in changes {
+            change();
+            let (fused, composed) = (infer(true), infer(false));
+            assert!(fused != before, "{name}: {how} left the output unchanged");
+            let worst = fused
+                .iter()
+                .zip(&composed)
+                .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+            assert!(worst <= 1e-12, "{name}, after {how}: differs by {worst:e}");
+            before = fused;
+        }
+    }
+    let mut rng = Rng::seed_from_u64(10);
+    let cfg = LayerConfig::new(5, 6).num_layers(2).bidirectional(true);
+    check(Layer::rnn(cfg.clone(), &mut rng), "rnn");
+    check(Layer::lstm(cfg.clone(), &mut rng), "lstm");
+    check(Layer::gru(cfg, &mut rng), "gru");
+}

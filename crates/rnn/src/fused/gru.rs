@@ -18,17 +18,16 @@
 
 use tensor::Float;
 
-use super::{Buffer, Forward, LoopGrads, Saved, Seq};
+use super::{Buffer, LoopGrads, Outputs, Saved, Seq};
 
 #[inline(always)]
-pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
-    let (hid, g3, g4, n) = (s.hidden, 3 * s.hidden, 4 * s.hidden, s.step(s.hidden));
+pub(super) fn forward<T: Float>(s: &Seq<'_, T>, out: &mut Outputs<'_, T>) -> Saved<T> {
+    let (hid, g3, g4) = (s.hidden, 3 * s.hidden, 4 * s.hidden);
     // Training projects every step's input up front and keeps every step's r, z, n and h_n;
     // inference projects and keeps the current step's only.
     let slots = if s.keep { s.steps } else { 1 };
     let mut xp = s.step_inputs(3, false);
     let mut acts = Buffer::zeroed(slots * s.step(g4));
-    let mut out = Buffer::zeroed((s.steps + 1) * n).into_vec();
     let mut h = s.h0.to_vec();
     let mut hp = vec![T::ZERO; s.step(g3)];
     for t in s.order() {
@@ -52,7 +51,7 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
                 acts_t[b * g4..(b + 1) * g4].fill(T::ZERO);
                 continue;
             }
-            let out_t = &mut out[t * n + b * hid..t * n + (b + 1) * hid];
+            let out_t = out.row(t, b);
             let h_b = &mut h[b * hid..(b + 1) * hid];
             let x_row = &xp_t[b * g3..(b + 1) * g3];
             let h_row = &hp[b * g3..(b + 1) * g3];
@@ -60,10 +59,9 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
             cell_forward(x_row, h_row, a_row, h_b, out_t);
         }
     }
-    out[s.steps * n..].copy_from_slice(&h);
+    out.set_block(s.steps, &h);
     let acts = if s.keep { acts } else { Buffer::zeroed(0) };
-    let c = Buffer::zeroed(0);
-    (out, Saved::new(acts, c))
+    Saved::new(acts, Buffer::zeroed(0))
 }
 
 /// One row of the forward, in simple passes the compiler vectorises: `acts` receives

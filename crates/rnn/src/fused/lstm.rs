@@ -18,20 +18,19 @@
 
 use tensor::Float;
 
-use super::{Buffer, Forward, LoopGrads, Saved, Seq};
+use super::{Buffer, LoopGrads, Outputs, Saved, Seq};
 
 #[inline(always)]
-pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
+pub(super) fn forward<T: Float>(s: &Seq<'_, T>, out: &mut Outputs<'_, T>) -> Saved<T> {
     let (hid, g4) = (s.hidden, 4 * s.hidden);
     let bias = s.cell_bias(4);
     // Training projects every step's input up front and keeps every step's gates and cell
     // state; inference makes and keeps the current step's gates only.
     let mut gates = s.step_inputs(4, true);
     let mut c_all = Buffer::zeroed(if s.keep { s.steps * s.step(hid) } else { 0 });
-    let mut out = Buffer::zeroed((s.steps + 2) * s.step(hid)).into_vec();
     let mut h = s.h0.to_vec();
     let mut c = s.c0.expect("an LSTM has a cell state").to_vec();
-    let mut xh = vec![T::ZERO; if s.keep { 0 } else { s.step(s.input + hid) }];
+    let mut xh = s.gather_room();
     for t in s.order() {
         let slot = s.slot(t);
         let p_t = &mut gates[slot * s.step(g4)..(slot + 1) * s.step(g4)];
@@ -53,14 +52,13 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>) -> Forward<T> {
                 c_t.copy_from_slice(&c_b[..c_t.len()]);
                 continue;
             }
-            cell_forward(row, &bias, c_b, h_b, c_t, &mut out[at..at + hid]);
+            cell_forward(row, &bias, c_b, h_b, c_t, out.row(t, b));
         }
     }
-    let n = s.step(hid);
-    out[s.steps * n..(s.steps + 1) * n].copy_from_slice(&h);
-    out[(s.steps + 1) * n..].copy_from_slice(&c);
+    out.set_block(s.steps, &h);
+    out.set_block(s.steps + 1, &c);
     let acts = if s.keep { gates } else { Buffer::zeroed(0) };
-    (out, Saved::new(acts, c_all))
+    Saved::new(acts, c_all)
 }
 
 /// One row of the forward: activates the gates `[i; f; g; o]` (adding the bias) in place and

@@ -37,10 +37,11 @@ mod lstm;
 mod rnn;
 
 use std::ops::Range;
+use std::sync::{Arc, Mutex};
 
 use autograd::{Param, Var};
 use tensor::ops::matmul::{gemm_into, MatRef};
-use tensor::ops::packed::{gemm_packed, PackedMat};
+use tensor::ops::packed::{gemm_packed, gemm_packed_cat, PackedMat};
 use tensor::simd::{with_simd, SimdWork};
 use tensor::{Float, Tensor};
 
@@ -257,14 +258,18 @@ impl<'a, T: Float> Seq<'a, T> {
     }
 
     /// `P_t = [x_t | h] [W_ih | W_hh]ᵀ` for step `t` (LSTM, RNN) into `p_t` (`[B, G·H]`).
-    /// Training: `p_t` holds `x_t W_ihᵀ` already and receives `+= h W_hhᵀ`. Inference:
-    /// gathers `[x_t | h]` into `xh` (`[B, I + H]`) and writes one product.
+    /// Training: `p_t` holds `x_t W_ihᵀ` already and receives `+= h W_hhᵀ`. Inference: one
+    /// product reading `x_t` and `h` where they are; with a helper thread, which takes its
+    /// left side as one matrix, `[x_t | h]` gathered into `xh` (`[B, I + H]`) first.
     pub fn step_product(&self, t: usize, h: &[T], xh: &mut [T], p_t: &mut [T]) {
         if self.keep {
             return self.add_hidden_projection(h, p_t);
         }
-        let (input, hid) = (self.input, self.hidden);
         let x_t = self.x_t(t);
+        let Some(helper) = self.helper else {
+            return gemm_packed_cat([x_t, h], self.batch, self.w_step, T::ZERO, p_t);
+        };
+        let (input, hid) = (self.input, self.hidden);
         for ((row, x_b), h_b) in xh
             .chunks_exact_mut(input + hid)
             .zip(x_t.chunks_exact(input))
@@ -273,10 +278,21 @@ impl<'a, T: Float> Seq<'a, T> {
             row[..input].copy_from_slice(x_b);
             row[input..].copy_from_slice(h_b);
         }
-        match self.helper {
-            Some(helper) => helper.product(xh, T::ZERO, p_t),
-            None => gemm_packed(xh, self.batch, self.w_step, T::ZERO, p_t),
-        }
+        helper.product(xh, T::ZERO, p_t);
+    }
+
+    /// Room for [`step_product`](Self::step_product) to gather `[x_t | h]` in, where it
+    /// needs to (inference with a helper thread).
+    pub fn gather_room(&self) -> Vec<T> {
+        let gathers = !self.keep && self.helper.is_some();
+        vec![
+            T::ZERO;
+            if gathers {
+                self.step(self.input + self.hidden)
+            } else {
+                0
+            }
+        ]
     }
 
     /// The first step sequence `b` visits: 0 forwards, its last valid step in reverse.
@@ -339,6 +355,43 @@ fn add_to_rows<T: Float>(m: &mut [T], bias: &[T]) {
     }
 }
 
+/// Where a kernel's forward writes its result `[T + parts, B, H]` (the outputs, then the
+/// final state's parts): one slice per step block, of which the kernel's rows `b` are
+/// `b·H..(b + 1)·H`. Either the blocks of one buffer, or, where two threads split a batch's
+/// rows, each half's rows of the whole batch's blocks, so that the halves need no merging.
+pub(crate) struct Outputs<'o, T> {
+    blocks: Vec<&'o mut [T]>,
+    hidden: usize,
+}
+
+impl<'o, T: Float> Outputs<'o, T> {
+    /// All of `buffer`, in blocks of `rows` rows.
+    fn new(buffer: &'o mut [T], rows: usize, hidden: usize) -> Self {
+        let blocks = buffer.chunks_exact_mut(rows * hidden).collect();
+        Outputs { blocks, hidden }
+    }
+
+    /// `buffer`'s blocks of `batch` rows, cut into rows `..half` and `half..`.
+    fn split(buffer: &'o mut [T], batch: usize, half: usize, hidden: usize) -> [Self; 2] {
+        let (top, bottom) = buffer
+            .chunks_exact_mut(batch * hidden)
+            .map(|block| block.split_at_mut(half * hidden))
+            .unzip();
+        [top, bottom].map(|blocks| Outputs { blocks, hidden })
+    }
+
+    /// Row `b` of block `k`: sequence `b`'s output at step `k`, or, after the steps, its final
+    /// state's parts.
+    pub fn row(&mut self, k: usize, b: usize) -> &mut [T] {
+        &mut self.blocks[k][b * self.hidden..(b + 1) * self.hidden]
+    }
+
+    /// Block `k` from `rows` (`[B, H]`): a final state's part.
+    pub fn set_block(&mut self, k: usize, rows: &[T]) {
+        self.blocks[k].copy_from_slice(rows);
+    }
+}
+
 /// What the forward keeps for the backward, all in time order.
 pub(crate) struct Saved<T: Float> {
     /// Per-step activations `[T, B, k·H]`, kernel-specific (empty for the vanilla RNN, whose
@@ -393,9 +446,20 @@ pub(crate) struct LoopGrads<T: Float> {
 fn forward<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Forward<T> {
     let rights: Vec<&PackedMat<T>> = [Some(s.w_step), s.w_in].into_iter().flatten().collect();
     with_step_helper(&rights, s.batch, |helper| {
-        let s = Seq { helper, ..*s };
-        with_simd(ForwardWork(kind, &s))
+        forward_alone(kind, &Seq { helper, ..*s })
     })
+}
+
+/// A kernel's forward on the calling thread (and its helper, if `s` has one), into a buffer
+/// of its own.
+fn forward_alone<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Forward<T> {
+    let mut out = Buffer::zeroed((s.steps + kind.parts()) * s.step(s.hidden)).into_vec();
+    let saved = with_simd(ForwardWork(
+        kind,
+        s,
+        &mut Outputs::new(&mut out, s.batch, s.hidden),
+    ));
+    (out, saved)
 }
 
 /// Two threads for one sequence by splitting its batch: the rows of a batch are independent
@@ -404,10 +468,13 @@ fn forward<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Forward<T> {
 /// too; each output element is computed as on one thread (a packed product's rows are
 /// independent), so the bits are the same.
 ///
-/// Inference reads the input in place (see [`Seq::rows`]) and interleaves the two outputs at
-/// the end. Measured (probe medians, 2 threads, helper → rows): LSTM forward medium 7.17 →
-/// 6.32 ms, large 96.6 → 87.6; GRU 5.80 → 5.28, 76.2 → 74.2; RNN 1.75 → 1.64, 27.0 → 24.8;
-/// the small forwards, too small for the helper, 25–30% faster (criterion).
+/// Inference reads the input in place (see [`Seq::rows`]) and each half writes its rows of
+/// the whole batch's result (see [`Outputs::split`]). Measured (probe medians, 2 threads,
+/// helper → rows): LSTM forward medium 7.17 → 6.32 ms, large 96.6 → 87.6; GRU 5.80 → 5.28,
+/// 76.2 → 74.2; RNN 1.75 → 1.64, 27.0 → 24.8; the small forwards, too small for the helper,
+/// 25–30% faster (criterion). Writing in place instead of interleaving the halves' results
+/// afterwards (26 MB on the large LSTM): large forwards, 2 threads, LSTM 90.5 → 86.6 ms, GRU
+/// 72.3 → 69.1, RNN 24.9 → 22.6 (probe medians, alternating runs).
 ///
 /// Training splits only where the helper would not take part (per-step products under
 /// [`HELPER_MACS`]: the small configs, which otherwise ran their loops on one thread):
@@ -418,19 +485,23 @@ fn forward_by_rows<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Forward<T> {
     let Some(half) = row_split(kind, s) else {
         return forward(kind, s);
     };
-    let alone = |s: &Seq<'_, T>| with_simd(ForwardWork(kind, s));
     let (rest, hid) = (s.batch - half, s.hidden);
     if !s.keep {
-        let (top, bottom) = rayon::join(
-            || alone(&s.rows(0..half)).0,
-            || alone(&s.rows(half..s.batch)).0,
+        let mut out = Buffer::zeroed((s.steps + kind.parts()) * s.step(hid)).into_vec();
+        let [mut top, mut bottom] = Outputs::split(&mut out, s.batch, half, hid);
+        let run = |rows: Range<usize>, out: &mut Outputs<'_, T>| {
+            with_simd(ForwardWork(kind, &s.rows(rows), out));
+        };
+        rayon::join(
+            || run(0..half, &mut top),
+            || run(half..s.batch, &mut bottom),
         );
-        return (merge_rows(&top, &bottom, half, rest, hid), Saved::none());
+        return (out, Saved::none());
     }
     let xs = [0..half, half..s.batch].map(|r| gather_rows(s.x, s.batch, s.input, r));
     let ((top, top_saved), (bottom, bottom_saved)) = rayon::join(
-        || alone(&s.half(0..half, &xs[0])),
-        || alone(&s.half(half..s.batch, &xs[1])),
+        || forward_alone(kind, &s.half(0..half, &xs[0])),
+        || forward_alone(kind, &s.half(half..s.batch, &xs[1])),
     );
     let out = merge_rows(&top, &bottom, half, rest, hid);
     let halves = Halves {
@@ -549,17 +620,18 @@ fn backward_loop<T: Float>(
     })
 }
 
-struct ForwardWork<'a, 'b, T: Float>(Kind, &'a Seq<'b, T>);
+/// The kernel, the sequence, and where its result goes.
+struct ForwardWork<'a, 'b, 'o, T: Float>(Kind, &'a Seq<'b, T>, &'a mut Outputs<'o, T>);
 
-impl<T: Float> SimdWork for ForwardWork<'_, '_, T> {
-    type Output = Forward<T>;
+impl<T: Float> SimdWork for ForwardWork<'_, '_, '_, T> {
+    type Output = Saved<T>;
     #[inline(always)]
-    fn run(self) -> Forward<T> {
-        let ForwardWork(kind, s) = self;
+    fn run(self) -> Saved<T> {
+        let ForwardWork(kind, s, out) = self;
         match kind {
-            Kind::Rnn(nl) => rnn::forward(s, nl),
-            Kind::Lstm => lstm::forward(s),
-            Kind::Gru => gru::forward(s),
+            Kind::Rnn(nl) => rnn::forward(s, nl, out),
+            Kind::Lstm => lstm::forward(s, out),
+            Kind::Gru => gru::forward(s, out),
         }
     }
 }
@@ -588,13 +660,40 @@ struct Inputs<T: Float> {
     init: Vec<Tensor<T>>,
     w_ih: Tensor<T>,
     w_hh: Tensor<T>,
-    w_step: PackedMat<T>,
-    w_in: Option<PackedMat<T>>,
+    w_step: Arc<PackedMat<T>>,
+    w_in: Option<Arc<PackedMat<T>>>,
     b_ih: Option<Tensor<T>>,
     b_hh: Option<Tensor<T>>,
     lengths: Option<Vec<usize>>,
     reverse: bool,
     keep: bool,
+}
+
+/// A layer's packed weights for its inference forward, kept and reused while the weights are
+/// unchanged (the stamps of `W_ih` and `W_hh` are the same; see [`Param::stamped_value`]).
+/// Packing `[W_ih | W_hh]ᵀ` took 1.75% of the 2-layer bidirectional LSTM's forward (perf, one
+/// thread, medium). Training packs on every call: each step changes the weights.
+#[derive(Default)]
+pub(crate) struct PackCache<T: Float>(Mutex<Option<Packs<T>>>);
+
+/// One direction's packed right sides (see [`Inputs`]) and the stamps of the weights they
+/// were packed from.
+#[derive(Clone)]
+struct Packs<T: Float> {
+    stamps: [u64; 2],
+    w_step: Arc<PackedMat<T>>,
+    w_in: Option<Arc<PackedMat<T>>>,
+}
+
+impl<T: Float> PackCache<T> {
+    /// The packs kept for weights with `stamps`, or new ones from `pack`, then kept.
+    fn get_or_pack(&self, stamps: [u64; 2], pack: impl FnOnce() -> Packs<T>) -> Packs<T> {
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match &*kept {
+            Some(packs) if packs.stamps == stamps => packs.clone(),
+            _ => kept.insert(pack()).clone(),
+        }
+    }
 }
 
 /// The forward's per-step right side, packed: `[W_ih | W_hh]ᵀ` (`[I + H, G·H]`) for LSTM and
@@ -611,13 +710,10 @@ fn pack_step_weights<T: Float>(
         return pack_t(slice(w_hh), rows, hidden);
     }
     let input = w_ih.shape()[1];
-    let (w_ih, w_hh) = (slice(w_ih), slice(w_hh));
-    let mut both = Buffer::with_capacity(rows * (input + hidden));
-    for r in 0..rows {
-        both.extend_from_slice(&w_ih[r * input..(r + 1) * input]);
-        both.extend_from_slice(&w_hh[r * hidden..(r + 1) * hidden]);
-    }
-    pack_t(&both, rows, input + hidden)
+    PackedMat::pack_stacked(&[
+        MatRef::new(slice(w_ih), rows, input).t(),
+        MatRef::new(slice(w_hh), rows, hidden).t(),
+    ])
 }
 
 /// The transpose of the row-major `rows × cols` matrix `w`, packed for [`gemm_packed`].
@@ -642,7 +738,7 @@ impl<T: Float> Inputs<T> {
             w_ih: slice(&self.w_ih),
             w_hh: slice(&self.w_hh),
             w_step: &self.w_step,
-            w_in: self.w_in.as_ref(),
+            w_in: self.w_in.as_deref(),
             b_ih: self.b_ih.as_ref().map(slice),
             b_hh: self.b_hh.as_ref().map(slice),
             h0: slice(&self.init[0]),
@@ -714,16 +810,28 @@ pub(crate) fn run<T: Float>(
             let mut vars = vec![x.clone()];
             vars.extend(d.init.iter().cloned());
             vars.extend(params.iter().map(|p| tape.param(p)));
-            let (w_ih, w_hh) = (p.w_ih.value(), p.w_hh.value());
+            let ((w_ih, ih_stamp), (w_hh, hh_stamp)) =
+                (p.w_ih.stamped_value(), p.w_hh.stamped_value());
             let keep = tape.grad_enabled() && vars.iter().any(Var::requires_grad);
+            let kind = d.fused.kind;
+            let pack = || Packs {
+                stamps: [ih_stamp, hh_stamp],
+                w_step: Arc::new(pack_step_weights(kind, keep, &w_ih, &w_hh)),
+                w_in: (kind == Kind::Gru && !keep).then(|| {
+                    let [rows, input] = <[usize; 2]>::try_from(w_ih.shape()).expect("2-D");
+                    Arc::new(pack_t(slice(&w_ih), rows, input))
+                }),
+            };
+            // Training changes the weights before the next call: nothing to keep.
+            let packs = match keep {
+                true => pack(),
+                false => p.packs.get_or_pack([ih_stamp, hh_stamp], pack),
+            };
             let inputs = Inputs {
                 x: x_value.clone(),
                 init: d.init.iter().map(|v| v.value().contiguous()).collect(),
-                w_step: pack_step_weights(d.fused.kind, keep, &w_ih, &w_hh),
-                w_in: (d.fused.kind == Kind::Gru && !keep).then(|| {
-                    let [rows, input] = <[usize; 2]>::try_from(w_ih.shape()).expect("2-D");
-                    pack_t(slice(&w_ih), rows, input)
-                }),
+                w_step: packs.w_step,
+                w_in: packs.w_in,
                 w_ih,
                 w_hh,
                 b_ih: p.b_ih.as_ref().map(Param::value),

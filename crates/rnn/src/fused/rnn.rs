@@ -12,17 +12,20 @@
 
 use tensor::Float;
 
-use super::{Buffer, Forward, LoopGrads, Saved, Seq};
+use super::{Buffer, LoopGrads, Outputs, Saved, Seq};
 use crate::rnn_cell::Nonlinearity;
 
 #[inline(always)]
-pub(super) fn forward<T: Float>(s: &Seq<'_, T>, nl: Nonlinearity) -> Forward<T> {
+pub(super) fn forward<T: Float>(
+    s: &Seq<'_, T>,
+    nl: Nonlinearity,
+    out: &mut Outputs<'_, T>,
+) -> Saved<T> {
     let (hid, n) = (s.hidden, s.step(s.hidden));
     let bias = s.cell_bias(1);
     // Training projects every step's input up front; inference makes one step at a time.
     let mut p = s.step_inputs(1, true);
-    let mut xh = vec![T::ZERO; if s.keep { 0 } else { s.step(s.input + hid) }];
-    let mut out = Buffer::zeroed((s.steps + 1) * n).into_vec();
+    let mut xh = s.gather_room();
     let mut h = s.h0.to_vec();
     for t in s.order() {
         let slot = s.slot(t);
@@ -47,12 +50,12 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>, nl: Nonlinearity) -> Forward<T> 
                 };
             }
             h[b * hid..(b + 1) * hid].copy_from_slice(row);
-            out[t * n + b * hid..t * n + (b + 1) * hid].copy_from_slice(row);
+            out.row(t, b).copy_from_slice(row);
         }
     }
-    out[s.steps * n..].copy_from_slice(&h);
+    out.set_block(s.steps, &h);
     // h_t is the output: the backward reads it there.
-    (out, Saved::none())
+    Saved::none()
 }
 
 #[inline(always)]

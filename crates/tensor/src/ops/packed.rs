@@ -48,26 +48,58 @@ pub struct PackedMat<T: Element> {
 impl<T: Float> PackedMat<T> {
     /// Packs `b` (any strides; `w.t()` packs a transpose).
     pub fn pack(b: MatRef<'_, T>) -> Self {
-        let (k, n) = (b.rows(), b.cols());
+        Self::pack_stacked(&[b])
+    }
+
+    /// Packs the matrices `parts`, all as wide, stacked one above the next: `[W_ih | W_hh]ᵀ`
+    /// as `[W_ihᵀ; W_hhᵀ]` without joining `W_ih` and `W_hh` first.
+    ///
+    /// ```
+    /// use tensor::ops::matmul::MatRef;
+    /// use tensor::ops::packed::{gemm_packed, PackedMat};
+    /// let (top, bottom) = ([1.0f32, 2.0], [3.0, 4.0, 5.0, 6.0]); // [1, 2] over [2, 2]
+    /// let stacked = PackedMat::pack_stacked(&[MatRef::new(&top, 1, 2), MatRef::new(&bottom, 2, 2)]);
+    /// let mut c = [0.0f32; 2];
+    /// gemm_packed(&[1.0, 1.0, 1.0], 1, &stacked, 0.0, &mut c); // the sums of the columns
+    /// assert_eq!(c, [9.0, 12.0]);
+    /// ```
+    ///
+    /// # Panics
+    /// If `parts` is empty or the parts differ in width.
+    pub fn pack_stacked(parts: &[MatRef<'_, T>]) -> Self {
+        let n = parts.first().expect("something to pack").cols();
+        if let Some(other) = parts.iter().find(|b| b.cols() != n) {
+            shape_panic(
+                "PackedMat::pack_stacked",
+                format_args!("parts {n} and {} columns wide", other.cols()),
+            );
+        }
+        let k: usize = parts.iter().map(MatRef::rows).sum();
         let panels = n.div_ceil(NR);
         let mut data = Buffer::zeroed(panels * k * NR);
         for p in 0..panels {
             let (panel, width) = (&mut data[p * k * NR..(p + 1) * k * NR], NR.min(n - p * NR));
-            if b.column(0).is_some() {
-                // A transposed weight (`w.t()`, the usual case): each column is a row of `w`,
-                // read in order rather than element by element through `get` (packing the
-                // medium LSTM's `[W_ih | W_hh]ᵀ`: 2.4% → 1.5% of its forward, perf).
-                for j in 0..width {
-                    let column = b.column(p * NR + j).expect("adjacent columns");
-                    for (kk, &v) in column.iter().enumerate() {
-                        panel[kk * NR + j] = v;
+            let mut top = 0; // the panel's first row for this part
+            for b in parts {
+                let rows = &mut panel[top * NR..(top + b.rows()) * NR];
+                top += b.rows();
+                if b.column(0).is_some() {
+                    // A transposed weight (`w.t()`, the usual case): each column is a row of
+                    // `w`, read in order rather than element by element through `get`
+                    // (packing the medium LSTM's `[W_ih | W_hh]ᵀ`: 2.4% → 1.5% of its forward,
+                    // perf).
+                    for j in 0..width {
+                        let column = b.column(p * NR + j).expect("adjacent columns");
+                        for (kk, &v) in column.iter().enumerate() {
+                            rows[kk * NR + j] = v;
+                        }
                     }
+                    continue;
                 }
-                continue;
-            }
-            for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
-                for (j, x) in row.iter_mut().enumerate().take(width) {
-                    *x = b.get(kk, p * NR + j);
+                for (kk, row) in rows.chunks_exact_mut(NR).enumerate() {
+                    for (j, x) in row.iter_mut().enumerate().take(width) {
+                        *x = b.get(kk, p * NR + j);
+                    }
                 }
             }
         }
@@ -108,31 +140,79 @@ impl<T: Float> PackedMat<T> {
 /// If `a` is not `m × k` or `c` not `m × n`.
 #[track_caller]
 pub fn gemm_packed<T: Float>(a: &[T], m: usize, b: &PackedMat<T>, beta: T, c: &mut [T]) {
+    gemm_packed_cat([a, &[]], m, b, beta, c);
+}
+
+/// [`gemm_packed`] for a left side given as two blocks of columns: row `r` of the left side
+/// is row `r` of `a[0]` (`m × k₀`) followed by row `r` of `a[1]` (`m × k₁`), with
+/// `k₀ + k₁ = k`. A recurrent step's `[x_t | h] [W_ih | W_hh]ᵀ` without copying `x_t` and `h`
+/// side by side first; the result has the bits of the product of the joined matrix (each
+/// element is the same chain of multiply-adds, over `k` in order).
+///
+/// ```
+/// use tensor::ops::matmul::MatRef;
+/// use tensor::ops::packed::{gemm_packed, gemm_packed_cat, PackedMat};
+/// let w: Vec<f32> = (0..5 * 3).map(|i| i as f32).collect(); // [5, 3]
+/// let packed = PackedMat::pack(MatRef::new(&w, 5, 3));
+/// let (x, h) = ([1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0, 9.0, 10.0]); // [2, 2], [2, 3]
+/// let mut joined = [0.0f32; 6];
+/// gemm_packed(&[1.0, 2.0, 5.0, 6.0, 7.0, 3.0, 4.0, 8.0, 9.0, 10.0], 2, &packed, 0.0, &mut joined);
+/// let mut c = [0.0f32; 6];
+/// gemm_packed_cat([&x, &h], 2, &packed, 0.0, &mut c);
+/// assert_eq!(c, joined);
+/// ```
+///
+/// # Panics
+/// If `a[0]` and `a[1]` do not have `m` rows between them `k` wide, or `c` is not `m × n`.
+#[track_caller]
+pub fn gemm_packed_cat<T: Float>(a: [&[T]; 2], m: usize, b: &PackedMat<T>, beta: T, c: &mut [T]) {
     let (k, n) = (b.k, b.n);
-    if a.len() != m * k || c.len() != m * n {
+    let k0 = a[0].len().checked_div(m).unwrap_or(0);
+    if a[0].len() != m * k0 || a[1].len() + a[0].len() != m * k || c.len() != m * n {
         shape_panic(
             "gemm_packed",
             format_args!(
-                "a has {} elements for {m}x{k}, c has {} for {m}x{n}",
-                a.len(),
+                "a has {} + {} elements for {m}x{k}, c has {} for {m}x{n}",
+                a[0].len(),
+                a[1].len(),
                 c.len()
             ),
         );
     }
+    let ks = [k0, k - k0];
     // Split by blocks of output rows: each block is a contiguous piece of `c`, computed as on
     // one thread (the arithmetic of an element does not depend on its block). The block size
     // depends only on `m`, never on the thread count.
     let rows_per_block = m.div_ceil(4).next_multiple_of(MR_WIDE);
     // On one thread, blocks would only re-read `b` once per block.
     if m * n * k < PARALLEL_MACS || m <= rows_per_block || rayon::current_num_threads() == 1 {
-        gemm_packed_panels(a, m, b, 0..b.panels(), beta, c, n);
+        with_simd(Panels {
+            a,
+            ks,
+            m,
+            b,
+            panels: 0..b.panels(),
+            beta,
+            c,
+            ldc: n,
+        });
         return;
     }
     c.par_chunks_mut(rows_per_block * n)
-        .zip(a.par_chunks(rows_per_block * k))
-        .for_each(|(c_rows, a_rows)| {
-            let rows = a_rows.len() / k.max(1);
-            gemm_packed_panels(a_rows, rows, b, 0..b.panels(), beta, c_rows, n);
+        .enumerate()
+        .for_each(|(i, c_rows)| {
+            let rows = (i * rows_per_block)..(i * rows_per_block + c_rows.len() / n);
+            let a = [0, 1].map(|p| &a[p][rows.start * ks[p]..rows.end * ks[p]]);
+            with_simd(Panels {
+                a,
+                ks,
+                m: rows.len(),
+                b,
+                panels: 0..b.panels(),
+                beta,
+                c: c_rows,
+                ldc: n,
+            });
         });
 }
 
@@ -184,7 +264,8 @@ pub fn gemm_packed_panels<T: Float>(
         );
     }
     with_simd(Panels {
-        a,
+        a: [a, &[]],
+        ks: [b.k, 0],
         m,
         b,
         panels,
@@ -196,7 +277,9 @@ pub fn gemm_packed_panels<T: Float>(
 
 /// The arguments of [`panels_body`], as work for [`with_simd`].
 struct Panels<'a, T: Element> {
-    a: &'a [T],
+    /// The left side's two blocks of columns (see [`gemm_packed_cat`]), `ks` wide.
+    a: [&'a [T]; 2],
+    ks: [usize; 2],
     m: usize,
     b: &'a PackedMat<T>,
     panels: Range<usize>,
@@ -226,6 +309,7 @@ impl<T: Float> SimdWork for Panels<'_, T> {
 fn panels_body<T: Float, const FMA: bool, const ROWS: usize>(work: Panels<'_, T>) {
     let Panels {
         a,
+        ks,
         m,
         b,
         panels,
@@ -235,37 +319,56 @@ fn panels_body<T: Float, const FMA: bool, const ROWS: usize>(work: Panels<'_, T>
     } = work;
     let k = b.k;
     let first_col = panels.start * NR;
+    // Rows `rows` of the left side's two blocks.
+    let left = |rows: Range<usize>| [0, 1].map(|p| &a[p][rows.start * ks[p]..rows.end * ks[p]]);
     for p in panels {
         let panel = &b.data[p * k * NR..(p + 1) * k * NR];
         let width = NR.min(b.n - p * NR);
         let c_col = p * NR - first_col;
         let mut row = 0;
         while row + ROWS <= m {
-            let acc = block::<T, ROWS, FMA>(&a[row * k..(row + ROWS) * k], k, panel);
+            let acc = block::<T, ROWS, FMA>(left(row..row + ROWS), ks, panel);
             store(&acc, row, beta, c, ldc, c_col, width);
             row += ROWS;
         }
         while row + MR <= m {
-            let acc = block::<T, MR, FMA>(&a[row * k..(row + MR) * k], k, panel);
+            let acc = block::<T, MR, FMA>(left(row..row + MR), ks, panel);
             store(&acc, row, beta, c, ldc, c_col, width);
             row += MR;
         }
         while row < m {
-            let acc = block::<T, 1, FMA>(&a[row * k..(row + 1) * k], k, panel);
+            let acc = block::<T, 1, FMA>(left(row..row + 1), ks, panel);
             store(&acc, row, beta, c, ldc, c_col, width);
             row += 1;
         }
     }
 }
 
-/// One `R × NR` block of the output: Σ_kk a[r, kk] · panel[kk, :].
+/// One `R × NR` block of the output: Σ_kk a[r, kk] · panel[kk, :], with `kk` running over the
+/// columns of `a[0]` (`ks[0]` wide), then of `a[1]`.
 #[inline(always)]
 fn block<T: Float, const R: usize, const FMA: bool>(
-    a: &[T],
-    k: usize,
+    a: [&[T]; 2],
+    ks: [usize; 2],
     panel: &[T],
 ) -> [[T; NR]; R] {
     let mut acc = [[T::ZERO; NR]; R];
+    let (first, second) = panel.split_at(ks[0] * NR);
+    accumulate::<T, R, FMA>(&mut acc, a[0], ks[0], first);
+    if ks[1] > 0 {
+        accumulate::<T, R, FMA>(&mut acc, a[1], ks[1], second);
+    }
+    acc
+}
+
+/// `acc += a · panel` for `R` rows of `a` (`k` wide) and `k` rows of a panel.
+#[inline(always)]
+fn accumulate<T: Float, const R: usize, const FMA: bool>(
+    acc: &mut [[T; NR]; R],
+    a: &[T],
+    k: usize,
+    panel: &[T],
+) {
     for (kk, b_row) in panel.chunks_exact(NR).enumerate().take(k) {
         let b_row: &[T; NR] = b_row.try_into().expect("NR wide");
         for (r, acc_r) in acc.iter_mut().enumerate() {
@@ -279,7 +382,6 @@ fn block<T: Float, const R: usize, const FMA: bool>(
             }
         }
     }
-    acc
 }
 
 #[inline(always)]
@@ -340,22 +442,68 @@ mod tests {
                 *from_t.data, *packed.data,
                 "packed from a transpose, {k}x{n}"
             );
-            for (rows, mut got) in [(MR, c0.clone()), (MR_WIDE, c0.clone())] {
-                let work = Panels {
-                    a: &a,
-                    m,
-                    b: &packed,
-                    panels: 0..packed.panels(),
-                    beta: 1.0,
-                    c: &mut got,
-                    ldc: n,
-                };
-                if rows == MR {
-                    panels_body::<f64, false, MR>(work);
-                } else {
-                    panels_body::<f64, false, MR_WIDE>(work);
+            // Cut into a top and a bottom part at every row, packed stacked: the same layout,
+            // from row-major parts and from transposed ones.
+            for k0 in 0..=k {
+                let (top, bottom) = bm.split_at(k0 * n);
+                let rows = [MatRef::new(top, k0, n), MatRef::new(bottom, k - k0, n)];
+                let (top_t, bottom_t) = bt.iter().enumerate().fold(
+                    (vec![], vec![]),
+                    |(mut top, mut bottom), (i, &v)| {
+                        if i % k < k0 {
+                            top.push(v)
+                        } else {
+                            bottom.push(v)
+                        }
+                        (top, bottom)
+                    },
+                );
+                let cols = [
+                    MatRef::new(&top_t, n, k0).t(),
+                    MatRef::new(&bottom_t, n, k - k0).t(),
+                ];
+                for (parts, how) in [(rows, "row-major"), (cols, "transposed")] {
+                    let stacked = PackedMat::pack_stacked(&parts);
+                    assert_eq!(stacked.k, k);
+                    assert_eq!(
+                        *stacked.data, *packed.data,
+                        "{how} parts cut at {k0}, {k}x{n}"
+                    );
                 }
-                assert_eq!(got, want, "portable path, {rows}-row blocks, {m}x{k}x{n}");
+            }
+            // The left side cut into two blocks of columns at every place: the same bits.
+            for k0 in 0..=k {
+                let blocks: [Vec<f64>; 2] = [0..k0, k0..k].map(|cols| {
+                    a.chunks_exact(k.max(1))
+                        .take(m)
+                        .flat_map(|row| row[cols.clone()].to_vec())
+                        .collect()
+                });
+                let mut got = c0.clone();
+                gemm_packed_cat([&blocks[0], &blocks[1]], m, &packed, 1.0, &mut got);
+                assert_eq!(got, want, "dispatched path, cut at {k0}, {m}x{k}x{n}");
+                for rows in [MR, MR_WIDE] {
+                    let mut got = c0.clone();
+                    let work = Panels {
+                        a: [&blocks[0], &blocks[1]],
+                        ks: [k0, k - k0],
+                        m,
+                        b: &packed,
+                        panels: 0..packed.panels(),
+                        beta: 1.0,
+                        c: &mut got,
+                        ldc: n,
+                    };
+                    if rows == MR {
+                        panels_body::<f64, false, MR>(work);
+                    } else {
+                        panels_body::<f64, false, MR_WIDE>(work);
+                    }
+                    assert_eq!(
+                        got, want,
+                        "portable path, {rows}-row blocks, cut at {k0}, {m}x{k}x{n}"
+                    );
+                }
             }
         }
     }
@@ -371,15 +519,27 @@ mod tests {
             .map(|i| ((i % 89) as f32 - 44.0) / 89.0)
             .collect();
         let packed = PackedMat::pack(MatRef::new(&bm, k, n));
-        let run = |threads| {
+        // The left side also as two blocks of columns, cut at 200: each thread's rows of both.
+        let k0 = 200;
+        let blocks: [Vec<f32>; 2] = [0..k0, k0..k].map(|cols| {
+            a.chunks_exact(k)
+                .flat_map(|r| r[cols.clone()].to_vec())
+                .collect()
+        });
+        let run = |threads, cut: bool| {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
                 .unwrap();
             let mut c = vec![0.0f32; m * n];
-            pool.install(|| gemm_packed(&a, m, &packed, 0.0, &mut c));
+            pool.install(|| match cut {
+                false => gemm_packed(&a, m, &packed, 0.0, &mut c),
+                true => gemm_packed_cat([&blocks[0], &blocks[1]], m, &packed, 0.0, &mut c),
+            });
             c
         };
-        assert_eq!(run(1), run(2));
+        let alone = run(1, false);
+        assert_eq!(alone, run(2, false));
+        assert_eq!(alone, run(2, true));
     }
 }
