@@ -58,6 +58,10 @@ fn large_ops<T: Float>() -> Vec<(Vec<usize>, Vec<u64>)> {
         a.matmul(&bw.transpose(-1, -2)),
         a.unsqueeze(0).matmul(&bw.transpose(1, 2).unsqueeze(1)),
         big_a.matmul(&big_b.t()),
+        // More rows than columns, split by rows: plain, and with a transposed left side (a
+        // weight gradient's `dPᵀ X`).
+        big_b.matmul(&big_a.t()),
+        big_b.t().matmul(&big_b.narrow(1, 0, 128)),
     ];
     results
         .iter()

@@ -120,6 +120,15 @@ impl<'a, T> MatRef<'a, T> {
         }
     }
 
+    /// The rows `start..start + len` (a view).
+    fn row_range(self, start: usize, len: usize) -> Self {
+        MatRef {
+            rows: len,
+            offset: self.offset + start * self.row_stride,
+            ..self
+        }
+    }
+
     /// Index of the last element (for a non-empty view).
     fn last(&self) -> usize {
         self.offset + (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride
@@ -131,18 +140,19 @@ impl<'a, T> MatRef<'a, T> {
 /// core (measured: at 2²², the small RNN benchmark ran slower on two threads than on one).
 const PARALLEL_MACS: usize = 1 << 24;
 
-/// Width of the column blocks a large product is split into: one block per thread, since
-/// every block repacks all of `a` (with 8 fixed blocks on 2 threads, packing `a` eight times
-/// cost more than the split gained). Which columns a block holds never changes the arithmetic
-/// of an element, so results are still bit-identical whatever `RAYON_NUM_THREADS` is.
-fn column_block(n: usize, threads: usize) -> usize {
+/// Width (or height) of the blocks of output columns (rows) a large product is split into: one
+/// block per thread, since every column block repacks all of `a` (and every row block all of
+/// `b`; with 8 fixed blocks on 2 threads, packing `a` eight times cost more than the split
+/// gained). Which columns or rows a block holds never changes the arithmetic of an element,
+/// so results are still bit-identical whatever `RAYON_NUM_THREADS` is.
+fn block_size(n: usize, threads: usize) -> usize {
     n.div_ceil(threads).next_multiple_of(16).max(64)
 }
 
 /// `c = alpha · a · b + beta · c`, with `a` `m × k`, `b` `k × n` (any strides: pass
 /// `x.t()` for a transpose, it is never copied) and `c` a contiguous row-major `m × n` slice.
 /// With `beta == 0`, `c`'s old contents are ignored (NaN included). Large products are split
-/// across rayon threads by blocks of output columns.
+/// across rayon threads by blocks of output rows or columns.
 ///
 /// ```
 /// use tensor::ops::matmul::{gemm_into, MatRef};
@@ -178,15 +188,33 @@ pub fn gemm_into<T: Float>(alpha: T, a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T
         return;
     }
     let threads = rayon::current_num_threads();
-    let block = column_block(n, threads);
-    // One thread gains nothing from blocks and would repack `a` once per block. Each output
-    // element is the same sum in the same order either way (the kernel blocks only m, n and k,
-    // never reorders a dot product by which columns it was given), so this keeps results
-    // bit-identical across thread counts — the determinism tests check it.
-    if m * n * k < PARALLEL_MACS || n <= block || threads == 1 {
+    // Split the longer side of the output: each block packs the whole of the operand along
+    // the other side (a column block all of `a`, a row block all of `b`), so this packs the
+    // smaller one twice. The weight gradients of a recurrent layer, `dPᵀ X` with `dP`
+    // `[T·B, G·H]` and `X` `[T·B, I]`, have far more rows than columns: split by columns,
+    // both threads packed all of `dPᵀ` (13 MB on the medium LSTM), and `matrixmultiply`'s
+    // packing took 11% of its training step on 2 threads.
+    let by_rows = m > n;
+    let block = block_size(if by_rows { m } else { n }, threads);
+    // One thread gains nothing from blocks and would repack an operand once per block. Each
+    // output element is the same sum in the same order either way (the kernel blocks only m,
+    // n and k, never reorders a dot product by which rows or columns it was given), so this
+    // keeps results bit-identical across thread counts — the determinism tests check it.
+    if m * n * k < PARALLEL_MACS || m.max(n) <= block || threads == 1 {
         // SAFETY: `c` is a live, exclusively borrowed m×n row-major buffer (length checked
         // above), matching the strides (n, 1) passed.
         unsafe { kernel(alpha, a, b, beta, c.as_mut_ptr(), n) };
+        return;
+    }
+    if by_rows {
+        c.par_chunks_mut(block * n)
+            .enumerate()
+            .for_each(|(i, c_rows)| {
+                let rows = a.row_range(i * block, c_rows.len() / n);
+                // SAFETY: `c_rows` is an exclusively borrowed piece of `c` holding exactly
+                // `rows.rows()` rows of n elements, matching the strides (n, 1) passed.
+                unsafe { kernel(alpha, rows, b, beta, c_rows.as_mut_ptr(), n) };
+            });
         return;
     }
     let out = SendPtr(c.as_mut_ptr());
