@@ -444,38 +444,32 @@ fn inference_sees_every_change_of_the_weights() {
         };
         let mut before = infer(true);
         let params = layer.params();
-        let changes: Vec<(&str, Box<dyn Fn()>)> = vec![
-            (
-                "set_value",
-                Box::new(|| {
-                    let w = &params[0];
-                    w.set_value(w.value().map(|v| v * 0.5));
-                }),
-            ),
-            (
-                "update",
-                Box::new(|| params[1].update(|w| w.iter_mut().for_each(|v| *v *= -1.0))),
-            ),
-            (
-                "an optimizer's step",
-                Box::new(|| {
-                    let mut opt = Sgd::new(
-                        params.clone(),
-                        SgdConfig {
-                            lr: 0.5,
-                            ..Default::default()
-                        },
-                    );
-                    let tape = Tape::new();
-                    layer
-                        .forward(&tape.constant(x.clone()))
-                        .output
-                        .square()
-                        .sum_all()
-                        .backward();
-                    opt.step();
-                }),
-            ),
+        let set_value = || {
+            let w = &params[0];
+            w.set_value(w.value().map(|v| v * 0.5));
+        };
+        let update = || params[1].update(|w| w.iter_mut().for_each(|v| *v *= -1.0));
+        let optimizer_step = || {
+            let mut opt = Sgd::new(
+                params.clone(),
+                SgdConfig {
+                    lr: 0.5,
+                    ..Default::default()
+                },
+            );
+            let tape = Tape::new();
+            layer
+                .forward(&tape.constant(x.clone()))
+                .output
+                .square()
+                .sum_all()
+                .backward();
+            opt.step();
+        };
+        let changes: [(&str, &dyn Fn()); 3] = [
+            ("set_value", &set_value),
+            ("update", &update),
+            ("an optimizer's step", &optimizer_step),
         ];
         for (how, change) in changes {
             change();
