@@ -18,10 +18,10 @@
 
 use tensor::Float;
 
-use super::{Buffer, LoopGrads, Outputs, Saved, Seq};
+use super::{Buffer, Rows, Saved, Seq};
 
 #[inline(always)]
-pub(super) fn forward<T: Float>(s: &Seq<'_, T>, out: &mut Outputs<'_, T>) -> Saved<T> {
+pub(super) fn forward<T: Float>(s: &Seq<'_, T>, out: &mut Rows<'_, T>) -> Saved<T> {
     let (hid, g3, g4) = (s.hidden, 3 * s.hidden, 4 * s.hidden);
     // Training projects every step's input up front and keeps every step's r, z, n and h_n;
     // inference projects and keeps the current step's only.
@@ -98,16 +98,17 @@ pub(super) fn backward<T: Float>(
     saved: &Saved<T>,
     out: &[T],
     g: &[T],
-) -> LoopGrads<T> {
+    dp: &mut [Rows<'_, T>],
+) -> Vec<Vec<T>> {
     let (hid, g3, g4, n) = (s.hidden, 3 * s.hidden, 4 * s.hidden, s.step(s.hidden));
-    let mut dp_x = Buffer::zeroed(s.steps * s.step(g3));
-    let mut dp_h = Buffer::zeroed(s.steps * s.step(g3));
+    let [dp_x, dp_h] = dp else {
+        panic!("a GRU has gradients for its input and hidden projections");
+    };
     let mut dh = g[s.steps * n..(s.steps + 1) * n].to_vec();
     let mut dh_rec = vec![T::ZERO; n];
     let order: Vec<usize> = s.order().collect();
     for &t in order.iter().rev() {
-        let dpx_t = &mut dp_x[t * s.step(g3)..(t + 1) * s.step(g3)];
-        let dph_t = &mut dp_h[t * s.step(g3)..(t + 1) * s.step(g3)];
+        let (dpx_t, dph_t) = (dp_x.block(t), dp_h.block(t));
         for b in 0..s.batch {
             if !s.valid(t, b) {
                 continue;
@@ -149,9 +150,5 @@ pub(super) fn backward<T: Float>(
             }
         }
     }
-    LoopGrads {
-        dp_x,
-        dp_h: Some(dp_h),
-        d_init: vec![dh],
-    }
+    vec![dh]
 }

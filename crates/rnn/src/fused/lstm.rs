@@ -18,10 +18,10 @@
 
 use tensor::Float;
 
-use super::{Buffer, LoopGrads, Outputs, Saved, Seq};
+use super::{Buffer, Rows, Saved, Seq};
 
 #[inline(always)]
-pub(super) fn forward<T: Float>(s: &Seq<'_, T>, out: &mut Outputs<'_, T>) -> Saved<T> {
+pub(super) fn forward<T: Float>(s: &Seq<'_, T>, out: &mut Rows<'_, T>) -> Saved<T> {
     let (hid, g4) = (s.hidden, 4 * s.hidden);
     let bias = s.cell_bias(4);
     // Training projects every step's input up front and keeps every step's gates and cell
@@ -147,9 +147,13 @@ fn cell_backward<T: Float>(
 }
 
 #[inline(always)]
-pub(super) fn backward<T: Float>(s: &Seq<'_, T>, saved: &Saved<T>, g: &[T]) -> LoopGrads<T> {
+pub(super) fn backward<T: Float>(
+    s: &Seq<'_, T>,
+    saved: &Saved<T>,
+    g: &[T],
+    dp: &mut Rows<'_, T>,
+) -> Vec<Vec<T>> {
     let (hid, g4, n) = (s.hidden, 4 * s.hidden, s.step(s.hidden));
-    let mut dp = Buffer::zeroed(s.steps * s.step(g4));
     // Gradients arriving at the final state, then carried back step by step.
     let mut dh = g[s.steps * n..(s.steps + 1) * n].to_vec();
     let mut dc = g[(s.steps + 1) * n..(s.steps + 2) * n].to_vec();
@@ -163,7 +167,7 @@ pub(super) fn backward<T: Float>(s: &Seq<'_, T>, saved: &Saved<T>, g: &[T]) -> L
             0 => c0,
             _ => &saved.c[order[k - 1] * n..order[k - 1] * n + n],
         };
-        let dp_t = &mut dp[t * s.step(g4)..(t + 1) * s.step(g4)];
+        let dp_t = dp.block(t);
         for b in 0..s.batch {
             if !s.valid(t, b) {
                 continue; // dP stays 0; dh and dc pass through unchanged
@@ -190,9 +194,5 @@ pub(super) fn backward<T: Float>(s: &Seq<'_, T>, saved: &Saved<T>, g: &[T]) -> L
             // else: dh passes through to the previous step unchanged
         }
     }
-    LoopGrads {
-        dp_x: dp,
-        dp_h: None,
-        d_init: vec![dh, dc],
-    }
+    vec![dh, dc]
 }

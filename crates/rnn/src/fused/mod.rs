@@ -355,38 +355,44 @@ fn add_to_rows<T: Float>(m: &mut [T], bias: &[T]) {
     }
 }
 
-/// Where a kernel's forward writes its result `[T + parts, B, H]` (the outputs, then the
-/// final state's parts): one slice per step block, of which the kernel's rows `b` are
-/// `b·H..(b + 1)·H`. Either the blocks of one buffer, or, where two threads split a batch's
-/// rows, each half's rows of the whole batch's blocks, so that the halves need no merging.
-pub(crate) struct Outputs<'o, T> {
+/// The rows one kernel writes of each step's block of a `[K, B, W]` array: its forward's result
+/// `[T + parts, B, H]` (the outputs, then the final state's parts), its backward's gate
+/// gradients `[T, B, G·H]`. One slice per block, of which the kernel's rows `b` are
+/// `b·W..(b + 1)·W`: the blocks of one buffer, or, where two threads split a batch's rows,
+/// each half's rows of the whole batch's blocks, so that the halves need no merging.
+pub(crate) struct Rows<'o, T> {
     blocks: Vec<&'o mut [T]>,
-    hidden: usize,
+    width: usize,
 }
 
-impl<'o, T: Float> Outputs<'o, T> {
-    /// All of `buffer`, in blocks of `rows` rows.
-    fn new(buffer: &'o mut [T], rows: usize, hidden: usize) -> Self {
-        let blocks = buffer.chunks_exact_mut(rows * hidden).collect();
-        Outputs { blocks, hidden }
+impl<'o, T: Float> Rows<'o, T> {
+    /// All of `buffer`, in blocks of `rows` rows of `width`.
+    fn new(buffer: &'o mut [T], rows: usize, width: usize) -> Self {
+        let blocks = buffer.chunks_exact_mut(rows * width).collect();
+        Rows { blocks, width }
     }
 
     /// `buffer`'s blocks of `batch` rows, cut into rows `..half` and `half..`.
-    fn split(buffer: &'o mut [T], batch: usize, half: usize, hidden: usize) -> [Self; 2] {
+    fn split(buffer: &'o mut [T], batch: usize, half: usize, width: usize) -> [Self; 2] {
         let (top, bottom) = buffer
-            .chunks_exact_mut(batch * hidden)
-            .map(|block| block.split_at_mut(half * hidden))
+            .chunks_exact_mut(batch * width)
+            .map(|block| block.split_at_mut(half * width))
             .unzip();
-        [top, bottom].map(|blocks| Outputs { blocks, hidden })
+        [top, bottom].map(|blocks| Rows { blocks, width })
     }
 
-    /// Row `b` of block `k`: sequence `b`'s output at step `k`, or, after the steps, its final
-    /// state's parts.
+    /// Block `k`: this kernel's rows of step `k` (or, after the steps, of a final state's
+    /// part), one after the other.
+    pub fn block(&mut self, k: usize) -> &mut [T] {
+        self.blocks[k]
+    }
+
+    /// Row `b` of block `k`.
     pub fn row(&mut self, k: usize, b: usize) -> &mut [T] {
-        &mut self.blocks[k][b * self.hidden..(b + 1) * self.hidden]
+        &mut self.blocks[k][b * self.width..(b + 1) * self.width]
     }
 
-    /// Block `k` from `rows` (`[B, H]`): a final state's part.
+    /// Block `k` from `rows`: a final state's part.
     pub fn set_block(&mut self, k: usize, rows: &[T]) {
         self.blocks[k].copy_from_slice(rows);
     }
@@ -457,7 +463,7 @@ fn forward_alone<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Forward<T> {
     let saved = with_simd(ForwardWork(
         kind,
         s,
-        &mut Outputs::new(&mut out, s.batch, s.hidden),
+        &mut Rows::new(&mut out, s.batch, s.hidden),
     ));
     (out, saved)
 }
@@ -469,7 +475,7 @@ fn forward_alone<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Forward<T> {
 /// independent), so the bits are the same.
 ///
 /// Inference reads the input in place (see [`Seq::rows`]) and each half writes its rows of
-/// the whole batch's result (see [`Outputs::split`]). Measured (probe medians, 2 threads,
+/// the whole batch's result (see [`Rows::split`]). Measured (probe medians, 2 threads,
 /// helper → rows): LSTM forward medium 7.17 → 6.32 ms, large 96.6 → 87.6; GRU 5.80 → 5.28,
 /// 76.2 → 74.2; RNN 1.75 → 1.64, 27.0 → 24.8; the small forwards, too small for the helper,
 /// 25–30% faster (criterion). Writing in place instead of interleaving the halves' results
@@ -479,8 +485,10 @@ fn forward_alone<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Forward<T> {
 /// Training splits only where the helper would not take part (per-step products under
 /// [`HELPER_MACS`]: the small configs, which otherwise ran their loops on one thread):
 /// each half is a sequence of its own, input gathered, and keeps its own record for its
-/// backward loop ([`backward_by_rows`]); gathering and merging whole `[T, B, G·H]` arrays
-/// would cost more than it saves where the helper already splits the products.
+/// backward loop ([`backward_by_rows`]). Where the helper serves (medium, large), forcing the
+/// split measured no clear gain (probe medians, 2 threads, whole → split: LSTM large training
+/// step 337–340 → 324–342 ms, medium 27–29 → 27; GRU medium 24 → 23–26, RNN medium 8 → 8.5–
+/// 9.7): each half's own arrays and the merge of their outputs cost about what it saves.
 fn forward_by_rows<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Forward<T> {
     let Some(half) = row_split(kind, s) else {
         return forward(kind, s);
@@ -488,8 +496,8 @@ fn forward_by_rows<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Forward<T> {
     let (rest, hid) = (s.batch - half, s.hidden);
     if !s.keep {
         let mut out = Buffer::zeroed((s.steps + kind.parts()) * s.step(hid)).into_vec();
-        let [mut top, mut bottom] = Outputs::split(&mut out, s.batch, half, hid);
-        let run = |rows: Range<usize>, out: &mut Outputs<'_, T>| {
+        let [mut top, mut bottom] = Rows::split(&mut out, s.batch, half, hid);
+        let run = |rows: Range<usize>, out: &mut Rows<'_, T>| {
             with_simd(ForwardWork(kind, &s.rows(rows), out));
         };
         rayon::join(
@@ -516,32 +524,54 @@ fn forward_by_rows<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Forward<T> {
     (out, saved)
 }
 
-/// The backward of a batch trained by rows: each half's loop on its own thread, their
-/// gradients merged back into whole-batch order for the weight gradients' products.
+/// The backward of a batch trained by rows: each half's loop on its own thread, writing its
+/// rows of the whole batch's gate gradients (see [`Rows::split`]) for the weight gradients'
+/// products; the initial state's gradients are joined.
 fn backward_by_rows<T: Float>(kind: Kind, s: &Seq<'_, T>, h: &Halves<T>, g: &[T]) -> LoopGrads<T> {
     let w_hh = s.pack_w_hh(kind.gates());
     let rows = [0..h.half, h.half..s.batch];
     let gs = rows.clone().map(|r| gather_rows(g, s.batch, s.hidden, r));
-    let run = |i: usize| {
+    let (width, mut dps) = (kind.gates() * s.hidden, gate_grad_buffers(kind, s));
+    // Each half writes its rows of every step's block of the whole batch's gate gradients.
+    let (mut top, mut bottom): (Vec<_>, Vec<_>) = (dps.iter_mut())
+        .map(|dp| {
+            let [top, bottom] = Rows::split(dp, s.batch, h.half, width);
+            (top, bottom)
+        })
+        .unzip();
+    let run = |i: usize, dp: &mut [Rows<'_, T>]| {
         // The backward loops do not read the input: the rows' view of it will do.
         let hs = Seq {
             w_hh_packed: Some(&w_hh),
             ..s.rows(rows[i].clone())
         };
-        with_simd(BackwardWork(kind, &hs, &h.saved[i], &h.outs[i], &gs[i]))
+        with_simd(BackwardWork(kind, &hs, &h.saved[i], &h.outs[i], &gs[i], dp))
     };
-    let (top, bottom) = rayon::join(|| run(0), || run(1));
-    let (rest, width) = (s.batch - h.half, kind.gates() * s.hidden);
-    let merge = |a: &[T], b: &[T]| Buffer::from(merge_rows(a, b, h.half, rest, width));
+    let (top, bottom) = rayon::join(|| run(0, &mut top), || run(1, &mut bottom));
+    let d_init = (top.into_iter().zip(bottom))
+        .map(|(mut a, b)| {
+            a.extend_from_slice(&b);
+            a
+        })
+        .collect();
+    loop_grads(dps, d_init)
+}
+
+/// Zeroed buffers `[T, B, G·H]` for a backward's gate gradients: of the input projection's
+/// pre-activations, and for the GRU, whose hidden projection's differ, of those as well.
+fn gate_grad_buffers<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Vec<Buffer<T>> {
+    let count = if kind == Kind::Gru { 2 } else { 1 };
+    let len = s.steps * s.step(kind.gates() * s.hidden);
+    (0..count).map(|_| Buffer::zeroed(len)).collect()
+}
+
+/// The gate gradients from [`gate_grad_buffers`], filled, and the initial state's.
+fn loop_grads<T: Float>(dps: Vec<Buffer<T>>, d_init: Vec<Vec<T>>) -> LoopGrads<T> {
+    let mut dps = dps.into_iter();
     LoopGrads {
-        dp_x: merge(&top.dp_x, &bottom.dp_x),
-        dp_h: (top.dp_h.as_ref().zip(bottom.dp_h.as_ref())).map(|(a, b)| merge(a, b)),
-        d_init: (top.d_init.into_iter().zip(bottom.d_init))
-            .map(|(mut a, b)| {
-                a.extend_from_slice(&b);
-                a
-            })
-            .collect(),
+        dp_x: dps.next().expect("one at least"),
+        dp_h: dps.next(),
+        d_init,
     }
 }
 
@@ -564,8 +594,7 @@ const ROWS_SPLIT_MIN: usize = 8;
 /// Sequences of fewer multiply-adds are not split: two threads cost a fork and a join (and
 /// waking the other thread, tens of microseconds when it slept).
 const ROWS_SPLIT_MACS: usize = 1 << 20;
-/// The same for training, which also gathers each half's input and gradient and merges the
-/// halves' gate gradients. Measured on the small configs, 2 threads, probe medians, whole
+/// The same for training, which also gathers each half's input and gradient. Measured on the small configs, 2 threads, probe medians, whole
 /// batch → split: LSTM (2.0e7 multiply-adds) 0.84 → 0.76 ms, GRU (1.5e7) 0.67 → 0.61, RNN
 /// (4.9e6) 0.26 → 0.38, so the RNN's stays whole.
 const ROWS_SPLIT_TRAINING_MACS: usize = 1 << 23;
@@ -610,18 +639,23 @@ fn backward_loop<T: Float>(
         return backward_by_rows(kind, s, halves, g);
     }
     let w_hh = s.pack_w_hh(kind.gates());
-    with_step_helper(&[&w_hh], s.batch, |helper| {
+    let (width, mut dps) = (kind.gates() * s.hidden, gate_grad_buffers(kind, s));
+    let mut rows: Vec<Rows<'_, T>> = (dps.iter_mut())
+        .map(|dp| Rows::new(dp, s.batch, width))
+        .collect();
+    let d_init = with_step_helper(&[&w_hh], s.batch, |helper| {
         let s = Seq {
             helper,
             w_hh_packed: Some(&w_hh),
             ..*s
         };
-        with_simd(BackwardWork(kind, &s, saved, out, g))
-    })
+        with_simd(BackwardWork(kind, &s, saved, out, g, &mut rows))
+    });
+    loop_grads(dps, d_init)
 }
 
 /// The kernel, the sequence, and where its result goes.
-struct ForwardWork<'a, 'b, 'o, T: Float>(Kind, &'a Seq<'b, T>, &'a mut Outputs<'o, T>);
+struct ForwardWork<'a, 'b, 'o, T: Float>(Kind, &'a Seq<'b, T>, &'a mut Rows<'o, T>);
 
 impl<T: Float> SimdWork for ForwardWork<'_, '_, '_, T> {
     type Output = Saved<T>;
@@ -636,19 +670,27 @@ impl<T: Float> SimdWork for ForwardWork<'_, '_, '_, T> {
     }
 }
 
-/// The kernel, the sequence, what the forward kept, its packed result, and the gradient of
-/// that result.
-struct BackwardWork<'a, 'b, T: Float>(Kind, &'a Seq<'b, T>, &'a Saved<T>, &'a [T], &'a [T]);
+/// The kernel, the sequence, what the forward kept, its packed result, the gradient of that
+/// result, and where the gate gradients go (see [`gate_grad_buffers`]).
+struct BackwardWork<'a, 'b, 'o, T: Float>(
+    Kind,
+    &'a Seq<'b, T>,
+    &'a Saved<T>,
+    &'a [T],
+    &'a [T],
+    &'a mut [Rows<'o, T>],
+);
 
-impl<T: Float> SimdWork for BackwardWork<'_, '_, T> {
-    type Output = LoopGrads<T>;
+impl<T: Float> SimdWork for BackwardWork<'_, '_, '_, T> {
+    /// The gradients of the initial state's parts.
+    type Output = Vec<Vec<T>>;
     #[inline(always)]
-    fn run(self) -> LoopGrads<T> {
-        let BackwardWork(kind, s, saved, out, g) = self;
+    fn run(self) -> Vec<Vec<T>> {
+        let BackwardWork(kind, s, saved, out, g, dp) = self;
         match kind {
-            Kind::Rnn(nl) => rnn::backward(s, nl, out, g),
-            Kind::Lstm => lstm::backward(s, saved, g),
-            Kind::Gru => gru::backward(s, saved, out, g),
+            Kind::Rnn(nl) => rnn::backward(s, nl, out, g, &mut dp[0]),
+            Kind::Lstm => lstm::backward(s, saved, g, &mut dp[0]),
+            Kind::Gru => gru::backward(s, saved, out, g, dp),
         }
     }
 }

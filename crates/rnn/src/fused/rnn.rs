@@ -12,14 +12,14 @@
 
 use tensor::Float;
 
-use super::{Buffer, LoopGrads, Outputs, Saved, Seq};
+use super::{Rows, Saved, Seq};
 use crate::rnn_cell::Nonlinearity;
 
 #[inline(always)]
 pub(super) fn forward<T: Float>(
     s: &Seq<'_, T>,
     nl: Nonlinearity,
-    out: &mut Outputs<'_, T>,
+    out: &mut Rows<'_, T>,
 ) -> Saved<T> {
     let (hid, n) = (s.hidden, s.step(s.hidden));
     let bias = s.cell_bias(1);
@@ -64,14 +64,14 @@ pub(super) fn backward<T: Float>(
     nl: Nonlinearity,
     out: &[T],
     g: &[T],
-) -> LoopGrads<T> {
+    dp: &mut Rows<'_, T>,
+) -> Vec<Vec<T>> {
     let (hid, n) = (s.hidden, s.step(s.hidden));
-    let mut dp = Buffer::zeroed(s.steps * n);
     let mut dh = g[s.steps * n..(s.steps + 1) * n].to_vec();
     let mut dh_rec = vec![T::ZERO; n];
     let order: Vec<usize> = s.order().collect();
     for &t in order.iter().rev() {
-        let dp_t = &mut dp[t * n..(t + 1) * n];
+        let dp_t = dp.block(t);
         for b in 0..s.batch {
             if !s.valid(t, b) {
                 continue;
@@ -99,9 +99,5 @@ pub(super) fn backward<T: Float>(
             }
         }
     }
-    LoopGrads {
-        dp_x: dp,
-        dp_h: None,
-        d_init: vec![dh],
-    }
+    vec![dh]
 }
