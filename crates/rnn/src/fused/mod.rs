@@ -285,14 +285,12 @@ impl<'a, T: Float> Seq<'a, T> {
     /// needs to (inference with a helper thread).
     pub fn gather_room(&self) -> Vec<T> {
         let gathers = !self.keep && self.helper.is_some();
-        vec![
-            T::ZERO;
-            if gathers {
-                self.step(self.input + self.hidden)
-            } else {
-                0
-            }
-        ]
+        let len = if gathers {
+            self.step(self.input + self.hidden)
+        } else {
+            0
+        };
+        vec![T::ZERO; len]
     }
 
     /// The first step sequence `b` visits: 0 forwards, its last valid step in reverse.
