@@ -292,19 +292,26 @@ fn check_inference_on_two_threads<C: Cell<f64>>(
     }
 }
 
-/// A GRU's inference makes two products per step (`x_t W_ihᵀ` and `h W_hhᵀ`), both shared
-/// with the helper on two threads (8 × (128 + 256) × 3·256 ≈ 2.4e6 ≥ 2²¹ multiply-adds per
-/// step; 8 rows are too few to split the batch; 64 steps, so the helper serves most of them).
+/// Inference on too few rows to split the batch shares each step's product with the helper
+/// on two threads: the LSTM's and RNN's one `[x_t | h] [W_ih | W_hh]ᵀ` (gathered for the
+/// helper), the GRU's two (`x_t W_ihᵀ` and `h W_hhᵀ`). 8 rows and at least 2²¹
+/// multiply-adds per step (LSTM 8 × (128 + 256) × 4·256 ≈ 3.1e6, RNN 8 × (128 + 512) × 512
+/// ≈ 2.6e6, GRU 8 × (128 + 256) × 3·256 ≈ 2.4e6); 64 steps, so the helper serves most of them.
 #[test]
-fn gru_inference_runs_on_the_pool_with_the_same_bits() {
-    let (seq, batch, input, hidden) = (64, 8, 128, 256);
-    let make = || {
-        let mut rng = Rng::seed_from_u64(11);
-        let layer = Layer::gru(LayerConfig::new(input, hidden), &mut rng);
-        let x = Tensor::<f64>::rand_normal(&[seq, batch, input], 0.0, 1.0, &mut rng);
-        (layer, x)
-    };
-    check_inference_on_two_threads(make, None, "gru");
+fn inference_on_few_rows_runs_on_the_pool_with_the_same_bits() {
+    fn check<C: Cell<f64>>(make: impl Fn(&mut Rng) -> Layer<f64, C> + Sync, name: &str) {
+        let (seq, batch, input) = (64, 8, 128);
+        let layer_and_input = || {
+            let mut rng = Rng::seed_from_u64(11);
+            let layer = make(&mut rng);
+            let x = Tensor::<f64>::rand_normal(&[seq, batch, input], 0.0, 1.0, &mut rng);
+            (layer, x)
+        };
+        check_inference_on_two_threads(layer_and_input, None, name);
+    }
+    check(|rng| Layer::lstm(LayerConfig::new(128, 256), rng), "lstm");
+    check(|rng| Layer::rnn(LayerConfig::new(128, 512), rng), "rnn");
+    check(|rng| Layer::gru(LayerConfig::new(128, 256), rng), "gru");
 }
 
 /// Inference on two threads runs each half of the batch's rows on its own thread (17 rows:
