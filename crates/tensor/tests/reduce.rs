@@ -48,8 +48,9 @@ fn sum_mean_case<T: Float>(
     let abs = r.reduce(mask, keepdim, sum_abs);
     let e = eps::<T>();
 
-    // A sequential sum of n terms is within (n-1)·u·Σ|x| of the exact sum (u = eps/2), and so
-    // is the f64 reference's; n·eps·Σ|x| covers both.
+    // A sequential sum of n terms (or one in partial sums, bounded tighter) is within
+    // (n-1)·u·Σ|x| of the exact sum (u = eps/2), and so is the f64 reference's; n·eps·Σ|x|
+    // covers both.
     let want = r.reduce(mask, keepdim, |v| v.iter().sum());
     check_close(&t.sum(&axes, keepdim), &want, |_, i| n * e * abs.data[i])?;
 

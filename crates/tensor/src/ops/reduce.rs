@@ -1,8 +1,9 @@
 //! Reductions over one axis, several, or all: `sum mean max min argmax argmin`, and `sum_to`
 //! (the "undo broadcasting" reduction that every broadcasting op's backward ends with).
 //!
-//! Each output element is reduced sequentially in row-major order of the reduced axes, on one
-//! thread, so a result never depends on how many threads ran.
+//! Each output element is reduced on one thread, so a result never depends on how many threads
+//! ran: sequentially in row-major order of the reduced axes, except that `sum` and `mean` over
+//! a contiguous run add it in [`LANES`] interleaved partial sums (see [`sum_run`]).
 
 use crate::element::{Element, Float};
 use crate::ops::fill;
@@ -11,8 +12,10 @@ use crate::tensor::{StridedIter, Tensor};
 
 impl<T: Element> Tensor<T> {
     /// The core of every reduction: folds the elements of each slice along `axes` with `step`,
-    /// starting from `init`, then applies `finish(acc, count)`.
+    /// starting from `init`, then applies `finish(acc, count)`. With `run`, a slice that is a
+    /// contiguous run of memory is folded by `run` instead.
     #[track_caller]
+    #[allow(clippy::too_many_arguments)]
     fn reduce<D: Dim, A: Copy + Send + Sync, U: Element>(
         &self,
         op: &str,
@@ -20,6 +23,7 @@ impl<T: Element> Tensor<T> {
         keepdim: bool,
         init: A,
         step: impl Fn(A, T, usize) -> A + Sync,
+        run: Option<fn(&[T]) -> A>,
         finish: impl Fn(A, usize) -> U + Sync,
     ) -> Tensor<U> {
         let rank = self.rank();
@@ -44,7 +48,19 @@ impl<T: Element> Tensor<T> {
             .map(|d| self.shape[d])
             .product();
         let n_out: usize = kept.iter().map(|&d| self.shape[d]).product();
+        let runs = run.zip(view.as_slice());
         let out = fill(n_out, inner, |chunk, start| {
+            if let Some((run, data)) = runs {
+                // Each output reads a contiguous run of the view.
+                let data = &data[start * inner..(start + chunk.len()) * inner];
+                for (o, xs) in chunk.iter_mut().zip(data.chunks_exact(inner.max(1))) {
+                    *o = finish(run(xs), inner);
+                }
+                if inner == 0 {
+                    chunk.iter_mut().for_each(|o| *o = finish(init, 0));
+                }
+                return;
+            }
             let mut it = StridedIter::new(&view.shape, &view.strides, view.offset, start * inner);
             for o in chunk.iter_mut() {
                 let mut acc = init;
@@ -85,6 +101,39 @@ impl<T: Element> Tensor<T> {
     }
 }
 
+/// Partial sums [`sum_run`] keeps: 16 f32 fill one 512-bit register, and as many independent
+/// additions in flight hide the adder's latency (one chain of additions took 38 µs for the
+/// 51 200 outputs of the small LSTM, 4.5% of its training step).
+pub const LANES: usize = 16;
+
+/// The sum of a contiguous run: element `i` goes to partial sum `i % LANES`, the partial sums
+/// are added pairwise, then the elements past the last full group of [`LANES`], in order.
+/// Deterministic, and closer to the exact sum than one chain (PyTorch sums in lanes too).
+///
+/// ```
+/// use tensor::ops::reduce::sum_run;
+/// let xs: Vec<f64> = (1..=40).map(f64::from).collect();
+/// assert_eq!(sum_run(&xs), 820.0);
+/// ```
+pub fn sum_run<T: Float>(xs: &[T]) -> T {
+    let mut lanes = [T::ZERO; LANES];
+    let groups = xs.chunks_exact(LANES);
+    let rest = groups.remainder();
+    for group in groups {
+        for (acc, &x) in lanes.iter_mut().zip(group) {
+            *acc += x;
+        }
+    }
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            lanes[i] += lanes[i + width];
+        }
+    }
+    rest.iter().fold(lanes[0], |acc, &x| acc + x)
+}
+
 impl<T: Float> Tensor<T> {
     /// Sum over `axes`; with `keepdim` the reduced dims stay as size 1.
     ///
@@ -96,7 +145,15 @@ impl<T: Float> Tensor<T> {
     /// ```
     #[track_caller]
     pub fn sum<D: Dim>(&self, axes: &[D], keepdim: bool) -> Self {
-        self.reduce("sum", axes, keepdim, T::ZERO, |a, x, _| a + x, |a, _| a)
+        self.reduce(
+            "sum",
+            axes,
+            keepdim,
+            T::ZERO,
+            |a, x, _| a + x,
+            Some(sum_run),
+            |a, _| a,
+        )
     }
 
     /// Sum of all elements, as a 0-d tensor.
@@ -113,6 +170,7 @@ impl<T: Float> Tensor<T> {
             keepdim,
             T::ZERO,
             |a, x, _| a + x,
+            Some(sum_run),
             |a, n| a / T::from_f64(n as f64),
         )
     }
@@ -136,6 +194,7 @@ impl<T: Float> Tensor<T> {
             T::NEG_INFINITY,
             // `a >= NaN` is false, so a NaN is taken and then kept.
             |a, x, _| if a.is_nan() || a >= x { a } else { x },
+            None,
             |a, _| a,
         )
     }
@@ -159,6 +218,7 @@ impl<T: Float> Tensor<T> {
             keepdim,
             T::INFINITY,
             |a, x, _| if a.is_nan() || a <= x { a } else { x },
+            None,
             |a, _| a,
         )
     }
@@ -210,6 +270,7 @@ impl<T: Float> Tensor<T> {
                     (best, at)
                 }
             },
+            None,
             |(_, at), _| at as i64,
         )
     }

@@ -334,6 +334,13 @@ impl<T: Float> Tensor<T> {
                         *x += *v;
                     }
                 }
+                0 => {
+                    // Broadcast along the row (the gradient of a `sum`): one value.
+                    let v = src.data[start];
+                    for x in dst.iter_mut() {
+                        *x += v;
+                    }
+                }
                 _ => {
                     for (k, x) in dst.iter_mut().enumerate() {
                         *x += src.data[start + k * stride];
