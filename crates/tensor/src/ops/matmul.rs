@@ -111,6 +111,13 @@ impl<'a, T> MatRef<'a, T> {
             .then(|| &self.data[self.offset + j * self.col_stride..][..self.rows])
     }
 
+    /// Row `i` as a slice, when its elements are adjacent (`col_stride == 1`, as in a
+    /// row-major matrix); `None` otherwise.
+    pub(crate) fn row(&self, i: usize) -> Option<&'a [T]> {
+        (self.col_stride == 1 && i < self.rows)
+            .then(|| &self.data[self.offset + i * self.row_stride..][..self.cols])
+    }
+
     /// The columns `start..start + len` (a view).
     fn columns(self, start: usize, len: usize) -> Self {
         MatRef {

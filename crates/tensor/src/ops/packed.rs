@@ -97,10 +97,50 @@ impl<T: Float> PackedMat<T> {
                     continue;
                 }
                 for (kk, row) in rows.chunks_exact_mut(NR).enumerate() {
-                    for (j, x) in row.iter_mut().enumerate().take(width) {
-                        *x = b.get(kk, p * NR + j);
+                    match b.row(kk) {
+                        // A row-major part (`W_hh` for the backward's `dP_t W_hh`): a copy.
+                        Some(full) => row[..width].copy_from_slice(&full[p * NR..p * NR + width]),
+                        None => {
+                            for (j, x) in row.iter_mut().enumerate().take(width) {
+                                *x = b.get(kk, p * NR + j);
+                            }
+                        }
                     }
                 }
+            }
+        }
+        PackedMat { k, n, data }
+    }
+
+    /// Packs the `k × n` matrix whose row `kk` is `row(kk)` (`n` long), or zeros where that
+    /// is `None`: a matrix gathered from rows that lie in different places, like the hidden
+    /// states entering each step (`h0` at a sequence's first step, an output after).
+    ///
+    /// ```
+    /// use tensor::ops::packed::{gemm_packed, PackedMat};
+    /// let (h0, out) = ([1.0f32, 2.0], [3.0, 4.0]);
+    /// let packed = PackedMat::from_rows(3, 2, |kk| [Some(&h0[..]), None, Some(&out[..])][kk]);
+    /// let mut c = [0.0f32; 2];
+    /// gemm_packed(&[1.0, 1.0, 1.0], 1, &packed, 0.0, &mut c); // the sums of the columns
+    /// assert_eq!(c, [4.0, 6.0]);
+    /// ```
+    ///
+    /// # Panics
+    /// If a row is not `n` long.
+    pub fn from_rows<'r>(k: usize, n: usize, row: impl Fn(usize) -> Option<&'r [T]>) -> Self {
+        let panels = n.div_ceil(NR);
+        let mut data = Buffer::zeroed(panels * k * NR);
+        for kk in 0..k {
+            let Some(full) = row(kk) else { continue };
+            if full.len() != n {
+                shape_panic(
+                    "PackedMat::from_rows",
+                    format_args!("row {kk} has {} elements, not {n}", full.len()),
+                );
+            }
+            for (p, part) in full.chunks(NR).enumerate() {
+                let at = (p * k + kk) * NR;
+                data[at..at + part.len()].copy_from_slice(part);
             }
         }
         PackedMat { k, n, data }
@@ -187,8 +227,7 @@ pub fn gemm_packed_cat<T: Float>(a: [&[T]; 2], m: usize, b: &PackedMat<T>, beta:
     // On one thread, blocks would only re-read `b` once per block.
     if m * n * k < PARALLEL_MACS || m <= rows_per_block || rayon::current_num_threads() == 1 {
         with_simd(Panels {
-            a,
-            ks,
+            left: Left::Rows { a, ks },
             m,
             b,
             panels: 0..b.panels(),
@@ -204,8 +243,7 @@ pub fn gemm_packed_cat<T: Float>(a: [&[T]; 2], m: usize, b: &PackedMat<T>, beta:
             let rows = (i * rows_per_block)..(i * rows_per_block + c_rows.len() / n);
             let a = [0, 1].map(|p| &a[p][rows.start * ks[p]..rows.end * ks[p]]);
             with_simd(Panels {
-                a,
-                ks,
+                left: Left::Rows { a, ks },
                 m: rows.len(),
                 b,
                 panels: 0..b.panels(),
@@ -264,8 +302,10 @@ pub fn gemm_packed_panels<T: Float>(
         );
     }
     with_simd(Panels {
-        a: [a, &[]],
-        ks: [b.k, 0],
+        left: Left::Rows {
+            a: [a, &[]],
+            ks: [b.k, 0],
+        },
         m,
         b,
         panels,
@@ -275,11 +315,100 @@ pub fn gemm_packed_panels<T: Float>(
     });
 }
 
+/// `c = aᵀ · b + beta · c` for the columns `cols` of a row-major `k × lda` slice `a` (so the
+/// left side is `cols.len() × k`), a packed `k × n` matrix `b` and a row-major
+/// `cols.len() × n` slice `c`, on the calling thread. A weight gradient `dPᵀ X` (`dP`
+/// `[T·B, G·H]`) reads `dP` where it is: the micro-kernel broadcasts `dP[kk, r]` for the `r`
+/// of its block, adjacent in memory, as it would `a[r, kk]` of a row-major left side. Meant
+/// for products whose operands fit in the L2 cache (there is no blocking over `k`); each
+/// element is a chain of multiply-adds over `kk` in order, so splitting `cols` changes no bits.
+///
+/// ```
+/// use tensor::ops::matmul::MatRef;
+/// use tensor::ops::packed::{gemm_packed_tn, PackedMat};
+/// let dp = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]; // [3, 2]
+/// let x = [1.0f32, 0.0, 1.0]; // [3, 1]
+/// let packed = PackedMat::pack(MatRef::new(&x, 3, 1));
+/// let mut c = [0.0f32; 2];
+/// gemm_packed_tn(&dp, 2, 0..2, &packed, 0.0, &mut c); // dpᵀ x
+/// assert_eq!(c, [6.0, 8.0]);
+/// ```
+///
+/// # Panics
+/// If `a` is not `k × lda` with `cols` inside it, or `c` is not `cols.len() × n`.
+#[track_caller]
+pub fn gemm_packed_tn<T: Float>(
+    a: &[T],
+    lda: usize,
+    cols: Range<usize>,
+    b: &PackedMat<T>,
+    beta: T,
+    c: &mut [T],
+) {
+    let (k, n, m) = (b.k, b.n, cols.len());
+    if a.len() != k * lda || cols.end > lda || c.len() != m * n {
+        shape_panic(
+            "gemm_packed_tn",
+            format_args!(
+                "a has {} elements for {k}x{lda} (columns {cols:?}), c has {} for {m}x{n}",
+                a.len(),
+                c.len()
+            ),
+        );
+    }
+    with_simd(Panels {
+        left: Left::Columns {
+            a,
+            lda,
+            first: cols.start,
+        },
+        m,
+        b,
+        panels: 0..b.panels(),
+        beta,
+        c,
+        ldc: n,
+    });
+}
+
+/// The left side of a product: row-major, as two blocks of columns (see [`gemm_packed_cat`],
+/// `ks` wide), or the transpose of columns `first..` of a row-major `k × lda` matrix (see
+/// [`gemm_packed_tn`]).
+#[derive(Clone, Copy)]
+enum Left<'a, T> {
+    Rows {
+        a: [&'a [T]; 2],
+        ks: [usize; 2],
+    },
+    Columns {
+        a: &'a [T],
+        lda: usize,
+        first: usize,
+    },
+}
+
+impl<T: Float> Left<'_, T> {
+    /// Rows `row..row + R` of the product by one panel of `k` rows: `R × NR` sums.
+    #[inline(always)]
+    fn block<const R: usize, const FMA: bool>(&self, row: usize, panel: &[T]) -> [[T; NR]; R] {
+        match *self {
+            Left::Rows { a, ks } => {
+                let rows = [0, 1].map(|p| &a[p][row * ks[p]..(row + R) * ks[p]]);
+                block::<T, R, FMA>(rows, ks, panel)
+            }
+            Left::Columns { a, lda, first } => {
+                let mut acc = [[T::ZERO; NR]; R];
+                let a = &a[first + row..];
+                accumulate::<T, R, FMA>(&mut acc, panel, |r, kk| a[kk * lda + r]);
+                acc
+            }
+        }
+    }
+}
+
 /// The arguments of [`panels_body`], as work for [`with_simd`].
 struct Panels<'a, T: Element> {
-    /// The left side's two blocks of columns (see [`gemm_packed_cat`]), `ks` wide.
-    a: [&'a [T]; 2],
-    ks: [usize; 2],
+    left: Left<'a, T>,
     m: usize,
     b: &'a PackedMat<T>,
     panels: Range<usize>,
@@ -308,8 +437,7 @@ impl<T: Float> SimdWork for Panels<'_, T> {
 #[inline(always)]
 fn panels_body<T: Float, const FMA: bool, const ROWS: usize>(work: Panels<'_, T>) {
     let Panels {
-        a,
-        ks,
+        left,
         m,
         b,
         panels,
@@ -319,25 +447,23 @@ fn panels_body<T: Float, const FMA: bool, const ROWS: usize>(work: Panels<'_, T>
     } = work;
     let k = b.k;
     let first_col = panels.start * NR;
-    // Rows `rows` of the left side's two blocks.
-    let left = |rows: Range<usize>| [0, 1].map(|p| &a[p][rows.start * ks[p]..rows.end * ks[p]]);
     for p in panels {
         let panel = &b.data[p * k * NR..(p + 1) * k * NR];
         let width = NR.min(b.n - p * NR);
         let c_col = p * NR - first_col;
         let mut row = 0;
         while row + ROWS <= m {
-            let acc = block::<T, ROWS, FMA>(left(row..row + ROWS), ks, panel);
+            let acc = left.block::<ROWS, FMA>(row, panel);
             store(&acc, row, beta, c, ldc, c_col, width);
             row += ROWS;
         }
         while row + MR <= m {
-            let acc = block::<T, MR, FMA>(left(row..row + MR), ks, panel);
+            let acc = left.block::<MR, FMA>(row, panel);
             store(&acc, row, beta, c, ldc, c_col, width);
             row += MR;
         }
         while row < m {
-            let acc = block::<T, 1, FMA>(left(row..row + 1), ks, panel);
+            let acc = left.block::<1, FMA>(row, panel);
             store(&acc, row, beta, c, ldc, c_col, width);
             row += 1;
         }
@@ -354,25 +480,29 @@ fn block<T: Float, const R: usize, const FMA: bool>(
 ) -> [[T; NR]; R] {
     let mut acc = [[T::ZERO; NR]; R];
     let (first, second) = panel.split_at(ks[0] * NR);
-    accumulate::<T, R, FMA>(&mut acc, a[0], ks[0], first);
+    let (a0, k0) = (a[0], ks[0]);
+    accumulate::<T, R, FMA>(&mut acc, first, |r, kk| a0[r * k0 + kk]);
     if ks[1] > 0 {
-        accumulate::<T, R, FMA>(&mut acc, a[1], ks[1], second);
+        let (a1, k1) = (a[1], ks[1]);
+        accumulate::<T, R, FMA>(&mut acc, second, |r, kk| a1[r * k1 + kk]);
     }
     acc
 }
 
-/// `acc += a · panel` for `R` rows of `a` (`k` wide) and `k` rows of a panel.
+/// `acc += a · panel` for `R` rows of the left side and the rows of (part of) a panel, with the left
+/// side's element `[r, kk]` read as `a_at(r, kk)`: `a[r · k + kk]` for a row-major left side,
+/// `a[kk · lda + r]` for the transpose of columns of one (inlined, so each is compiled with
+/// its own addressing).
 #[inline(always)]
 fn accumulate<T: Float, const R: usize, const FMA: bool>(
     acc: &mut [[T; NR]; R],
-    a: &[T],
-    k: usize,
     panel: &[T],
+    a_at: impl Fn(usize, usize) -> T,
 ) {
-    for (kk, b_row) in panel.chunks_exact(NR).enumerate().take(k) {
+    for (kk, b_row) in panel.chunks_exact(NR).enumerate() {
         let b_row: &[T; NR] = b_row.try_into().expect("NR wide");
         for (r, acc_r) in acc.iter_mut().enumerate() {
-            let a_rk = a[r * k + kk];
+            let a_rk = a_at(r, kk);
             for (x, &bv) in acc_r.iter_mut().zip(b_row) {
                 *x = if FMA {
                     a_rk.mul_add(bv, *x)
@@ -405,6 +535,31 @@ fn store<T: Float, const R: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `left · b + c0` on the portable path (no FMA), in blocks of `rows` rows.
+    fn portable(
+        left: Left<'_, f64>,
+        rows: usize,
+        m: usize,
+        b: &PackedMat<f64>,
+        c0: &[f64],
+    ) -> Vec<f64> {
+        let mut c = c0.to_vec();
+        let work = Panels {
+            left,
+            m,
+            b,
+            panels: 0..b.panels(),
+            beta: 1.0,
+            c: &mut c,
+            ldc: b.cols(),
+        };
+        match rows {
+            MR => panels_body::<f64, false, MR>(work),
+            _ => panels_body::<f64, false, MR_WIDE>(work),
+        }
+        c
+    }
 
     /// Every code path (the one this CPU dispatches to, and the portable one) against a naive
     /// triple loop, over sizes around the panel and block edges. Exact for small integers.
@@ -441,6 +596,46 @@ mod tests {
             assert_eq!(
                 *from_t.data, *packed.data,
                 "packed from a transpose, {k}x{n}"
+            );
+            // The left side given as columns 2..2 + m of a row-major k × (m + 3) matrix (its
+            // transpose, with a column on each side that must not be read), on both paths.
+            let lda = m + 3;
+            let at: Vec<f64> = (0..k * lda)
+                .map(|i| match (i / lda, i % lda) {
+                    (kk, j) if (2..2 + m).contains(&j) => a[(j - 2) * k + kk],
+                    _ => f64::NAN,
+                })
+                .collect();
+            let mut got = c0.clone();
+            gemm_packed_tn(&at, lda, 2..2 + m, &packed, 1.0, &mut got);
+            assert_eq!(got, want, "transposed left side, {m}x{k}x{n}");
+            let left = Left::Columns {
+                a: &at,
+                lda,
+                first: 2,
+            };
+            for rows in [MR, MR_WIDE] {
+                let got = portable(left, rows, m, &packed, &c0);
+                assert_eq!(
+                    got, want,
+                    "portable path, transposed left side, {m}x{k}x{n}"
+                );
+            }
+            // Packed from its rows, some of them given as `None` (zeros).
+            let rows_of = |kk: usize| (kk % 3 != 1).then(|| &bm[kk * n..(kk + 1) * n]);
+            let zeroed: Vec<f64> = (0..k * n)
+                .map(|i| if (i / n) % 3 == 1 { 0.0 } else { bm[i] })
+                .collect();
+            let from_rows = PackedMat::from_rows(k, n, rows_of);
+            let direct = PackedMat::pack(MatRef::new(&zeroed, k, n));
+            assert_eq!(*from_rows.data, *direct.data, "packed from rows, {k}x{n}");
+            // Neither rows nor columns adjacent (every other element of a wider matrix): the
+            // same layout, element by element.
+            let spread: Vec<f64> = bm.iter().flat_map(|&v| [v, f64::NAN]).collect();
+            let strided = PackedMat::pack(MatRef::strided(&spread, 0, k, n, 2 * n, 2));
+            assert_eq!(
+                *strided.data, *packed.data,
+                "packed from a strided view, {k}x{n}"
             );
             // Cut into a top and a bottom part at every row, packed stacked: the same layout,
             // from row-major parts and from transposed ones.
@@ -482,23 +677,12 @@ mod tests {
                 let mut got = c0.clone();
                 gemm_packed_cat([&blocks[0], &blocks[1]], m, &packed, 1.0, &mut got);
                 assert_eq!(got, want, "dispatched path, cut at {k0}, {m}x{k}x{n}");
+                let left = Left::Rows {
+                    a: [&blocks[0], &blocks[1]],
+                    ks: [k0, k - k0],
+                };
                 for rows in [MR, MR_WIDE] {
-                    let mut got = c0.clone();
-                    let work = Panels {
-                        a: [&blocks[0], &blocks[1]],
-                        ks: [k0, k - k0],
-                        m,
-                        b: &packed,
-                        panels: 0..packed.panels(),
-                        beta: 1.0,
-                        c: &mut got,
-                        ldc: n,
-                    };
-                    if rows == MR {
-                        panels_body::<f64, false, MR>(work);
-                    } else {
-                        panels_body::<f64, false, MR_WIDE>(work);
-                    }
+                    let got = portable(left, rows, m, &packed, &c0);
                     assert_eq!(
                         got, want,
                         "portable path, {rows}-row blocks, cut at {k0}, {m}x{k}x{n}"
