@@ -343,20 +343,33 @@ fn inference_splits_the_batch_across_threads_with_the_same_bits() {
 /// and an initial state; 48 × 17 × 96 × 128 ≈ 1.0e7 ≥ 2²³ multiply-adds for the RNN, more for
 /// the others, and 17 × 4·96 × 96 ≈ 6.3e5 < 2²¹ per step): every value and gradient matches
 /// the composed cells to 1e-12 there, and has the same bits as on one thread, for every cell.
+/// The weight gradients split by rows across the threads too where their products are too
+/// small for `gemm_into` to split (2²³ to 2²⁴ multiply-adds: the RNNs here, and the LSTM with
+/// 64 hidden units, 816 × 256 × 96 ≈ 2.0e7 in all and 1.3e7 in `dW_hh`); larger ones go to
+/// `gemm_into` (the LSTM and GRU with 96), in both directions in the bidirectional cases.
 #[test]
 fn training_splits_the_batch_across_threads_with_the_same_bits() {
-    for cell in 0..4 {
+    let cases = [
+        (0, 96, false),
+        (1, 96, false),
+        (2, 96, false),
+        (3, 96, false),
+        (2, 64, false),
+        (2, 64, true),
+        (3, 96, true),
+    ];
+    for (cell, hidden, bidirectional) in cases {
         let s = Setup {
             cell,
             layers: 1,
-            bidirectional: false,
+            bidirectional,
             batch_first: false,
             with_init: true,
             bias: true,
             seq: 48,
             batch: 17,
             input: 32,
-            hidden: 96,
+            hidden,
             lengths: Some((0..17).map(|b| 48 - b % 5).collect()),
             seed: 5,
         };

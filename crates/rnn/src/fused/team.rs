@@ -1,0 +1,312 @@
+//! A second thread kept awake between the pieces of a training step.
+//!
+//! On two threads, a small recurrent layer splits its batch in halves, one per thread
+//! ([`forward_by_rows`](super::forward_by_rows)), in its forward, again in its backward, and
+//! splits its weight gradients' products. Each piece takes 0.05–0.2 ms on the small configs,
+//! and `rayon::join` hands the second half to a worker that has gone to sleep since the last
+//! piece: measured on the 2-core machine, the half started 55–60 µs after the first, a third
+//! of what the split saves. OpenMP runtimes (and so PyTorch) avoid this by letting their
+//! threads spin a while after a parallel region before they sleep.
+//!
+//! [`join`] does the same on top of rayon: after a second half, the worker that ran it stays
+//! in [`linger`] for up to [`LINGER`], spinning (and running any other rayon work that turns
+//! up, so it never holds the pool up), and the next [`join`] hands its second half straight
+//! to it. Without a lingering worker, [`join`] is `rayon::join` and starts one for next time.
+//!
+//! A posted half is an offer: if the lingering worker has not taken it by the time the first
+//! half is done, the caller takes it back and runs it itself, so nothing waits on a worker that
+//! is busy elsewhere. Which thread runs a half never changes its result.
+
+use std::any::Any;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a worker waits for the next half before going back to rayon (and to sleep).
+/// Covers the gaps of a training step (the loss, the tape's other nodes) with room to spare;
+/// OpenMP's default spin is of the same order.
+pub(super) const LINGER: Duration = Duration::from_millis(1);
+
+/// [`LINGERING`]: nobody lingers.
+const NONE: u8 = 0;
+/// [`LINGERING`]: a lingering worker has been spawned and has not started yet.
+const SPAWNED: u8 = 1;
+/// [`LINGERING`]: a worker lingers, and takes what is posted.
+const AWAKE: u8 = 2;
+
+static LINGERING: AtomicU8 = AtomicU8::new(NONE);
+/// The posted half, or null. Whoever swaps a job out of it (the lingering worker to run it,
+/// or its caller to take it back) owns it.
+static POSTED: AtomicPtr<Job<'static>> = AtomicPtr::new(std::ptr::null_mut());
+
+/// A half posted to the lingering worker, on its caller's stack.
+struct Job<'a> {
+    work: &'a (dyn Fn() + Sync),
+    /// Set by the worker when `work` has returned (or panicked): its last touch of the job.
+    done: AtomicBool,
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
+}
+
+/// `(a(), b())`, `b` on a second thread if one is free: the lingering worker if there is one,
+/// else a rayon worker (as `rayon::join`), which then lingers for the next call.
+pub(super) fn join<A, B, RA, RB>(a: A, b: B) -> (RA, RB)
+where
+    A: FnOnce() -> RA + Send,
+    B: FnOnce() -> RB + Send,
+    RA: Send,
+    RB: Send,
+{
+    let b = Mutex::new(Some(b));
+    let rb = Mutex::new(None);
+    let work = || {
+        let b = b.lock().expect("never poisoned").take().expect("run once");
+        *rb.lock().expect("never poisoned") = Some(b());
+    };
+    let job = Job {
+        work: &work,
+        done: AtomicBool::new(false),
+        panic: Mutex::new(None),
+    };
+    let ptr = (&job as *const Job<'_>).cast_mut().cast::<Job<'static>>();
+    let free = rayon::current_num_threads() >= 2
+        && LINGERING.load(Ordering::Acquire) == AWAKE
+        && (POSTED.compare_exchange(
+            std::ptr::null_mut(),
+            ptr,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        ))
+        .is_ok();
+    if !free {
+        start_lingering();
+        let b = b.into_inner().expect("never poisoned").expect("not run");
+        return rayon::join(a, b);
+    }
+    // From here the job may be running on the lingering worker: `Posted` does not let this
+    // frame end (normally or by unwinding from `a`) before it is taken back or done.
+    let posted = Posted(&job, ptr);
+    let ra = a();
+    if posted.finish() {
+        work();
+    } else if let Some(payload) = job.panic.lock().expect("never poisoned").take() {
+        panic::resume_unwind(payload);
+    }
+    let rb = rb.into_inner().expect("never poisoned");
+    (ra, rb.expect("b ran"))
+}
+
+/// A posted job (and its address in [`POSTED`]) that must be taken back or finished before
+/// its frame ends.
+struct Posted<'j, 'a>(&'j Job<'a>, *mut Job<'static>);
+
+impl Posted<'_, '_> {
+    /// Takes the job back if the worker has not started it (true: run it here), or waits for
+    /// the worker to finish it (false).
+    fn finish(self) -> bool {
+        let taken_back = self.take_back();
+        if !taken_back {
+            while !self.0.done.load(Ordering::Acquire) {
+                // Help with other rayon work meanwhile (a worker's own pushed jobs included).
+                if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        std::mem::forget(self);
+        taken_back
+    }
+
+    fn take_back(&self) -> bool {
+        (POSTED.compare_exchange(
+            self.1,
+            std::ptr::null_mut(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ))
+        .is_ok()
+    }
+}
+
+impl Drop for Posted<'_, '_> {
+    /// Unwinding from the first half: the job must not outlive this frame.
+    fn drop(&mut self) {
+        if !self.take_back() {
+            while !self.0.done.load(Ordering::Acquire) {
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
+
+/// Spawns a lingering worker unless one exists (or is on its way).
+fn start_lingering() {
+    if rayon::current_num_threads() >= 2
+        && (LINGERING.compare_exchange(NONE, SPAWNED, Ordering::AcqRel, Ordering::Relaxed)).is_ok()
+    {
+        rayon::spawn(linger);
+    }
+}
+
+/// A rayon job: waits up to [`LINGER`] for a posted half, runs it, and waits again; returns
+/// once [`LINGER`] passes with nothing posted.
+fn linger() {
+    LINGERING.store(AWAKE, Ordering::Release);
+    let mut deadline = Instant::now() + LINGER;
+    loop {
+        let ptr = POSTED.load(Ordering::Acquire);
+        if !ptr.is_null()
+            && (POSTED.compare_exchange(
+                ptr,
+                std::ptr::null_mut(),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ))
+            .is_ok()
+        {
+            // SAFETY: `ptr` was stored in `POSTED` by a `join` frame (with Release, read here
+            // with Acquire) pointing to its `Job`. Having swapped it out, this thread owns the
+            // job: the frame's `Posted` can no longer take it back, and waits for `done`
+            // before the frame ends (also when unwinding). So the reference is live until
+            // `done` is set, and no other thread runs the job.
+            let job = unsafe { &*ptr };
+            if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| (job.work)())) {
+                *job.panic.lock().expect("never poisoned") = Some(payload);
+            }
+            // Last touch of the job: its frame may end as soon as this is seen.
+            job.done.store(true, Ordering::Release);
+            deadline = Instant::now() + LINGER;
+            continue;
+        }
+        if Instant::now() >= deadline {
+            LINGERING.store(NONE, Ordering::Release);
+            return;
+        }
+        if rayon::yield_now() != Some(rayon::Yield::Executed) {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn two_threads() -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap()
+    }
+
+    /// Waits (up to 0.1 s) for a worker to linger; false if none did.
+    fn wait_for_lingerer() -> bool {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(100) {
+            if LINGERING.load(Ordering::Acquire) == AWAKE {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        false
+    }
+
+    /// Both halves run once and return their results, whether the second goes to a lingering
+    /// worker, to rayon, or is taken back; a half that borrows from the caller's frame sees it.
+    /// (Tests in this crate run concurrently, so a lingering worker may come from another
+    /// test's pool: any thread will do, so long as every half runs exactly once.)
+    #[test]
+    fn join_runs_both_halves_once_wherever_they_run() {
+        let pool = two_threads();
+        let (runs_a, runs_b) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let mut handed_over = 0;
+        pool.install(|| {
+            for k in 0..300usize {
+                if k % 3 == 0 {
+                    wait_for_lingerer();
+                }
+                let data: Vec<usize> = (0..100).map(|i| i * k).collect();
+                let main = std::thread::current().id();
+                let (a, (b, thread)) = join(
+                    || {
+                        runs_a.fetch_add(1, Ordering::Relaxed);
+                        // Long enough for a lingering worker to take the second half.
+                        std::thread::sleep(Duration::from_micros(200));
+                        data[..50].iter().sum::<usize>()
+                    },
+                    || {
+                        runs_b.fetch_add(1, Ordering::Relaxed);
+                        (
+                            data[50..].iter().sum::<usize>(),
+                            std::thread::current().id(),
+                        )
+                    },
+                );
+                assert_eq!(a + b, 4950 * k, "join {k}");
+                handed_over += usize::from(thread != main);
+            }
+        });
+        assert_eq!(runs_a.load(Ordering::Relaxed), 300);
+        assert_eq!(runs_b.load(Ordering::Relaxed), 300);
+        // Most second halves ran on another thread (the lingering worker or a rayon one)
+        // rather than being taken back.
+        assert!(handed_over > 150, "{handed_over} of 300 handed over");
+    }
+
+    /// A panic in either half reaches the caller, after the other half has finished (the
+    /// second half borrows the caller's frame, so it must not outlive it), and the team still
+    /// works afterwards.
+    #[test]
+    fn a_panic_in_either_half_reaches_the_caller_after_both_finished() {
+        let pool = two_threads();
+        pool.install(|| {
+            for first_panics in [true, false, true, false] {
+                wait_for_lingerer();
+                let finished = AtomicUsize::new(0);
+                let result = panic::catch_unwind(AssertUnwindSafe(|| {
+                    join(
+                        || {
+                            if first_panics {
+                                panic!("first");
+                            }
+                            finished.fetch_add(1, Ordering::SeqCst);
+                        },
+                        || {
+                            std::thread::sleep(Duration::from_millis(5));
+                            if !first_panics {
+                                panic!("second");
+                            }
+                            finished.fetch_add(1, Ordering::SeqCst);
+                        },
+                    )
+                }));
+                let payload = result.expect_err("the panic reaches the caller");
+                let message = payload.downcast_ref::<&str>().copied();
+                assert_eq!(message, Some(if first_panics { "first" } else { "second" }));
+                // The half that did not panic finished before `join` returned.
+                assert_eq!(finished.load(Ordering::SeqCst), 1);
+            }
+            assert_eq!(join(|| 1, || 2), (1, 2));
+        });
+    }
+
+    /// On one thread nothing lingers, and `join` runs both halves on the caller.
+    #[test]
+    fn one_thread_runs_both_halves_here() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let me = std::thread::current().id();
+            for _ in 0..10 {
+                let (a, b) = join(
+                    || std::thread::current().id(),
+                    || std::thread::current().id(),
+                );
+                assert_eq!((a, b), (me, me));
+            }
+        });
+    }
+}
