@@ -507,11 +507,14 @@ fn forward_by_rows<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Forward<T> {
         );
         return (out, Saved::none());
     }
-    let xs = [0..half, half..s.batch].map(|r| gather_rows(s.x, s.batch, s.input, r));
-    let ((top, top_saved), (bottom, bottom_saved)) = team::join(
-        || forward_alone(kind, &s.half(0..half, &xs[0])),
-        || forward_alone(kind, &s.half(half..s.batch, &xs[1])),
-    );
+    // Each half gathers its own input: in parallel, and into the cache of the core that
+    // reads it.
+    let run = |r: Range<usize>| {
+        let x = gather_rows(s.x, s.batch, s.input, r.clone());
+        forward_alone(kind, &s.half(r, &x))
+    };
+    let ((top, top_saved), (bottom, bottom_saved)) =
+        team::join(|| run(0..half), || run(half..s.batch));
     let out = merge_rows(&top, &bottom, half, rest, hid);
     let halves = Halves {
         half,
@@ -531,7 +534,6 @@ fn forward_by_rows<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Forward<T> {
 fn backward_by_rows<T: Float>(kind: Kind, s: &Seq<'_, T>, h: &Halves<T>, g: &[T]) -> LoopGrads<T> {
     let w_hh = s.pack_w_hh(kind.gates());
     let rows = [0..h.half, h.half..s.batch];
-    let gs = rows.clone().map(|r| gather_rows(g, s.batch, s.hidden, r));
     let (width, mut dps) = (kind.gates() * s.hidden, gate_grad_buffers(kind, s));
     // Each half writes its rows of every step's block of the whole batch's gate gradients.
     let (mut top, mut bottom): (Vec<_>, Vec<_>) = (dps.iter_mut())
@@ -546,7 +548,8 @@ fn backward_by_rows<T: Float>(kind: Kind, s: &Seq<'_, T>, h: &Halves<T>, g: &[T]
             w_hh_packed: Some(&w_hh),
             ..s.rows(rows[i].clone())
         };
-        with_simd(BackwardWork(kind, &hs, &h.saved[i], &h.outs[i], &gs[i], dp))
+        let g = gather_rows(g, s.batch, s.hidden, rows[i].clone());
+        with_simd(BackwardWork(kind, &hs, &h.saved[i], &h.outs[i], &g, dp))
     };
     let (top, bottom) = team::join(|| run(0, &mut top), || run(1, &mut bottom));
     let d_init = (top.into_iter().zip(bottom))

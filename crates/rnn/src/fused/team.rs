@@ -18,6 +18,7 @@
 //! is busy elsewhere. Which thread runs a half never changes its result.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
 use std::sync::Mutex;
@@ -39,6 +40,11 @@ static LINGERING: AtomicU8 = AtomicU8::new(NONE);
 /// The posted half, or null. Whoever swaps a job out of it (the lingering worker to run it,
 /// or its caller to take it back) owns it.
 static POSTED: AtomicPtr<Job<'static>> = AtomicPtr::new(std::ptr::null_mut());
+
+thread_local! {
+    /// Whether this thread is the lingering worker (inside [`linger`]).
+    static IN_LINGER: Cell<bool> = const { Cell::new(false) };
+}
 
 /// A half posted to the lingering worker, on its caller's stack.
 struct Job<'a> {
@@ -69,7 +75,10 @@ where
         panic: Mutex::new(None),
     };
     let ptr = (&job as *const Job<'_>).cast_mut().cast::<Job<'static>>();
+    // The lingering worker itself (running this from inside `linger`, through
+    // `rayon::yield_now`) cannot take what it posts: it goes to rayon like anyone's.
     let free = rayon::current_num_threads() >= 2
+        && !IN_LINGER.get()
         && LINGERING.load(Ordering::Acquire) == AWAKE
         && (POSTED.compare_exchange(
             std::ptr::null_mut(),
@@ -151,6 +160,7 @@ fn start_lingering() {
 /// A rayon job: waits up to [`LINGER`] for a posted half, runs it, and waits again; returns
 /// once [`LINGER`] passes with nothing posted.
 fn linger() {
+    IN_LINGER.set(true);
     LINGERING.store(AWAKE, Ordering::Release);
     let mut deadline = Instant::now() + LINGER;
     loop {
@@ -179,6 +189,7 @@ fn linger() {
             continue;
         }
         if Instant::now() >= deadline {
+            IN_LINGER.set(false);
             LINGERING.store(NONE, Ordering::Release);
             return;
         }
