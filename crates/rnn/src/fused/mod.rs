@@ -978,6 +978,14 @@ fn parameter_grads<T: Float>(
     let widths = [s.input, s.hidden, 1, 1];
     let mut grads = widths.map(|w| Buffer::zeroed(cols * w).into_vec());
     let macs = [0, 1].map(|i| if work[i] { k * cols * widths[i] } else { 0 });
+    // Entries `r` (gate units) of each bias gradient wanted.
+    let bias_sums = |r: Range<usize>, b_ih: &mut [T], b_hh: &mut [T]| {
+        for (want, dp, sums) in [(work[2], dp_x, b_ih), (work[3], dp_h, b_hh)] {
+            if want {
+                column_sums(dp, cols, r.clone(), sums);
+            }
+        }
+    };
     if macs[0].max(macs[1]) >= GEMM_SPLITS_MACS {
         // Large: `gemm_into` blocks for the caches and splits across threads itself.
         let [w_ih, w_hh, b_ih, b_hh] = &mut grads;
@@ -988,11 +996,7 @@ fn parameter_grads<T: Float>(
         if work[1] {
             hidden_weight_grad(s, dp_h, out, w_hh);
         }
-        for (want, dp, sums) in [(work[2], dp_x, b_ih), (work[3], dp_h, b_hh)] {
-            if want {
-                column_sums(dp, cols, 0..cols, sums);
-            }
-        }
+        bias_sums(0..cols, b_ih, b_hh);
     } else {
         let x = work[0].then(|| PackedMat::pack(MatRef::new(s.x, k, s.input)));
         let h_in = work[1].then(|| {
@@ -1008,11 +1012,7 @@ fn parameter_grads<T: Float>(
                     gemm_packed_tn(dp, cols, r.clone(), packed, T::ZERO, acc);
                 }
             }
-            for (want, dp, sums) in [(work[2], dp_x, b_ih), (work[3], dp_h, b_hh)] {
-                if want {
-                    column_sums(dp, cols, r.clone(), sums);
-                }
-            }
+            bias_sums(r, b_ih, b_hh);
         };
         let split = rayon::current_num_threads() >= 2
             && cols >= 2 * SPLIT_ROWS
@@ -1111,12 +1111,6 @@ fn input_grads<T: Float>(
     needs: &[bool],
 ) -> Vec<Option<Tensor<T>>> {
     let (rows, cols) = (s.steps * s.batch, kind.gates() * s.hidden);
-    let dp_x = MatRef::new(&lg.dp_x, rows, cols);
-    let product = |a: MatRef<'_, T>, b: MatRef<'_, T>, shape: &[usize]| {
-        let mut out = Buffer::zeroed(a.rows() * b.cols()).into_vec();
-        gemm_into(T::ONE, a, b, T::ZERO, &mut out);
-        Tensor::from_vec(out, shape)
-    };
     let mut grads: Vec<Option<Tensor<T>>> = Vec::with_capacity(needs.len());
     let mut k = 0;
     let mut want = || {
@@ -1125,11 +1119,13 @@ fn input_grads<T: Float>(
     };
     // dX = dP_x W_ih
     grads.push(want().then(|| {
-        product(
-            dp_x,
+        let mut dx = Buffer::zeroed(rows * s.input).into_vec();
+        let (dp_x, w_ih) = (
+            MatRef::new(&lg.dp_x, rows, cols),
             MatRef::new(s.w_ih, cols, s.input),
-            &[s.steps, s.batch, s.input],
-        )
+        );
+        gemm_into(T::ONE, dp_x, w_ih, T::ZERO, &mut dx);
+        Tensor::from_vec(dx, &[s.steps, s.batch, s.input])
     }));
     for d in lg.d_init {
         grads.push(want().then(|| Tensor::from_vec(d, &[s.batch, s.hidden])));
