@@ -964,19 +964,21 @@ fn record<T: Float>(
 /// computed as on one thread, so the bits are the same.
 fn parameter_grads<T: Float>(
     s: &Seq<'_, T>,
-    dp_x: &[T],
-    dp_h: Option<&[T]>,
+    (dp_x, dp_h, cols): (&[T], Option<&[T]>, usize),
     out: &[T],
     wanted: [bool; 4],
 ) -> [Option<Tensor<T>>; 4] {
-    let (k, cols) = (s.steps * s.batch, dp_x.len() / (s.steps * s.batch));
+    let k = s.steps * s.batch;
     // LSTM and RNN: `dP_h` is `dP_x`, and its sums serve both biases.
     let shared = dp_h.is_none();
     let dp_h = dp_h.unwrap_or(dp_x);
     let sum_x = wanted[2] || (shared && wanted[3]);
     let work = [wanted[0], wanted[1], sum_x, wanted[3] && !shared];
     let widths = [s.input, s.hidden, 1, 1];
-    let mut grads = widths.map(|w| Buffer::zeroed(cols * w).into_vec());
+    let mut grads = [0, 1, 2, 3].map(|i| {
+        let len = if work[i] { cols * widths[i] } else { 0 };
+        Buffer::zeroed(len).into_vec()
+    });
     let macs = [0, 1].map(|i| if work[i] { k * cols * widths[i] } else { 0 });
     // Entries `r` (gate units) of each bias gradient wanted.
     let bias_sums = |r: Range<usize>, b_ih: &mut [T], b_hh: &mut [T]| {
@@ -1022,7 +1024,8 @@ fn parameter_grads<T: Float>(
             let mut top: [&mut [T]; 4] = Default::default();
             let mut bottom: [&mut [T]; 4] = Default::default();
             for (i, (g, w)) in grads.iter_mut().zip(widths).enumerate() {
-                (top[i], bottom[i]) = g.split_at_mut(half * w);
+                let at = (half * w).min(g.len()); // unwanted ones are empty
+                (top[i], bottom[i]) = g.split_at_mut(at);
             }
             team::join(|| rows(0..half, top), || rows(half..cols, bottom));
         } else {
@@ -1133,7 +1136,8 @@ fn input_grads<T: Float>(
     // dW_ih, dW_hh, db_ih, db_hh
     let has_bias = s.b_ih.is_some();
     let wanted = [want(), want(), has_bias && want(), has_bias && want()];
-    let params = parameter_grads(s, &lg.dp_x, lg.dp_h.as_deref().map(|v| &v[..]), out, wanted);
+    let dps = (&lg.dp_x[..], lg.dp_h.as_deref().map(|v| &v[..]), cols);
+    let params = parameter_grads(s, dps, out, wanted);
     let count = if has_bias { 4 } else { 2 };
     grads.extend(params.into_iter().take(count));
     grads

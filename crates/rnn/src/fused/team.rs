@@ -16,6 +16,10 @@
 //! A posted half is an offer: if the lingering worker has not taken it by the time the first
 //! half is done, the caller takes it back and runs it itself, so nothing waits on a worker that
 //! is busy elsewhere. Which thread runs a half never changes its result.
+//!
+//! There is one lingering worker per process, whichever pool it came from: a caller in one
+//! pool may hand its second half to a worker of another (rayon work inside that half then
+//! runs in that pool). Results are the same; only where the threads come from differs.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -55,7 +59,9 @@ struct Job<'a> {
 }
 
 /// `(a(), b())`, `b` on a second thread if one is free: the lingering worker if there is one,
-/// else a rayon worker (as `rayon::join`), which then lingers for the next call.
+/// else a rayon worker (as `rayon::join`), which then lingers for the next call. As with
+/// `rayon::join`, both halves always run, and a panic in either reaches the caller (the
+/// first half's, if both panic) once both are done.
 pub(super) fn join<A, B, RA, RB>(a: A, b: B) -> (RA, RB)
 where
     A: FnOnce() -> RA + Send,
@@ -74,42 +80,47 @@ where
         done: AtomicBool::new(false),
         panic: Mutex::new(None),
     };
-    let ptr = (&job as *const Job<'_>).cast_mut().cast::<Job<'static>>();
     // The lingering worker itself (running this from inside `linger`, through
     // `rayon::yield_now`) cannot take what it posts: it goes to rayon like anyone's.
-    let free = rayon::current_num_threads() >= 2
+    let lingerer = rayon::current_num_threads() >= 2
         && !IN_LINGER.get()
-        && LINGERING.load(Ordering::Acquire) == AWAKE
-        && (POSTED.compare_exchange(
-            std::ptr::null_mut(),
-            ptr,
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        ))
-        .is_ok();
-    if !free {
-        start_lingering();
-        let b = b.into_inner().expect("never poisoned").expect("not run");
-        return rayon::join(a, b);
+        && LINGERING.load(Ordering::Acquire) == AWAKE;
+    if lingerer {
+        if let Some(posted) = Posted::post(&job) {
+            let ra = a();
+            if posted.finish() {
+                work();
+            } else if let Some(payload) = job.panic.lock().expect("never poisoned").take() {
+                panic::resume_unwind(payload);
+            }
+            let rb = rb.lock().expect("never poisoned").take();
+            return (ra, rb.expect("b ran"));
+        }
     }
-    // From here the job may be running on the lingering worker: `Posted` does not let this
-    // frame end (normally or by unwinding from `a`) before it is taken back or done.
-    let posted = Posted(&job, ptr);
-    let ra = a();
-    if posted.finish() {
-        work();
-    } else if let Some(payload) = job.panic.lock().expect("never poisoned").take() {
-        panic::resume_unwind(payload);
-    }
-    let rb = rb.into_inner().expect("never poisoned");
-    (ra, rb.expect("b ran"))
+    start_lingering();
+    let b = b.into_inner().expect("never poisoned").expect("not run");
+    rayon::join(a, b)
 }
 
-/// A posted job (and its address in [`POSTED`]) that must be taken back or finished before
-/// its frame ends.
+/// A job posted in [`POSTED`] (its address kept to take it back): it must be taken back and
+/// run, or seen done, before the frame holding the job ends. Declared after the job (and
+/// what the job borrows), so it is dropped first.
 struct Posted<'j, 'a>(&'j Job<'a>, *mut Job<'static>);
 
-impl Posted<'_, '_> {
+impl<'j, 'a> Posted<'j, 'a> {
+    /// Posts `job` if nothing else is posted. From the moment this succeeds the lingering
+    /// worker may be running the job: the returned guard is created in the same step, so
+    /// nothing can unwind between the two.
+    fn post(job: &'j Job<'a>) -> Option<Self> {
+        let ptr = (job as *const Job<'a>).cast_mut().cast::<Job<'static>>();
+        let null = std::ptr::null_mut();
+        // `then`, not `then_some`: a guard made for a failed post would wait, when dropped,
+        // for a job nobody has.
+        (POSTED.compare_exchange(null, ptr, Ordering::AcqRel, Ordering::Relaxed))
+            .is_ok()
+            .then(|| Posted(job, ptr))
+    }
+
     /// Takes the job back if the worker has not started it (true: run it here), or waits for
     /// the worker to finish it (false).
     fn finish(self) -> bool {
@@ -138,12 +149,16 @@ impl Posted<'_, '_> {
 }
 
 impl Drop for Posted<'_, '_> {
-    /// Unwinding from the first half: the job must not outlive this frame.
+    /// Unwinding from the first half: the second still runs (here, if the worker has not
+    /// taken it; its own panic is dropped, the first half's goes on), and the job must not
+    /// outlive this frame.
     fn drop(&mut self) {
-        if !self.take_back() {
-            while !self.0.done.load(Ordering::Acquire) {
-                std::hint::spin_loop();
-            }
+        if self.take_back() {
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| (self.0.work)()));
+            return;
+        }
+        while !self.0.done.load(Ordering::Acquire) {
+            std::hint::spin_loop();
         }
     }
 }
@@ -153,52 +168,78 @@ fn start_lingering() {
     if rayon::current_num_threads() >= 2
         && (LINGERING.compare_exchange(NONE, SPAWNED, Ordering::AcqRel, Ordering::Relaxed)).is_ok()
     {
-        rayon::spawn(linger);
+        // From a worker, `rayon::spawn` queues on that worker's own deque, where the worker
+        // might pop it while it waits inside a join of its own: `linger` then returns at once
+        // rather than stall the wait by a millisecond or more.
+        let spawner = rayon::current_thread_index();
+        rayon::spawn(move || {
+            if spawner.is_none() || rayon::current_thread_index() != spawner {
+                linger();
+            } else {
+                LINGERING.store(NONE, Ordering::Release);
+            }
+        });
+    }
+}
+
+/// Ends the lingering however [`linger`] ends (it cannot unwind today; if it ever did, a
+/// stale `AWAKE` would make every later join post, take back and run its halves in turn).
+struct Lingering;
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        IN_LINGER.set(false);
+        LINGERING.store(NONE, Ordering::Release);
     }
 }
 
 /// A rayon job: waits up to [`LINGER`] for a posted half, runs it, and waits again; returns
-/// once [`LINGER`] passes with nothing posted.
+/// once [`LINGER`] passes with nothing posted (time spent on other rayon work restarts it).
 fn linger() {
     IN_LINGER.set(true);
     LINGERING.store(AWAKE, Ordering::Release);
+    let lingering = Lingering;
     let mut deadline = Instant::now() + LINGER;
     loop {
-        let ptr = POSTED.load(Ordering::Acquire);
-        if !ptr.is_null()
-            && (POSTED.compare_exchange(
-                ptr,
-                std::ptr::null_mut(),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ))
-            .is_ok()
-        {
-            // SAFETY: `ptr` was stored in `POSTED` by a `join` frame (with Release, read here
-            // with Acquire) pointing to its `Job`. Having swapped it out, this thread owns the
-            // job: the frame's `Posted` can no longer take it back, and waits for `done`
-            // before the frame ends (also when unwinding). So the reference is live until
-            // `done` is set, and no other thread runs the job.
-            let job = unsafe { &*ptr };
-            #[cfg(test)]
-            tests::RAN_POSTED.fetch_add(1, Ordering::Relaxed);
-            if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| (job.work)())) {
-                *job.panic.lock().expect("never poisoned") = Some(payload);
-            }
-            // Last touch of the job: its frame may end as soon as this is seen.
-            job.done.store(true, Ordering::Release);
+        if run_posted() || rayon::yield_now() == Some(rayon::Yield::Executed) {
             deadline = Instant::now() + LINGER;
             continue;
         }
         if Instant::now() >= deadline {
-            IN_LINGER.set(false);
-            LINGERING.store(NONE, Ordering::Release);
-            return;
+            break;
         }
-        if rayon::yield_now() != Some(rayon::Yield::Executed) {
-            std::hint::spin_loop();
-        }
+        std::hint::spin_loop();
     }
+    drop(lingering);
+    // A half posted between the last look and `NONE` would otherwise wait to be taken back.
+    run_posted();
+}
+
+/// Takes the posted half, if there is one, and runs it; whether it did.
+fn run_posted() -> bool {
+    let ptr = POSTED.load(Ordering::Relaxed);
+    let null = std::ptr::null_mut();
+    if ptr.is_null()
+        || (POSTED.compare_exchange(ptr, null, Ordering::AcqRel, Ordering::Relaxed)).is_err()
+    {
+        return false;
+    }
+    // SAFETY: `ptr` was stored in `POSTED` by `Posted::post` (a compare-and-swap with
+    // Release; the successful one just above acquires it) and points to the `Job` of a live
+    // `join` frame. Having swapped it out, this thread owns the job: that frame's `Posted`
+    // guard, created in the same step as the post and dropped before the job, can no longer
+    // take it back, so `Posted::finish` (or its `Drop`, when unwinding) waits for `done`
+    // before the frame ends. So the reference is live until `done` is set below, and no
+    // other thread runs the job.
+    let job = unsafe { &*ptr };
+    #[cfg(test)]
+    tests::RAN_POSTED.fetch_add(1, Ordering::Relaxed);
+    if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| (job.work)())) {
+        *job.panic.lock().expect("never poisoned") = Some(payload);
+    }
+    // Last touch of the job: its frame may end as soon as this is seen.
+    job.done.store(true, Ordering::Release);
+    true
 }
 
 #[cfg(test)]
@@ -267,10 +308,9 @@ mod tests {
         );
     }
 
-    /// A panic in either half reaches the caller, and `join` returns only once the other half
-    /// has finished if it started (the second half borrows the caller's frame, so it must not
-    /// outlive it; like `rayon::join`, a second half not yet started when the first panics is
-    /// dropped unrun); the team still works afterwards.
+    /// A panic in either half reaches the caller, and only once the other half has run to its
+    /// end, as with `rayon::join` (the second half borrows the caller's frame, so it must not
+    /// outlive it either); the team still works afterwards.
     #[test]
     fn a_panic_in_either_half_reaches_the_caller_after_both_finished() {
         let pool = two_threads();
@@ -302,21 +342,58 @@ mod tests {
                 let payload = result.expect_err("the panic reaches the caller");
                 let message = payload.downcast_ref::<&str>().copied();
                 assert_eq!(message, Some(if first_panics { "first" } else { "second" }));
-                // Whatever half started has finished; a first half that did not panic ran.
+                // The other half ran, and to its end.
                 let (started, finished) = (
                     started.load(Ordering::SeqCst),
                     finished.load(Ordering::SeqCst),
                 );
-                assert_eq!(
-                    started, finished,
-                    "a half still running after join returned"
-                );
-                if !first_panics {
-                    assert_eq!(finished, 1);
-                }
+                assert_eq!((started, finished), (1, 1), "first panics: {first_panics}");
             }
             assert_eq!(join(|| 1, || 2), (1, 2));
         });
+    }
+
+    /// Callers racing for one lingering worker: most posts find the slot taken (or the worker
+    /// busy) and fall back to `rayon::join`, and none may hang. A guard made for a failed post
+    /// (once, `bool::then_some` built it eagerly) waited forever for a job nobody had; a
+    /// watchdog turns such a hang into a failure.
+    #[test]
+    fn callers_racing_for_the_lingering_worker_all_finish() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(6)
+                .build()
+                .unwrap();
+            let total = AtomicUsize::new(0);
+            // Halves long enough (20 µs) that posts overlap.
+            let busy = |k: usize| {
+                let start = Instant::now();
+                while start.elapsed() < Duration::from_micros(20) {
+                    std::hint::spin_loop();
+                }
+                k
+            };
+            pool.install(|| {
+                rayon::scope(|s| {
+                    for _ in 0..4 {
+                        s.spawn(|_| {
+                            join(|| (), || ()); // (one lingers from here on)
+                            wait_for_lingerer();
+                            for k in 0..1000usize {
+                                let (a, b) = join(|| busy(k), || busy(2 * k));
+                                total.fetch_add(a + b, Ordering::Relaxed);
+                            }
+                        });
+                    }
+                });
+            });
+            done.send(total.load(Ordering::Relaxed)).unwrap();
+        });
+        let total = finished
+            .recv_timeout(Duration::from_secs(60))
+            .expect("joins hung");
+        assert_eq!(total, 4 * 3 * (0..1000).sum::<usize>());
     }
 
     /// On one thread nothing lingers, and `join` runs both halves on the caller.
