@@ -117,6 +117,14 @@ fn run<C: Cell<f64>>(layer: &Layer<f64, C>, s: &Setup) -> Vec<Tensor<f64>> {
     results
 }
 
+/// The largest elementwise difference between two results of the same length.
+fn max_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
+}
+
 fn compare<C: Cell<f64>>(layer: Layer<f64, C>, s: &Setup) -> Result<(), TestCaseError> {
     prop_assert!(layer.is_fused());
     let fused = run(&layer, s);
@@ -124,11 +132,7 @@ fn compare<C: Cell<f64>>(layer: Layer<f64, C>, s: &Setup) -> Result<(), TestCase
     let composed = run(&layer, s);
     for (k, (a, b)) in fused.iter().zip(&composed).enumerate() {
         prop_assert_eq!(a.shape(), b.shape());
-        let worst = a
-            .to_vec()
-            .iter()
-            .zip(b.to_vec())
-            .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
+        let worst = max_diff(&a.to_vec(), &b.to_vec());
         prop_assert!(
             worst <= 1e-12,
             "result {} differs by {:e} ({:?})",
@@ -284,10 +288,7 @@ fn check_inference_on_two_threads<C: Cell<f64>>(
     let two = on_two_threads(|| run(false));
     assert_eq!(two, on_one_thread(|| run(false)), "{name}");
     for (a, b) in run(true).iter().zip(&two) {
-        let worst = a
-            .iter()
-            .zip(b)
-            .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
+        let worst = max_diff(a, b);
         assert!(worst <= 1e-12, "{name}: differs by {worst:e}");
     }
 }
@@ -429,11 +430,7 @@ fn inference_forward_matches_the_training_forward() {
             (&frozen, "nothing requires a gradient"),
         ] {
             for (a, b) in training.iter().zip(other) {
-                assert_eq!(a.len(), b.len());
-                let worst = a
-                    .iter()
-                    .zip(b)
-                    .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
+                let worst = max_diff(a, b);
                 assert!(worst <= 1e-12, "{name}, {how}: differs by {worst:e}");
             }
         }
@@ -495,10 +492,7 @@ fn inference_sees_every_change_of_the_weights() {
             change();
             let (fused, composed) = (infer(true), infer(false));
             assert!(fused != before, "{name}: {how} left the output unchanged");
-            let worst = fused
-                .iter()
-                .zip(&composed)
-                .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+            let worst = max_diff(&fused, &composed);
             assert!(worst <= 1e-12, "{name}, after {how}: differs by {worst:e}");
             before = fused;
         }
