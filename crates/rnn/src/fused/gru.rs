@@ -69,19 +69,22 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>, out: &mut Rows<'_, T>) -> Saved<
 #[inline(always)]
 fn cell_forward<T: Float>(x: &[T], hp: &[T], acts: &mut [T], h: &mut [T], out: &mut [T]) {
     let n = h.len();
-    assert!(x.len() == 3 * n && hp.len() == 3 * n && acts.len() == 4 * n && out.len() == n);
-    let (rz, rest) = acts.split_at_mut(2 * n);
+    // Every slice cut to its exact length up front, so the loops have no bounds checks left.
+    let (x_rz, x_n) = (&x[..2 * n], &x[2 * n..3 * n]);
+    let (hp_rz, hp_n) = (&hp[..2 * n], &hp[2 * n..3 * n]);
+    let (rz, rest) = acts[..4 * n].split_at_mut(2 * n);
     let (nn, h_n) = rest.split_at_mut(n);
+    let out = &mut out[..n];
     for j in 0..2 * n {
-        rz[j] = x[j] + hp[j];
+        rz[j] = x_rz[j] + hp_rz[j];
     }
     for x in rz.iter_mut() {
         *x = x.fast_sigmoid();
     }
-    h_n.copy_from_slice(&hp[2 * n..]);
+    h_n.copy_from_slice(hp_n);
     let (r, z) = rz.split_at(n);
     for j in 0..n {
-        nn[j] = x[2 * n + j] + r[j] * h_n[j];
+        nn[j] = x_n[j] + r[j] * h_n[j];
     }
     for x in nn.iter_mut() {
         *x = x.fast_tanh();
@@ -90,6 +93,45 @@ fn cell_forward<T: Float>(x: &[T], hp: &[T], acts: &mut [T], h: &mut [T], out: &
         h[j] = nn[j] + z[j] * (h[j] - nn[j]);
     }
     out.copy_from_slice(h);
+}
+
+/// One row of the backward: from `[r; z; n; h_n]`, h_{t−1} and the incoming gradients to the
+/// gate gradients of both projections, `dh` updated to its direct path `(dh + dout) ⊙ z`.
+/// Every slice is cut to its exact length up front: with the lengths plain, the loop has no
+/// bounds checks left and vectorises.
+#[inline(always)]
+fn cell_backward<T: Float>(
+    acts: &[T],
+    h_prev: &[T],
+    dout: &[T],
+    dh: &mut [T],
+    dp_x: &mut [T],
+    dp_h: &mut [T],
+) {
+    let n = dh.len();
+    let (r, z, nn, h_n) = (
+        &acts[..n],
+        &acts[n..2 * n],
+        &acts[2 * n..3 * n],
+        &acts[3 * n..4 * n],
+    );
+    let (h_prev, dout) = (&h_prev[..n], &dout[..n]);
+    let (dx_r, rest) = dp_x[..3 * n].split_at_mut(n);
+    let (dx_z, dx_n) = rest.split_at_mut(n);
+    let (dh_r, rest) = dp_h[..3 * n].split_at_mut(n);
+    let (dh_z, dh_n) = rest.split_at_mut(n);
+    for j in 0..n {
+        let dh_j = dh[j] + dout[j];
+        let dn = dh_j * (T::ONE - z[j]);
+        let dz = dh_j * (h_prev[j] - nn[j]);
+        let da = dn * (T::ONE - nn[j] * nn[j]);
+        let dr = da * h_n[j];
+        let dpr = dr * r[j] * (T::ONE - r[j]);
+        let dpz = dz * z[j] * (T::ONE - z[j]);
+        (dx_r[j], dx_z[j], dx_n[j]) = (dpr, dpz, da);
+        (dh_r[j], dh_z[j], dh_n[j]) = (dpr, dpz, da * r[j]);
+        dh[j] = dh_j * z[j]; // the direct path h_{t−1} → h_t
+    }
 }
 
 #[inline(always)]
@@ -113,39 +155,22 @@ pub(super) fn backward<T: Float>(
             if !s.valid(t, b) {
                 continue;
             }
-            let a_row = &saved.acts[t * s.step(g4) + b * g4..t * s.step(g4) + (b + 1) * g4];
-            let (r, rest) = a_row.split_at(hid);
-            let (z, rest) = rest.split_at(hid);
-            let (nn, h_n) = rest.split_at(hid);
-            let h_prev = s.h_prev(out, t, b);
-            let dout = &g[t * n + b * hid..t * n + (b + 1) * hid];
-            let dh_b = &mut dh[b * hid..(b + 1) * hid];
-            let (dx_row, dh_row) = (
+            let at = t * s.step(g4) + b * g4;
+            cell_backward(
+                &saved.acts[at..at + g4],
+                s.h_prev(out, t, b),
+                &g[t * n + b * hid..t * n + (b + 1) * hid],
+                &mut dh[b * hid..(b + 1) * hid],
                 &mut dpx_t[b * g3..(b + 1) * g3],
                 &mut dph_t[b * g3..(b + 1) * g3],
             );
-            for j in 0..hid {
-                let dh_j = dh_b[j] + dout[j];
-                let dn = dh_j * (T::ONE - z[j]);
-                let dz = dh_j * (h_prev[j] - nn[j]);
-                let da = dn * (T::ONE - nn[j] * nn[j]);
-                let dr = da * h_n[j];
-                let dpr = dr * r[j] * (T::ONE - r[j]);
-                let dpz = dz * z[j] * (T::ONE - z[j]);
-                dx_row[j] = dpr;
-                dx_row[hid + j] = dpz;
-                dx_row[2 * hid + j] = da;
-                dh_row[j] = dpr;
-                dh_row[hid + j] = dpz;
-                dh_row[2 * hid + j] = da * r[j];
-                dh_b[j] = dh_j * z[j]; // the direct path h_{t−1} → h_t
-            }
         }
         s.hidden_grad(dph_t, &mut dh_rec);
         for b in 0..s.batch {
             if s.valid(t, b) {
-                for j in b * hid..(b + 1) * hid {
-                    dh[j] += dh_rec[j];
+                let row = b * hid..(b + 1) * hid;
+                for (dh, &rec) in dh[row.clone()].iter_mut().zip(&dh_rec[row]) {
+                    *dh += rec;
                 }
             }
         }

@@ -121,17 +121,27 @@ fn cell_backward<T: Float>(
     tanh_c: &mut [T],
 ) {
     let n = c_t.len();
-    assert!(gates.len() == 4 * n && c_p.len() == n && dout.len() == n && tanh_c.len() == n);
+    // Every slice cut to exactly `n` up front: with the lengths plain, the loop below has no
+    // bounds checks left and vectorises (it ran one lane at a time before).
+    let (i, f, gg, o) = (
+        &gates[..n],
+        &gates[n..2 * n],
+        &gates[2 * n..3 * n],
+        &gates[3 * n..4 * n],
+    );
+    let (c_p, dout, dh, dc, tanh_c) = (
+        &c_p[..n],
+        &dout[..n],
+        &mut dh[..n],
+        &mut dc[..n],
+        &mut tanh_c[..n],
+    );
+    let (dp_i, rest) = dp[..4 * n].split_at_mut(n);
+    let (dp_f, rest) = rest.split_at_mut(n);
+    let (dp_g, dp_o) = rest.split_at_mut(n);
     for (tc, c) in tanh_c.iter_mut().zip(c_t) {
         *tc = c.fast_tanh();
     }
-    assert!(dh.len() == n && dc.len() == n && dp.len() == 4 * n);
-    let (i, rest) = gates.split_at(n);
-    let (f, rest) = rest.split_at(n);
-    let (gg, o) = rest.split_at(n);
-    let (dp_i, rest) = dp.split_at_mut(n);
-    let (dp_f, rest) = rest.split_at_mut(n);
-    let (dp_g, dp_o) = rest.split_at_mut(n);
     for j in 0..n {
         let dh_j = dh[j] + dout[j];
         let tc = tanh_c[j];

@@ -76,20 +76,23 @@ pub(super) fn backward<T: Float>(
             if !s.valid(t, b) {
                 continue;
             }
-            let at = t * n + b * hid;
-            let y = &out[at..at + hid]; // h_t
-            for j in 0..hid {
-                let dh_j = dh[b * hid + j] + g[at + j];
-                dp_t[b * hid + j] = match nl {
-                    Nonlinearity::Tanh => dh_j * (T::ONE - y[j] * y[j]),
-                    Nonlinearity::Relu => {
-                        if y[j] > T::ZERO {
-                            dh_j
-                        } else {
-                            T::ZERO
-                        }
+            let (at, row) = (t * n + b * hid, b * hid..(b + 1) * hid);
+            let (y, dout) = (&out[at..at + hid], &g[at..at + hid]); // h_t and its gradient
+            let (dh_b, dp_b) = (&dh[row.clone()], &mut dp_t[row]);
+            // Zipped slices and the nonlinearity chosen outside the loop: no bounds checks,
+            // no branch per element, so the loop vectorises.
+            let terms = dp_b.iter_mut().zip(dh_b).zip(dout).zip(y);
+            match nl {
+                Nonlinearity::Tanh => {
+                    for (((dp, &dh), &dout), &y) in terms {
+                        *dp = (dh + dout) * (T::ONE - y * y);
                     }
-                };
+                }
+                Nonlinearity::Relu => {
+                    for (((dp, &dh), &dout), &y) in terms {
+                        *dp = if y > T::ZERO { dh + dout } else { T::ZERO };
+                    }
+                }
             }
         }
         s.hidden_grad(dp_t, &mut dh_rec);
