@@ -190,18 +190,25 @@ impl<'a, T: Float> Seq<'a, T> {
             self.step(self.input),
             "a whole batch's input"
         );
-        let mut p = Buffer::zeroed(rows * cols);
+        // Every row starts as the bias and the product adds onto it (one pass over `P`, not
+        // a zeroing and then an addition).
+        let mut p = match self.b_ih {
+            Some(_) => {
+                let bias = self.bias_sum(gates, with_b_hh);
+                let mut p = Buffer::with_capacity(rows * cols);
+                (0..rows).for_each(|_| p.extend_from_slice(&bias));
+                p
+            }
+            None => Buffer::zeroed(rows * cols),
+        };
         // Many rows: a blocking gemm (which packs `W_ihᵀ` once per call anyway) is the tool.
         gemm_into(
             T::ONE,
             MatRef::new(self.x, rows, self.input),
             MatRef::new(self.w_ih, cols, self.input).t(),
-            T::ZERO,
+            T::ONE,
             &mut p,
         );
-        if self.b_ih.is_some() {
-            add_to_rows(&mut p, &self.bias_sum(gates, with_b_hh));
-        }
         p
     }
 
