@@ -192,21 +192,21 @@ impl<'a, T: Float> Seq<'a, T> {
         );
         // Every row starts as the bias and the product adds onto it (one pass over `P`, not
         // a zeroing and then an addition).
-        let mut p = match self.b_ih {
+        let (mut p, beta) = match self.b_ih {
             Some(_) => {
                 let bias = self.bias_sum(gates, with_b_hh);
                 let mut p = Buffer::with_capacity(rows * cols);
                 (0..rows).for_each(|_| p.extend_from_slice(&bias));
-                p
+                (p, T::ONE)
             }
-            None => Buffer::zeroed(rows * cols),
+            None => (Buffer::zeroed(rows * cols), T::ZERO),
         };
         // Many rows: a blocking gemm (which packs `W_ihᵀ` once per call anyway) is the tool.
         gemm_into(
             T::ONE,
             MatRef::new(self.x, rows, self.input),
             MatRef::new(self.w_ih, cols, self.input).t(),
-            T::ONE,
+            beta,
             &mut p,
         );
         p
