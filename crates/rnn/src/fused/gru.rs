@@ -26,8 +26,9 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>, out: &mut Rows<'_, T>) -> Saved<
     // Training projects every step's input up front and keeps every step's r, z, n and h_n;
     // inference projects and keeps the current step's only.
     let slots = if s.keep { s.steps } else { 1 };
-    let mut xp = s.step_inputs(3, false);
-    let mut acts = Buffer::zeroed(slots * s.step(g4));
+    let mut xp = s.step_inputs(3);
+    // Not zeroed: every row of every step is written (zeros past a sequence's end).
+    let mut acts = Buffer::for_overwrite(slots * s.step(g4));
     let mut h = s.h0.to_vec();
     let mut hp = vec![T::ZERO; s.step(g3)];
     for t in s.order() {
@@ -153,6 +154,8 @@ pub(super) fn backward<T: Float>(
         let (dpx_t, dph_t) = (dp_x.block(t), dp_h.block(t));
         for b in 0..s.batch {
             if !s.valid(t, b) {
+                dpx_t[b * g3..(b + 1) * g3].fill(T::ZERO);
+                dph_t[b * g3..(b + 1) * g3].fill(T::ZERO);
                 continue;
             }
             let at = t * s.step(g4) + b * g4;

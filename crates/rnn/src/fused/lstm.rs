@@ -24,10 +24,11 @@ use super::{Buffer, Rows, Saved, Seq};
 pub(super) fn forward<T: Float>(s: &Seq<'_, T>, out: &mut Rows<'_, T>) -> Saved<T> {
     let (hid, g4) = (s.hidden, 4 * s.hidden);
     let bias = s.cell_bias(4);
-    // Training projects every step's input up front and keeps every step's gates and cell
-    // state; inference makes and keeps the current step's gates only.
-    let mut gates = s.step_inputs(4, true);
-    let mut c_all = Buffer::zeroed(if s.keep { s.steps * s.step(hid) } else { 0 });
+    // Training keeps every step's gates and cell state; inference the current step's gates
+    // only.
+    let mut gates = s.step_slots(4);
+    // Not zeroed: every step writes every row of its c_t.
+    let mut c_all = Buffer::for_overwrite(if s.keep { s.steps * s.step(hid) } else { 0 });
     let mut h = s.h0.to_vec();
     let mut c = s.c0.expect("an LSTM has a cell state").to_vec();
     let mut xh = s.gather_room();
@@ -180,7 +181,8 @@ pub(super) fn backward<T: Float>(
         let dp_t = dp.block(t);
         for b in 0..s.batch {
             if !s.valid(t, b) {
-                continue; // dP stays 0; dh and dc pass through unchanged
+                dp_t[b * g4..(b + 1) * g4].fill(T::ZERO); // dh and dc pass through unchanged
+                continue;
             }
             let at = t * n + b * hid;
             let gates = &saved.acts[t * s.step(g4) + b * g4..t * s.step(g4) + (b + 1) * g4];

@@ -7,11 +7,11 @@
 //! mirroring the forward line by line. Around the loops, the work is in large matrix products:
 //!
 //! ```text
-//! forward:   P   = X W_ihᵀ                one [T·B, I] × [I, G·H] product for all steps
-//!            P_t += h_{t−1} W_hhᵀ         one [B, H] × [H, G·H] product per step
-//! inference: P_t = [x_t | h_{t−1}] [W_ih | W_hh]ᵀ   one [B, I + H] × [I + H, G·H] product per
-//!                                                 step instead (LSTM, RNN)
-//!            P_t = x_t W_ihᵀ, h_{t−1} W_hhᵀ      two per step, kept apart (GRU)
+//! forward:   P_t = [x_t | h_{t−1}] [W_ih | W_hh]ᵀ   one [B, I + H] × [I + H, G·H] product
+//!                                                 per step (LSTM, RNN)
+//!            P   = X W_ihᵀ                one [T·B, I] × [I, 3H] product for all steps
+//!            P_t = h_{t−1} W_hhᵀ          and one [B, H] × [H, 3H] per step, kept apart (GRU
+//!                                         training; its inference makes x_t W_ihᵀ per step)
 //! backward:  dh_{t−1} = dP_t W_hh        one [B, G·H] × [G·H, H] product per step
 //!            dX = dP W_ih,  dW_ih = dPᵀ X,  dW_hh = dPᵀ H_in,  db = Σ dP   (all steps at once)
 //! ```
@@ -25,10 +25,15 @@
 //! Inference (no backward to follow) makes each `P_t` where it is used, in cache, and never
 //! holds a `[T, B, G·H]` buffer: on the large LSTM, [64, 200, 256, 512], that buffer was
 //! 105 MB of fresh pages per call, and the forward went from 249 to 173 ms (the large GRU's,
-//! 220 → 135 ms on one thread). Training keeps every step's activations anyway, and there the
-//! same change measured slower (LSTM medium training step 40 → 51 ms, with 13× the page faults:
-//! glibc returned the step's big buffers to the kernel between calls), so it keeps the input
-//! projection up front. The two orders of summation agree to rounding (1e-12 in f64, tested).
+//! 220 → 135 ms on one thread). LSTM and RNN training make `P_t` per step the same way (the
+//! LSTM keeps every step's activated gates in a slot of its own): once the big buffers came
+//! from a pool (`tensor::pool`), that beat projecting all inputs up front in one blocking gemm
+//! (one thread, probe medians: small LSTM training step 0.62 → 0.59 ms, RNN large 128–131 →
+//! 124, 2-layer bidirectional LSTM on medium 218–220 → 208; two threads: LSTM large 287–311 →
+//! 269–277, RNN medium 4.6–4.8 → 4.7–5.0), because the packed kernel with `k = I + H` runs
+//! closer to its peak than that gemm does with `k = I` (32 on the small configs). The GRU's
+//! `h W_hnᵀ` must stay apart from `x_t W_inᵀ`, so its training still projects up front. Summing
+//! `x_t W_ihᵀ` and `h W_hhᵀ` in one chain or in two agrees to rounding (1e-12 in f64, tested).
 //!
 //! Arithmetic is the composed cells' in the same order, with the exact `tanh`/sigmoid for
 //! `f64` (so the two paths agree to ~1e-15) and fast vectorisable ones for `f32`.
@@ -117,8 +122,8 @@ pub(crate) struct Seq<'a, T: Float> {
     pub w_ih: &'a [T],
     pub w_hh: &'a [T],
     /// The right side of the forward's per-step product, packed once per sequence for
-    /// [`gemm_packed`] (see [`pack_step_weights`]): `[W_ih | W_hh]ᵀ` for LSTM and RNN
-    /// inference, `W_hhᵀ` otherwise.
+    /// [`gemm_packed`] (see [`pack_step_weights`]): `[W_ih | W_hh]ᵀ` for LSTM and RNN,
+    /// `W_hhᵀ` for GRU.
     pub w_step: &'a PackedMat<T>,
     /// GRU inference: `W_ihᵀ` packed for the per-step `x_t W_ihᵀ` (see [`Self::input_product`]).
     pub w_in: Option<&'a PackedMat<T>>,
@@ -128,8 +133,9 @@ pub(crate) struct Seq<'a, T: Float> {
     pub c0: Option<&'a [T]>,
     pub lengths: Option<&'a [usize]>,
     pub reverse: bool,
-    /// Whether a backward will follow: the forward then projects the inputs of all steps up
-    /// front and keeps every step's activations; otherwise it keeps only the current step's.
+    /// Whether a backward will follow: the forward then keeps every step's activations
+    /// (and the GRU projects the inputs of all steps up front); otherwise it keeps only the
+    /// current step's.
     pub keep: bool,
     /// `W_hh` packed for the backward's per-step product (set by [`backward_loop`]).
     pub w_hh_packed: Option<&'a PackedMat<T>>,
@@ -182,8 +188,8 @@ impl<'a, T: Float> Seq<'a, T> {
         }
     }
 
-    /// `X W_ihᵀ + b_ih (+ b_hh)` for all steps at once: `[T·B, G·H]`.
-    pub fn x_projection(&self, gates: usize, with_b_hh: bool) -> Buffer<T> {
+    /// `X W_ihᵀ + b_ih` for all steps at once: `[T·B, G·H]` (GRU training).
+    fn x_projection(&self, gates: usize) -> Buffer<T> {
         let (rows, cols) = (self.steps * self.batch, gates * self.hidden);
         assert_eq!(
             self.x_stride,
@@ -193,10 +199,9 @@ impl<'a, T: Float> Seq<'a, T> {
         // Every row starts as the bias and the product adds onto it (one pass over `P`, not
         // a zeroing and then an addition).
         let (mut p, beta) = match self.b_ih {
-            Some(_) => {
-                let bias = self.bias_sum(gates, with_b_hh);
+            Some(bias) => {
                 let mut p = Buffer::with_capacity(rows * cols);
-                (0..rows).for_each(|_| p.extend_from_slice(&bias));
+                (0..rows).for_each(|_| p.extend_from_slice(bias));
                 (p, T::ONE)
             }
             None => (Buffer::zeroed(rows * cols), T::ZERO),
@@ -212,13 +217,22 @@ impl<'a, T: Float> Seq<'a, T> {
         p
     }
 
-    /// What a forward's steps fill with `P_t`: in training every step's input projection
-    /// ([`x_projection`](Self::x_projection)), in inference room for the current step's only.
-    pub fn step_inputs(&self, gates: usize, with_b_hh: bool) -> Buffer<T> {
+    /// The GRU's input projections: in training every step's, made up front
+    /// ([`x_projection`](Self::x_projection)), in inference room for the current step's,
+    /// which [`input_product`](Self::input_product) fills.
+    pub fn step_inputs(&self, gates: usize) -> Buffer<T> {
         match self.keep {
-            true => self.x_projection(gates, with_b_hh),
+            true => self.x_projection(gates),
             false => Buffer::zeroed(self.step(gates * self.hidden)),
         }
+    }
+
+    /// Room for the LSTM's `P_t` (`[B, 4H]`), which its forward activates in place: a slot
+    /// per step in training, which keeps them all (see [`slot`](Self::slot)), one otherwise.
+    /// Not zeroed: each step's product writes all of its slot.
+    pub fn step_slots(&self, gates: usize) -> Buffer<T> {
+        let slots = if self.keep { self.steps } else { 1 };
+        Buffer::for_overwrite(slots * self.step(gates * self.hidden))
     }
 
     /// Which step-sized slot of a per-step buffer step `t` uses: its own in training, the one
@@ -231,25 +245,14 @@ impl<'a, T: Float> Seq<'a, T> {
         }
     }
 
-    /// `b_ih (+ b_hh)` (`[G·H]`), zeros for a layer without biases.
-    fn bias_sum(&self, gates: usize, with_b_hh: bool) -> Vec<T> {
+    /// The bias the LSTM and RNN gate arithmetic adds to `P_t` (`[G·H]`): `b_ih + b_hh`,
+    /// zeros for a layer without biases.
+    pub fn cell_bias(&self, gates: usize) -> Vec<T> {
         let mut bias = vec![T::ZERO; gates * self.hidden];
-        for b in [self.b_ih, self.b_hh.filter(|_| with_b_hh)]
-            .into_iter()
-            .flatten()
-        {
+        for b in [self.b_ih, self.b_hh].into_iter().flatten() {
             add_to_rows(&mut bias, b);
         }
         bias
-    }
-
-    /// The bias the LSTM and RNN gate arithmetic adds to `P_t` (`[G·H]`): `b_ih + b_hh` in
-    /// inference, zeros in training (whose input projection added it) or without biases.
-    pub fn cell_bias(&self, gates: usize) -> Vec<T> {
-        match self.keep {
-            true => vec![T::ZERO; gates * self.hidden],
-            false => self.bias_sum(gates, true),
-        }
     }
 
     /// `x_t W_ihᵀ + b_ih` for step `t` into `p_t` (`[B, G·H]`): the GRU's inference, whose
@@ -267,14 +270,10 @@ impl<'a, T: Float> Seq<'a, T> {
         }
     }
 
-    /// `P_t = [x_t | h] [W_ih | W_hh]ᵀ` for step `t` (LSTM, RNN) into `p_t` (`[B, G·H]`).
-    /// Training: `p_t` holds `x_t W_ihᵀ` already and receives `+= h W_hhᵀ`. Inference: one
-    /// product reading `x_t` and `h` where they are; with a helper thread, which takes its
-    /// left side as one matrix, `[x_t | h]` gathered into `xh` (`[B, I + H]`) first.
+    /// `P_t = [x_t | h] [W_ih | W_hh]ᵀ` for step `t` (LSTM, RNN) into `p_t` (`[B, G·H]`):
+    /// one product reading `x_t` and `h` where they are; with a helper thread, which takes
+    /// its left side as one matrix, `[x_t | h]` gathered into `xh` (`[B, I + H]`) first.
     pub fn step_product(&self, t: usize, h: &[T], xh: &mut [T], p_t: &mut [T]) {
-        if self.keep {
-            return self.add_hidden_projection(h, p_t);
-        }
         let x_t = self.x_t(t);
         let Some(helper) = self.helper else {
             return gemm_packed_cat([x_t, h], self.batch, self.w_step, T::ZERO, p_t);
@@ -292,10 +291,9 @@ impl<'a, T: Float> Seq<'a, T> {
     }
 
     /// Room for [`step_product`](Self::step_product) to gather `[x_t | h]` in, where it
-    /// needs to (inference with a helper thread).
+    /// needs to (with a helper thread).
     pub fn gather_room(&self) -> Vec<T> {
-        let gathers = !self.keep && self.helper.is_some();
-        let len = if gathers {
+        let len = if self.helper.is_some() {
             self.step(self.input + self.hidden)
         } else {
             0
@@ -329,7 +327,7 @@ impl<'a, T: Float> Seq<'a, T> {
         &out[at..at + hid]
     }
 
-    /// `out += h W_hhᵀ` for one step: `[B, H] × [H, G·H]`.
+    /// `out += h W_hhᵀ` for one step: `[B, H] × [H, G·H]` (GRU).
     pub fn add_hidden_projection(&self, h: &[T], out: &mut [T]) {
         match self.helper {
             Some(helper) => helper.product(h, T::ONE, out),
@@ -568,12 +566,13 @@ fn backward_by_rows<T: Float>(kind: Kind, s: &Seq<'_, T>, h: &Halves<T>, g: &[T]
     loop_grads(dps, d_init)
 }
 
-/// Zeroed buffers `[T, B, G·H]` for a backward's gate gradients: of the input projection's
-/// pre-activations, and for the GRU, whose hidden projection's differ, of those as well.
+/// Buffers `[T, B, G·H]` for a backward's gate gradients: of the input projection's
+/// pre-activations, and for the GRU, whose hidden projection's differ, of those as well. Not
+/// zeroed: the backward loops write every row of every step (zeros past a sequence's end).
 fn gate_grad_buffers<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Vec<Buffer<T>> {
     let count = if kind == Kind::Gru { 2 } else { 1 };
     let len = s.steps * s.step(kind.gates() * s.hidden);
-    (0..count).map(|_| Buffer::zeroed(len)).collect()
+    (0..count).map(|_| Buffer::for_overwrite(len)).collect()
 }
 
 /// The gate gradients from [`gate_grad_buffers`], filled, and the initial state's.
@@ -592,7 +591,7 @@ fn loop_grads<T: Float>(dps: Vec<Buffer<T>>, d_init: Vec<Vec<T>>) -> LoopGrads<T
 /// where the helper would not serve).
 fn row_split<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Option<usize> {
     let half = s.batch / 2;
-    let step_macs = s.batch * kind.gates() * s.hidden * s.hidden; // the helper's products
+    let step_macs = s.batch * s.w_step.rows() * s.w_step.cols(); // the helper's products
     let split = match s.keep {
         false => kind.macs(s) >= ROWS_SPLIT_MACS,
         true => kind.macs(s) >= ROWS_SPLIT_TRAINING_MACS && step_macs < HELPER_MACS,
@@ -750,16 +749,10 @@ impl<T: Float> PackCache<T> {
 }
 
 /// The forward's per-step right side, packed: `[W_ih | W_hh]ᵀ` (`[I + H, G·H]`) for LSTM and
-/// RNN inference, `W_hhᵀ` for training and for GRU (whose inference packs `W_ihᵀ` apart, for
-/// [`Seq::input_product`]).
-fn pack_step_weights<T: Float>(
-    kind: Kind,
-    keep: bool,
-    w_ih: &Tensor<T>,
-    w_hh: &Tensor<T>,
-) -> PackedMat<T> {
+/// RNN, `W_hhᵀ` for GRU (whose inference packs `W_ihᵀ` apart, for [`Seq::input_product`]).
+fn pack_step_weights<T: Float>(kind: Kind, w_ih: &Tensor<T>, w_hh: &Tensor<T>) -> PackedMat<T> {
     let [rows, hidden] = <[usize; 2]>::try_from(w_hh.shape()).expect("2-D weight");
-    if kind == Kind::Gru || keep {
+    if kind == Kind::Gru {
         return pack_t(slice(w_hh), rows, hidden);
     }
     let input = w_ih.shape()[1];
@@ -869,7 +862,7 @@ pub(crate) fn run<T: Float>(
             let kind = d.fused.kind;
             let pack = || Packs {
                 stamps: [ih_stamp, hh_stamp],
-                w_step: Arc::new(pack_step_weights(kind, keep, &w_ih, &w_hh)),
+                w_step: Arc::new(pack_step_weights(kind, &w_ih, &w_hh)),
                 w_in: (kind == Kind::Gru && !keep).then(|| {
                     let [rows, input] = <[usize; 2]>::try_from(w_ih.shape()).expect("2-D");
                     Arc::new(pack_t(slice(&w_ih), rows, input))

@@ -23,13 +23,13 @@ pub(super) fn forward<T: Float>(
 ) -> Saved<T> {
     let (hid, n) = (s.hidden, s.step(s.hidden));
     let bias = s.cell_bias(1);
-    // Training projects every step's input up front; inference makes one step at a time.
-    let mut p = s.step_inputs(1, true);
+    // One step's P_t at a time: the backward reads h_t from the output, so nothing else is
+    // kept.
+    let mut p = vec![T::ZERO; n];
     let mut xh = s.gather_room();
     let mut h = s.h0.to_vec();
     for t in s.order() {
-        let slot = s.slot(t);
-        let p_t = &mut p[slot * n..(slot + 1) * n];
+        let p_t = &mut p[..];
         s.step_product(t, &h, &mut xh, p_t);
         for b in 0..s.batch {
             if !s.valid(t, b) {
@@ -74,6 +74,7 @@ pub(super) fn backward<T: Float>(
         let dp_t = dp.block(t);
         for b in 0..s.batch {
             if !s.valid(t, b) {
+                dp_t[b * hid..(b + 1) * hid].fill(T::ZERO);
                 continue;
             }
             let (at, row) = (t * n + b * hid, b * hid..(b + 1) * hid);
