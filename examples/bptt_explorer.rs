@@ -51,8 +51,8 @@
 //! == 2. ‖∂L/∂h_t‖ at T = 100 (grad_norms.svg)
 //! | cell | |dL/dh_1| / |dL/dh_T| at init | after training |
 //! |------|-------------------------------|----------------|
-//! | rnn  |                      6.70e-27 |       1.50e-14 |
-//! | lstm |                      7.46e-21 |        2.39e-2 |
+//! | rnn  |                      6.70e-27 |       1.65e-16 |
+//! | lstm |                      7.46e-21 |        3.11e-2 |
 //! | gru  |                      1.92e-20 |        1.81e-1 |
 //!
 //! == 3. Test MSE after 3000 Adam steps (batch 64, hidden 32); solved = MSE < 0.05
@@ -60,15 +60,15 @@
 //!    first fell below 0.05 at step n, see training.svg)
 //! | cell |          T = 10 |          T = 50 |          T = 100 |          T = 200 |
 //! |------|-----------------|-----------------|------------------|------------------|
-//! | rnn  | 0.0034 yes @248 |       0.1640 no |        0.1810 no |        0.1832 no |
-//! | lstm | 0.0003 yes @210 | 0.0001 yes @514 | 0.0002 yes @1333 | 0.0012 yes @2111 |
+//! | rnn  | 0.0029 yes @248 |       0.1657 no |        0.1820 no |        0.1771 no |
+//! | lstm | 0.0003 yes @210 | 0.0001 yes @514 | 0.0002 yes @1281 | 0.0012 yes @2109 |
 //! | gru  |  0.0001 yes @87 | 0.0001 yes @151 |  0.0000 yes @206 |  0.0001 yes @236 |
 //!
 //! == 4. Clipping: vanilla RNN, spectral radius 2 (estimated 1.98), SGD lr 0.05, T = 50, 300 steps
 //! | run          | final loss | max loss |  max |g| | diverged at step |
 //! |--------------|------------|----------|----------|------------------|
-//! | not clipped  |   diverged | 1.357e36 | 3.078e19 |               55 |
-//! | clipped at 1 |     0.1803 |  2.008e0 |  3.008e3 |                - |
+//! | not clipped  |   diverged | 2.188e36 | 3.909e19 |               55 |
+//! | clipped at 1 |     0.1830 |  1.756e0 |  3.011e3 |                - |
 //! ```
 //!
 //! What it says:
@@ -78,24 +78,25 @@
 //!   gates near σ(0) = ½, so the LSTM's cell state keeps about half of itself per step.
 //! - *Training is what separates them*: the gates are input-dependent multipliers on an
 //!   additive path (c_t = f ⊙ c_{t−1} + …, h_t = (1 − z) ⊙ n + z ⊙ h_{t−1}), and training
-//!   sets them so that the gradient crosses all 100 steps with a ratio of 0.02–0.2; the
+//!   sets them so that the gradient crosses all 100 steps with a ratio of 0.03–0.2; the
 //!   vanilla RNN has no such path — every step multiplies by W_hhᵀ diag(tanh′) — and after
 //!   training its gradient still vanishes by fourteen orders of magnitude or more (how many
 //!   exactly swings with the last bits of the arithmetic: 10⁻⁴⁵ before a change of summation
-//!   order in the weight gradients, 4·10⁻²¹ after it, 1.5·10⁻¹⁴ since the f32 tanh rounds its
-//!   polynomials once per multiply-add). In `training.svg` the LSTM sits on the
+//!   order in the weight gradients, 4·10⁻²¹ after it, 1.5·10⁻¹⁴ once the f32 tanh rounded its
+//!   polynomials once per multiply-add, 1.7·10⁻¹⁶ since training sums x_t W_ihᵀ and h W_hhᵀ in
+//!   one chain). In `training.svg` the LSTM sits on the
 //!   "predict the mean" plateau for ~1300 steps, then falls below 10⁻² within ~50 and on to
 //!   ~3·10⁻⁴; the vanilla RNN never leaves the plateau.
 //! - Hence the table: the vanilla RNN solves T = 10 only; the LSTM and GRU solve every length,
-//!   the GRU much sooner. With seeds 1 and 2 too, the LSTM solves T = 50 and 200 and the
-//!   vanilla RNN fails both (GRU not rerun).
+//!   the GRU much sooner. With seeds 1 and 2 too, the LSTM and GRU solve every length and the
+//!   vanilla RNN T = 10 only.
 //! - *Clipping*: from the same weights and batches, the unclipped run's first gradient has
 //!   norm 2.1·10³ — a step of length 105 at lr 0.05 — after which its loss grows about 5× per
 //!   step, to 10³⁶, and overflows at step 55. Clipped to norm 1, gradients of the same size
 //!   (up to 3.0·10³ before clipping) give steps of length 0.05, and the run settles at the
-//!   0.167 "predict the mean" level — all a vanilla RNN reaches at T = 50, but stable. (With
-//!   seed 2 the unclipped run does not overflow but ends at loss 11.7; seed 1 overflows at
-//!   step 77.)
+//!   0.167 "predict the mean" level — all a vanilla RNN reaches at T = 50, but stable. (Seeds 1
+//!   and 2 overflow at steps 64 and 85; where exactly swings with the last bits: an earlier
+//!   build's seed-2 run ended at loss 11.7 without overflowing.)
 //!
 //! Decisions:
 //! - The adding problem rather than copy memory: a scalar regression with a known trivial

@@ -20,7 +20,7 @@
 //! the loop thread does every product alone and runs the job itself at the end, which then
 //! finds the sequence finished and returns: the helper is an offer, never a dependency, so
 //! this cannot deadlock. While waiting for the loop to reach its first step it runs other
-//! rayon work (the input projection's pieces), so it never idles a core the big matmuls need.
+//! rayon work (the GRU's input projection's pieces), so it never idles a core the big matmuls need.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
