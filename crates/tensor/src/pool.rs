@@ -97,11 +97,7 @@ impl<T: Element> Buffer<T> {
     /// b.copy_from_slice(&[1.0, 2.0, 3.0]); // the contents are unspecified until written
     /// ```
     pub fn for_overwrite(len: usize) -> Self {
-        let reused = match len * size_of::<T>() >= MIN_BYTES {
-            true => pool().take::<T>(len),
-            false => None,
-        };
-        Buffer(match reused {
+        Buffer(match Self::pooled(len) {
             Some(v) => set_len_keeping(v, len),
             None => vec![T::default(); len],
         })
@@ -116,12 +112,18 @@ impl<T: Element> Buffer<T> {
     /// A pooled buffer with room for `len` values, emptied, if `len` is large enough to pool
     /// and one fits.
     fn reuse(len: usize) -> Option<Vec<T>> {
-        let mut v = match len * size_of::<T>() >= MIN_BYTES {
-            true => pool().take::<T>(len)?,
-            false => return None,
-        };
+        let mut v = Self::pooled(len)?;
         v.clear();
         Some(v)
+    }
+
+    /// A pooled buffer with room for `len` values, as it was given back, if `len` is large
+    /// enough to pool and one fits.
+    fn pooled(len: usize) -> Option<Vec<T>> {
+        match len * size_of::<T>() >= MIN_BYTES {
+            true => pool().take::<T>(len),
+            false => None,
+        }
     }
 
     /// The values as a plain `Vec`, which then no longer goes back to the pool.

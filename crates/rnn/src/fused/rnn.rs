@@ -25,12 +25,11 @@ pub(super) fn forward<T: Float>(
     let bias = s.cell_bias(1);
     // One step's P_t at a time: the backward reads h_t from the output, so nothing else is
     // kept.
-    let mut p = vec![T::ZERO; n];
+    let mut p_t = vec![T::ZERO; n];
     let mut xh = s.gather_room();
     let mut h = s.h0.to_vec();
     for t in s.order() {
-        let p_t = &mut p[..];
-        s.step_product(t, &h, &mut xh, p_t);
+        s.step_product(t, &h, &mut xh, &mut p_t);
         for b in 0..s.batch {
             if !s.valid(t, b) {
                 continue; // the state carries over, the output stays zero
