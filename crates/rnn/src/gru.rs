@@ -53,10 +53,11 @@ impl<T: Float> Cell<T> for GruCell<T> {
 
     fn step(&self, x_t: &Var<T>, h: &Var<T>) -> Var<T> {
         let p = &self.p;
+        p.check_step("GruCell", x_t, &[h]);
         let gi = p.input_projection(x_t);
         let gh = p.hidden_projection(h);
-        let [i_r, i_z, i_n] = <[Var<T>; 3]>::try_from(gi.chunk(3, 1)).expect("three gates");
-        let [h_r, h_z, h_n] = <[Var<T>; 3]>::try_from(gh.chunk(3, 1)).expect("three gates");
+        let [i_r, i_z, i_n] = <[Var<T>; 3]>::try_from(gi.chunk(3, -1)).expect("three gates");
+        let [h_r, h_z, h_n] = <[Var<T>; 3]>::try_from(gh.chunk(3, -1)).expect("three gates");
         let r = (i_r + h_r).sigmoid();
         let z = (i_z + h_z).sigmoid();
         let n = (i_n + &r * &h_n).tanh();

@@ -77,6 +77,30 @@ impl<T: Float> GateParams<T> {
         self.w_hh.shape()[1]
     }
 
+    /// Checks one step's shapes as PyTorch's cells do: `x_t` `[batch, input]`, or unbatched
+    /// `[input]`, and every state part `[batch, hidden]` (`[hidden]` for an unbatched `x_t`);
+    /// otherwise panics naming `cell` and the shapes (left alone, a mismatch would broadcast).
+    #[track_caller]
+    pub fn check_step(&self, cell: &str, x: &Var<T>, state: &[&Var<T>]) {
+        let (input, hidden, xs) = (self.input_size(), self.hidden_size(), x.shape());
+        if !matches!(xs, [n] | [_, n] if *n == input) {
+            panic!(
+                "{cell}::step: x_t of shape {xs:?} does not fit input_size {input} (expected \
+                 [batch, {input}], or [{input}] unbatched)"
+            );
+        }
+        let want: Vec<usize> = xs[..xs.len() - 1].iter().copied().chain([hidden]).collect();
+        for (k, part) in state.iter().enumerate() {
+            if part.shape() != want {
+                panic!(
+                    "{cell}::step: state part {k} of shape {:?} does not fit x_t of shape {xs:?} \
+                     (expected {want:?})",
+                    part.shape()
+                );
+            }
+        }
+    }
+
     /// The input projection x W_ihᵀ + b_ih.
     pub fn input_projection(&self, x: &Var<T>) -> Var<T> {
         with_bias(x.linear(&self.w_ih), self.b_ih.as_ref())

@@ -8,6 +8,10 @@
 //!                                 is concatenated after the forward one's)
 //! state   each part [layers·D, batch, hidden], ordered l0, l0_reverse, l1, ...
 //! ```
+//!
+//! As in PyTorch, an unbatched input `[seq, input]` (whatever `batch_first` says) runs as a
+//! batch of one: its initial state's parts are `[layers·D, hidden]`, and so are the final
+//! state's, and the output is `[seq, D·hidden]`.
 
 use std::cell::Cell as Flag;
 use std::ops::Range;
@@ -127,8 +131,10 @@ pub type Gru<T> = Layer<T, GruCell<T>>;
 /// layer and direction.
 pub struct LayerOutput<T: Float, S> {
     /// `[seq, batch, D·hidden]` (`[batch, seq, D·hidden]` if batch_first); zero at padded steps.
+    /// `[seq, D·hidden]` for an unbatched input.
     pub output: Var<T>,
-    /// The final state; each part `[layers·D, batch, hidden]`.
+    /// The final state; each part `[layers·D, batch, hidden]` (`[layers·D, hidden]` for an
+    /// unbatched input).
     pub state: S,
 }
 
@@ -240,15 +246,19 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
 
     /// Runs the layer.
     ///
-    /// - `init`: the initial state, each part `[layers·D, batch, hidden]` (zeros if `None`).
+    /// - `x`: `[seq, batch, input]` (`[batch, seq, input]` if batch_first), or unbatched
+    ///   `[seq, input]`, as PyTorch accepts it (see the [module docs](self)).
+    /// - `init`: the initial state, each part `[layers·D, batch, hidden]` (zeros if `None`);
+    ///   `[layers·D, hidden]` for an unbatched input.
     /// - `lengths`: the length of each sequence in the batch, for padded batches. As with
     ///   PyTorch's packed sequences, steps past a sequence's end leave its state unchanged and
     ///   output zeros, its final state is taken at its own last step, and the reverse direction
     ///   starts at its own end.
     ///
     /// # Panics
-    /// If `x` is not 3-D with `input_size` features, the sequence is empty (as PyTorch),
-    /// `init` has the wrong shape, or a length is 0 or longer than the sequence.
+    /// If `x` is not 3-D (or 2-D) with `input_size` features, the sequence is empty (as
+    /// PyTorch), `init` has the wrong shape, or a length is 0 or longer than the sequence, or
+    /// lengths are given for an unbatched input.
     #[track_caller]
     pub fn forward_with(
         &self,
@@ -257,10 +267,10 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
         lengths: Option<&[usize]>,
     ) -> LayerOutput<T, C::State> {
         let cfg = &self.config;
-        if x.rank() != 3 || x.shape()[2] != cfg.input_size {
+        if !matches!(x.rank(), 2 | 3) || x.shape().last() != Some(&cfg.input_size) {
             panic!(
                 "Layer::forward: input of shape {:?} does not fit input_size {} (expected \
-                 {})",
+                 {}, or [seq, input] unbatched)",
                 x.shape(),
                 cfg.input_size,
                 if cfg.batch_first {
@@ -270,11 +280,15 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
                 }
             );
         }
-        if x.shape()[usize::from(cfg.batch_first)] == 0 {
+        let time_dim = usize::from(cfg.batch_first && x.rank() == 3);
+        if x.shape()[time_dim] == 0 {
             panic!(
                 "Layer::forward: the sequence is empty (input of shape {:?})",
                 x.shape()
             );
+        }
+        if x.rank() == 2 {
+            return self.forward_unbatched(x, init, lengths);
         }
         let x = if cfg.batch_first {
             x.transpose(0, 1)
@@ -352,6 +366,45 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
             .collect();
         LayerOutput {
             output,
+            state: C::State::from_parts(parts),
+        }
+    }
+
+    /// An unbatched input `[seq, input]` as a batch of one (as PyTorch runs it).
+    #[track_caller]
+    fn forward_unbatched(
+        &self,
+        x: &Var<T>,
+        init: Option<&C::State>,
+        lengths: Option<&[usize]>,
+    ) -> LayerOutput<T, C::State> {
+        if lengths.is_some() {
+            panic!(
+                "Layer::forward: lengths are for a padded batch, not an unbatched input of shape \
+                 {:?}",
+                x.shape()
+            );
+        }
+        let rows = self.config.num_layers * self.config.num_directions();
+        let init = init.map(|s| {
+            let parts = s.parts();
+            for (k, p) in parts.iter().enumerate() {
+                if p.shape() != [rows, self.config.hidden_size] {
+                    panic!(
+                        "Layer::forward: for an unbatched input, initial state part {k} must be \
+                         [layers·directions, hidden] = [{rows}, {}], not {:?}",
+                        self.config.hidden_size,
+                        p.shape()
+                    );
+                }
+            }
+            C::State::from_parts(parts.iter().map(|p| p.unsqueeze(1)).collect())
+        });
+        let batch_dim = usize::from(!self.config.batch_first);
+        let out = self.forward_with(&x.unsqueeze(batch_dim), init.as_ref(), None);
+        let parts = out.state.parts().iter().map(|p| p.squeeze(1)).collect();
+        LayerOutput {
+            output: out.output.squeeze(batch_dim),
             state: C::State::from_parts(parts),
         }
     }

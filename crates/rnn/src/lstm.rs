@@ -55,8 +55,9 @@ impl<T: Float> Cell<T> for LstmCell<T> {
 
     fn step(&self, x_t: &Var<T>, (h, c): &(Var<T>, Var<T>)) -> (Var<T>, Var<T>) {
         let p = &self.p;
+        p.check_step("LstmCell", x_t, &[h, c]);
         let gates = p.input_projection(x_t) + p.hidden_projection(h);
-        let [i, f, g, o] = <[Var<T>; 4]>::try_from(gates.chunk(4, 1)).expect("four gates");
+        let [i, f, g, o] = <[Var<T>; 4]>::try_from(gates.chunk(4, -1)).expect("four gates");
         let (i, f, g, o) = (i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid());
         let c_t = &f * c + &i * &g;
         let h_t = &o * &c_t.tanh();

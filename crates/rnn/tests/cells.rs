@@ -264,3 +264,47 @@ proptest! {
         gru_case(false, sizes)?;
     }
 }
+
+/// As PyTorch's cells ("Input batch size 3 doesn't match hidden0 batch size 2"): a state whose
+/// batch differs from the input's is refused, not broadcast.
+#[test]
+#[should_panic(
+    expected = "LstmCell::step: state part 1 of shape [2, 4] does not fit x_t of shape [3, 5] \
+                (expected [3, 4])"
+)]
+fn a_state_of_another_batch_is_refused() {
+    let tape = Tape::<f64>::new();
+    let x = tape.constant(Tensor::zeros(&[3, 5]));
+    let (h, c) = (
+        tape.constant(Tensor::zeros(&[3, 4])),
+        tape.constant(Tensor::zeros(&[2, 4])),
+    );
+    LstmCell::new(5, 4, &mut rng()).step(&x, &(h, c));
+}
+
+#[test]
+#[should_panic(
+    expected = "GruCell::step: x_t of shape [3, 2] does not fit input_size 5 (expected [batch, 5], \
+                or [5] unbatched)"
+)]
+fn an_input_of_the_wrong_size_is_refused() {
+    let tape = Tape::<f64>::new();
+    let (x, h) = (
+        tape.constant(Tensor::zeros(&[3, 2])),
+        tape.constant(Tensor::zeros(&[3, 4])),
+    );
+    GruCell::new(5, 4, &mut rng()).step(&x, &h);
+}
+
+#[test]
+#[should_panic(
+    expected = "RnnCell::step: state part 0 of shape [1, 4] does not fit x_t of shape [5]"
+)]
+fn an_unbatched_input_needs_an_unbatched_state() {
+    let tape = Tape::<f64>::new();
+    let (x, h) = (
+        tape.constant(Tensor::zeros(&[5])),
+        tape.constant(Tensor::zeros(&[1, 4])),
+    );
+    RnnCell::new(5, 4, &mut rng()).step(&x, &h);
+}

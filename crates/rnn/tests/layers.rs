@@ -726,16 +726,74 @@ fn input(shape: &[usize]) -> Var<f64> {
 
 #[test]
 #[should_panic(
-    expected = "input of shape [4, 2, 5] does not fit input_size 3 (expected [seq, batch, input])"
+    expected = "input of shape [4, 2, 5] does not fit input_size 3 (expected [seq, batch, input], \
+                or [seq, input] unbatched)"
 )]
 fn wrong_input_size_panics() {
     small_lstm().forward(&input(&[4, 2, 5]));
 }
 
 #[test]
-#[should_panic(expected = "input of shape [4, 3] does not fit input_size 3")]
-fn two_dimensional_input_panics() {
-    small_lstm().forward(&input(&[4, 3]));
+#[should_panic(expected = "input of shape [4, 5] does not fit input_size 3")]
+fn unbatched_input_of_the_wrong_size_panics() {
+    small_lstm().forward(&input(&[4, 5]));
+}
+
+#[test]
+#[should_panic(expected = "input of shape [3] does not fit input_size 3")]
+fn one_dimensional_input_panics() {
+    small_lstm().forward(&input(&[3]));
+}
+
+#[test]
+#[should_panic(
+    expected = "for an unbatched input, initial state part 0 must be [layers·directions, hidden]"
+)]
+fn unbatched_input_with_a_batched_state_panics() {
+    let tape = Tape::new();
+    let x = tape.constant(Tensor::zeros(&[4, 3]));
+    let h = tape.constant(Tensor::zeros(&[2, 1, 2]));
+    let c = tape.constant(Tensor::zeros(&[2, 1, 2]));
+    small_lstm().forward_with(&x, Some(&(h, c)), None);
+}
+
+#[test]
+#[should_panic(expected = "lengths are for a padded batch, not an unbatched input of shape [4, 3]")]
+fn unbatched_input_with_lengths_panics() {
+    small_lstm().forward_with(&input(&[4, 3]), None, Some(&[4]));
+}
+
+/// As PyTorch: `[seq, input]` runs as a batch of one, on both paths, whatever batch_first
+/// says, with output `[seq, D·hidden]` and state parts `[layers·D, hidden]`.
+#[test]
+fn unbatched_input_is_a_batch_of_one() {
+    for batch_first in [false, true] {
+        for fused in [true, false] {
+            let layer = Lstm::<f64>::lstm(
+                LayerConfig::new(3, 2)
+                    .num_layers(2)
+                    .bidirectional(true)
+                    .batch_first(batch_first),
+                &mut Rng::seed_from_u64(1),
+            );
+            layer.set_fused(fused);
+            let tape = Tape::new();
+            let xs = Tensor::rand_normal(&[5, 3], 0.0, 1.0, &mut Rng::seed_from_u64(2));
+            let one = layer.forward(&tape.constant(xs.clone()));
+            let batched_x = match batch_first {
+                false => xs.unsqueeze(1),
+                true => xs.unsqueeze(0),
+            };
+            let batched = layer.forward(&tape.constant(batched_x));
+            assert_eq!(one.output.shape(), [5, 4]);
+            let out = batched.output.value().reshape(&[5, 4]);
+            assert_eq!(one.output.value().to_vec(), out.to_vec());
+            for (a, b) in one.state.parts().iter().zip(batched.state.parts()) {
+                assert_eq!(a.shape(), [4, 2]);
+                assert_eq!(a.value().to_vec(), b.value().to_vec());
+            }
+        }
+    }
 }
 
 #[test]

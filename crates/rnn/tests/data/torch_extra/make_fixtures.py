@@ -3,8 +3,8 @@
 (its README): one safetensors file per case plus `index.json`.
 
 They cover what those leave out: GRU and vanilla RNN stacked and bidirectional, relu, no
-biases, batch-first input, float32 at sizes that cross the fused kernels' block edges, the
-GRU and RNN cells, and padded batches of variable length (PyTorch's packed sequences:
+biases, batch-first input, unbatched input (`[seq, input]`), float32 at sizes that cross the
+fused kernels' block edges, the GRU and RNN cells (also on unbatched steps), and padded batches of variable length (PyTorch's packed sequences:
 `pack_padded_sequence(..., enforce_sorted=False)`, then `pad_packed_sequence(...,
 total_length=T)`), whose lengths are in the index under `lengths`.
 
@@ -42,11 +42,19 @@ CASES = [
     ("gru_2l_bi_lengths_batch_first", dict(mode="gru", input_size=3, hidden_size=4, num_layers=2, bidirectional=True, batch_first=True, seq_len=5, batch=3, lengths=[2, 5, 4])),
     ("rnn_relu_bi_lengths", dict(mode="rnn", nonlinearity="relu", input_size=2, hidden_size=3, bidirectional=True, seq_len=5, batch=3, lengths=[5, 2, 3])),
     ("lstm_f32_wide_lengths", dict(mode="lstm", input_size=33, hidden_size=40, bidirectional=True, seq_len=7, batch=9, dtype="float32", lengths=[7, 3, 5, 1, 7, 6, 2, 4, 7])),
+    # unbatched input [seq, input], states [layers * directions, hidden] (batch_first ignored)
+    ("lstm_2l_bi_unbatched", dict(mode="lstm", input_size=3, hidden_size=4, num_layers=2, bidirectional=True, seq_len=5, unbatched=True)),
+    ("gru_unbatched_batch_first", dict(mode="gru", input_size=4, hidden_size=3, batch_first=True, seq_len=6, unbatched=True)),
+    ("rnn_tanh_unbatched", dict(mode="rnn", nonlinearity="tanh", input_size=2, hidden_size=5, seq_len=4, unbatched=True)),
     # cells
     ("gru_cell", dict(mode="gru_cell", input_size=5, hidden_size=4, batch=3)),
     ("rnn_cell_tanh", dict(mode="rnn_cell", nonlinearity="tanh", input_size=5, hidden_size=4, batch=3)),
     ("rnn_cell_relu", dict(mode="rnn_cell", nonlinearity="relu", input_size=5, hidden_size=4, batch=3)),
     ("gru_cell_no_bias", dict(mode="gru_cell", input_size=3, hidden_size=4, batch=2, bias=False)),
+    # cells on an unbatched step: x [input], states [hidden]
+    ("lstm_cell_unbatched", dict(mode="lstm_cell", input_size=3, hidden_size=4, unbatched=True)),
+    ("gru_cell_unbatched", dict(mode="gru_cell", input_size=4, hidden_size=3, unbatched=True)),
+    ("rnn_cell_relu_unbatched", dict(mode="rnn_cell", nonlinearity="relu", input_size=3, hidden_size=5, unbatched=True)),
 ]
 
 
@@ -72,10 +80,16 @@ def leaf(shape, dtype):
 def layer_case(cfg, dtype):
     opts = {k: cfg[k] for k in ("num_layers", "bidirectional", "batch_first", "bias", "nonlinearity") if k in cfg}
     module = MODULES[cfg["mode"]](cfg["input_size"], cfg["hidden_size"], **opts).to(dtype)
-    b, t, d = cfg["batch"], cfg["seq_len"], 2 if cfg.get("bidirectional") else 1
+    t, d = cfg["seq_len"], 2 if cfg.get("bidirectional") else 1
     bf = cfg.get("batch_first", False)
-    x = leaf((b, t, cfg["input_size"]) if bf else (t, b, cfg["input_size"]), dtype)
-    state_shape = (cfg.get("num_layers", 1) * d, b, cfg["hidden_size"])
+    rows = cfg.get("num_layers", 1) * d
+    if cfg.get("unbatched"):
+        x = leaf((t, cfg["input_size"]), dtype)
+        state_shape = (rows, cfg["hidden_size"])
+    else:
+        b = cfg["batch"]
+        x = leaf((b, t, cfg["input_size"]) if bf else (t, b, cfg["input_size"]), dtype)
+        state_shape = (rows, b, cfg["hidden_size"])
     init = {"h0": leaf(state_shape, dtype)}
     if cfg["mode"] == "lstm":
         init["c0"] = leaf(state_shape, dtype)
@@ -97,11 +111,11 @@ def layer_case(cfg, dtype):
 def cell_case(cfg, dtype):
     opts = {k: cfg[k] for k in ("bias", "nonlinearity") if k in cfg}
     module = CELLS[cfg["mode"]](cfg["input_size"], cfg["hidden_size"], **opts).to(dtype)
-    b = cfg["batch"]
-    x = leaf((b, cfg["input_size"]), dtype)
-    init = {"h0": leaf((b, cfg["hidden_size"]), dtype)}
+    batch = () if cfg.get("unbatched") else (cfg["batch"],)
+    x = leaf(batch + (cfg["input_size"],), dtype)
+    init = {"h0": leaf(batch + (cfg["hidden_size"],), dtype)}
     if cfg["mode"] == "lstm_cell":
-        init["c0"] = leaf((b, cfg["hidden_size"]), dtype)
+        init["c0"] = leaf(batch + (cfg["hidden_size"],), dtype)
         h1, c1 = module(x, (init["h0"], init["c0"]))
         results = {"h_1": h1, "c_1": c1}
     else:
