@@ -1,4 +1,6 @@
-//! Tensor `matmul` against a direct `matrixmultiply::sgemm` call on the same shapes.
+//! Tensor `matmul` against a direct `matrixmultiply::sgemm` call on the same shapes, and, on
+//! the RNN shapes, the packed kernel the fused cells use for each step's product
+//! (`gemm_packed`, right side packed once, as a layer packs its weights once per sequence).
 //!
 //! Throughput is reported in elements/s where one "element" is one floating-point operation
 //! (2·m·k·n per product), so criterion's `Gelem/s` column reads as GFLOP/s.
@@ -9,6 +11,8 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
+use unroll::tensor::ops::matmul::MatRef;
+use unroll::tensor::ops::packed::{gemm_packed, PackedMat};
 use unroll::tensor::{Rng, Tensor};
 
 /// (name, m, k, n): square sizes, then the RNN shapes `[B, H] x [H, 4H]`.
@@ -65,6 +69,15 @@ fn bench_matmul(c: &mut Criterion) {
                 black_box(&c_s);
             })
         });
+        if name.starts_with("rnn") {
+            let packed = PackedMat::pack(MatRef::new(&b_s, k, n));
+            group.bench_with_input(BenchmarkId::new("packed", &name), &(), |bench, _| {
+                bench.iter(|| {
+                    gemm_packed(black_box(&a_s), m, &packed, 0.0, &mut c_s);
+                    black_box(&c_s);
+                })
+            });
+        }
     }
     group.finish();
 }

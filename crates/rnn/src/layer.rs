@@ -247,7 +247,7 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
     /// Runs the layer.
     ///
     /// - `x`: `[seq, batch, input]` (`[batch, seq, input]` if batch_first), or unbatched
-    ///   `[seq, input]`, as PyTorch accepts it (see the [module docs](self)).
+    ///   `[seq, input]`, as PyTorch accepts it, which runs as a batch of one.
     /// - `init`: the initial state, each part `[layers·D, batch, hidden]` (zeros if `None`);
     ///   `[layers·D, hidden]` for an unbatched input.
     /// - `lengths`: the length of each sequence in the batch, for padded batches. As with

@@ -25,10 +25,17 @@ pub const NR: usize = 32;
 /// Eight rows of f32 on AVX-512 (16 of its 32 vector registers): measured on the per-step
 /// products `[64, 512] × [512, 2048]` and `[32, 256] × [256, 1024]`, 240–248 GFLOP/s against
 /// 200–215 with four rows, whose eight accumulators leave the FMA units waiting on their
-/// latency. Four rows elsewhere (f64, or 16-register AVX2), so nothing spills.
+/// latency. Four rows of f64 there (also 16 registers).
 const MR_WIDE: usize = 8;
-/// Rows per block where [`MR_WIDE`] would not fit in registers, and the remainder block.
+/// Rows per block for f64 on AVX-512, and the remainder block of every kernel.
 const MR: usize = 4;
+/// Rows per block where there are only 16 vector registers (AVX2, or the SSE2 baseline):
+/// the block is then [`MR_NARROW`] rows by half a panel or less (two vectors wide), 12
+/// accumulators, two registers for the panel's row and one for the broadcast left element,
+/// as in BLIS's 6 × 16 Haswell kernel. A whole panel row (four AVX2 vectors of f32) by four
+/// rows needs all 16 registers for accumulators alone and spills: measured on an AVX2 EPYC
+/// (Zen 3), `[16, 64] × [64, 256]` to `[64, 512] × [512, 2048]` at 18–20 GFLOP/s that way.
+const MR_NARROW: usize = 6;
 /// Below this many multiply-adds a product runs on one thread. Measured on 2 cores: splitting
 /// the per-step recurrent product ([32, 256] × [256, 768] up to [64, 512] × [512, 2048]) made
 /// whole GRU and RNN sequences slower, because each step's fork/join (with the gate arithmetic
@@ -388,18 +395,24 @@ enum Left<'a, T> {
 }
 
 impl<T: Float> Left<'_, T> {
-    /// Rows `row..row + R` of the product by one panel of `k` rows: `R × NR` sums.
+    /// Rows `row..row + R` of the product by columns `j..j + W` of one panel of `k` rows:
+    /// `R × W` sums.
     #[inline(always)]
-    fn block<const R: usize, const FMA: bool>(&self, row: usize, panel: &[T]) -> [[T; NR]; R] {
+    fn block<const R: usize, const W: usize, const FMA: bool>(
+        &self,
+        row: usize,
+        panel: &[T],
+        j: usize,
+    ) -> [[T; W]; R] {
         match *self {
             Left::Rows { a, ks } => {
                 let rows = [0, 1].map(|p| &a[p][row * ks[p]..(row + R) * ks[p]]);
-                block::<T, R, FMA>(rows, ks, panel)
+                block::<T, R, W, FMA>(rows, ks, panel, j)
             }
             Left::Columns { a, lda, first } => {
-                let mut acc = [[T::ZERO; NR]; R];
+                let mut acc = [[T::ZERO; W]; R];
                 let a = &a[first + row..];
-                accumulate::<T, R, FMA>(&mut acc, panel, |r, kk| a[kk * lda + r]);
+                accumulate::<T, R, W, FMA>(&mut acc, panel, j, |r, kk| a[kk * lda + r]);
                 acc
             }
         }
@@ -422,20 +435,27 @@ impl<T: Float> SimdWork for Panels<'_, T> {
     #[inline(always)]
     fn run(self) {
         // FMA only where the CPU has it: the portable build would call a slow libm `fma`.
-        let wide = simd_vector_bytes() == 64 && std::mem::size_of::<T>() == 4;
-        match (simd_has_fma(), wide) {
-            (true, true) => panels_body::<T, true, MR_WIDE>(self),
-            (true, false) => panels_body::<T, true, MR>(self),
-            (false, _) => panels_body::<T, false, MR>(self),
+        // Blocks are `ROWS` rows by `W` columns of a panel; `W` is a whole panel on AVX-512,
+        // two vectors elsewhere (see `MR_NARROW`).
+        let f32 = std::mem::size_of::<T>() == 4;
+        match (simd_has_fma(), simd_vector_bytes(), f32) {
+            (true, 64, true) => panels_body::<T, true, MR_WIDE, NR>(self),
+            (true, 64, false) => panels_body::<T, true, MR, NR>(self),
+            (true, _, true) => panels_body::<T, true, MR_NARROW, 16>(self),
+            (true, _, false) => panels_body::<T, true, MR_NARROW, 8>(self),
+            (false, _, true) => panels_body::<T, false, MR_NARROW, 8>(self),
+            (false, _, false) => panels_body::<T, false, MR_NARROW, 4>(self),
         }
     }
 }
 
 /// The loops, written once; each caller above compiles them for its instruction set.
-/// `FMA` selects fused multiply-adds (only fast where the target has them); `ROWS` is the
-/// block height ([`MR_WIDE`] or [`MR`]), the remainder runs in blocks of [`MR`] and of one.
+/// `FMA` selects fused multiply-adds (only fast where the target has them); a block is
+/// `ROWS` rows ([`MR_WIDE`], [`MR`] or [`MR_NARROW`]) by `W` columns of a panel (`W`
+/// divides [`NR`]); the remaining rows run in blocks of [`MR`] and of one. Columns past the
+/// matrix's width (the zero padding of its last panel) are skipped `W` at a time.
 #[inline(always)]
-fn panels_body<T: Float, const FMA: bool, const ROWS: usize>(work: Panels<'_, T>) {
+fn panels_body<T: Float, const FMA: bool, const ROWS: usize, const W: usize>(work: Panels<'_, T>) {
     let Panels {
         left,
         m,
@@ -447,60 +467,78 @@ fn panels_body<T: Float, const FMA: bool, const ROWS: usize>(work: Panels<'_, T>
     } = work;
     let k = b.k;
     let first_col = panels.start * NR;
+    // Rows in blocks of `ROWS`, then of `MR`, then one by one; but where the rows left
+    // after the `ROWS` blocks would run one by one and one `ROWS` block fewer leaves a
+    // multiple of `MR` (32 rows in blocks of 6: 6·4 + 4·2, not 6·5 + 1·2), the latter: a
+    // one-row block waits on the latency of its few accumulators.
+    let mut wide_rows = m - m % ROWS;
+    if m % ROWS < MR && wide_rows >= ROWS && (m % ROWS + ROWS) % MR == 0 {
+        wide_rows -= ROWS;
+    }
     for p in panels {
         let panel = &b.data[p * k * NR..(p + 1) * k * NR];
         let width = NR.min(b.n - p * NR);
-        let c_col = p * NR - first_col;
-        let mut row = 0;
-        while row + ROWS <= m {
-            let acc = left.block::<ROWS, FMA>(row, panel);
-            store(&acc, row, beta, c, ldc, c_col, width);
-            row += ROWS;
-        }
-        while row + MR <= m {
-            let acc = left.block::<MR, FMA>(row, panel);
-            store(&acc, row, beta, c, ldc, c_col, width);
-            row += MR;
-        }
-        while row < m {
-            let acc = left.block::<1, FMA>(row, panel);
-            store(&acc, row, beta, c, ldc, c_col, width);
-            row += 1;
+        for j in (0..width).step_by(W) {
+            let (c_col, width) = (p * NR - first_col + j, W.min(width - j));
+            let mut row = 0;
+            while row + ROWS <= wide_rows {
+                let acc = left.block::<ROWS, W, FMA>(row, panel, j);
+                store(&acc, row, beta, c, ldc, c_col, width);
+                row += ROWS;
+            }
+            while row + MR <= m {
+                let acc = left.block::<MR, W, FMA>(row, panel, j);
+                store(&acc, row, beta, c, ldc, c_col, width);
+                row += MR;
+            }
+            while row < m {
+                let acc = left.block::<1, W, FMA>(row, panel, j);
+                store(&acc, row, beta, c, ldc, c_col, width);
+                row += 1;
+            }
         }
     }
 }
 
-/// One `R × NR` block of the output: Σ_kk a[r, kk] · panel[kk, :], with `kk` running over the
-/// columns of `a[0]` (`ks[0]` wide), then of `a[1]`.
+/// One `R × W` block of the output, columns `j..j + W` of a panel: Σ_kk a[r, kk] ·
+/// panel[kk, j..j + W], with `kk` running over the columns of `a[0]` (`ks[0]` wide), then
+/// of `a[1]`.
 #[inline(always)]
-fn block<T: Float, const R: usize, const FMA: bool>(
+fn block<T: Float, const R: usize, const W: usize, const FMA: bool>(
     a: [&[T]; 2],
     ks: [usize; 2],
     panel: &[T],
-) -> [[T; NR]; R] {
-    let mut acc = [[T::ZERO; NR]; R];
+    j: usize,
+) -> [[T; W]; R] {
+    let mut acc = [[T::ZERO; W]; R];
     let (first, second) = panel.split_at(ks[0] * NR);
-    let (a0, k0) = (a[0], ks[0]);
-    accumulate::<T, R, FMA>(&mut acc, first, |r, kk| a0[r * k0 + kk]);
-    if ks[1] > 0 {
-        let (a1, k1) = (a[1], ks[1]);
-        accumulate::<T, R, FMA>(&mut acc, second, |r, kk| a1[r * k1 + kk]);
+    for (part, panel) in [(0, first), (1, second)] {
+        let k = ks[part];
+        if k == 0 {
+            continue;
+        }
+        // Each row of the block as its own slice, `k` long, and the panel's rows as many:
+        // indexing them by `kk < k` then needs no bounds check in the loop.
+        let rows: [&[T]; R] = std::array::from_fn(|r| &a[part][r * k..][..k]);
+        let panel = &panel[..k * NR];
+        accumulate::<T, R, W, FMA>(&mut acc, panel, j, |r, kk| rows[r][kk]);
     }
     acc
 }
 
-/// `acc += a · panel` for `R` rows of the left side and the rows of (part of) a panel, with the left
-/// side's element `[r, kk]` read as `a_at(r, kk)`: `a[r · k + kk]` for a row-major left side,
-/// `a[kk · lda + r]` for the transpose of columns of one (inlined, so each is compiled with
-/// its own addressing).
+/// `acc += a · panel[.., j..j + W]` for `R` rows of the left side and the rows of (part of) a
+/// panel, with the left side's element `[r, kk]` read as `a_at(r, kk)`: from `R` row slices
+/// for a row-major left side, `a[kk · lda + r]` for the transpose of columns of one
+/// (inlined, so each is compiled with its own addressing).
 #[inline(always)]
-fn accumulate<T: Float, const R: usize, const FMA: bool>(
-    acc: &mut [[T; NR]; R],
+fn accumulate<T: Float, const R: usize, const W: usize, const FMA: bool>(
+    acc: &mut [[T; W]; R],
     panel: &[T],
+    j: usize,
     a_at: impl Fn(usize, usize) -> T,
 ) {
     for (kk, b_row) in panel.chunks_exact(NR).enumerate() {
-        let b_row: &[T; NR] = b_row.try_into().expect("NR wide");
+        let b_row: &[T; W] = b_row[j..j + W].try_into().expect("W wide");
         for (r, acc_r) in acc.iter_mut().enumerate() {
             let a_rk = a_at(r, kk);
             for (x, &bv) in acc_r.iter_mut().zip(b_row) {
@@ -515,8 +553,8 @@ fn accumulate<T: Float, const R: usize, const FMA: bool>(
 }
 
 #[inline(always)]
-fn store<T: Float, const R: usize>(
-    acc: &[[T; NR]; R],
+fn store<T: Float, const R: usize, const W: usize>(
+    acc: &[[T; W]; R],
     row: usize,
     beta: T,
     c: &mut [T],
@@ -526,10 +564,10 @@ fn store<T: Float, const R: usize>(
 ) {
     for (r, acc_r) in acc.iter().enumerate() {
         let out = &mut c[(row + r) * ldc + c_col..(row + r) * ldc + c_col + width];
-        // A whole panel's row as a fixed-size array: stored in two vector moves. At a length
+        // A whole block's row as a fixed-size array: stored in vector moves. At a length
         // known only at run time the `beta = 0` copy became a call to `memcpy` per row (1–2%
         // of a small LSTM training step, perf).
-        match <&mut [T; NR]>::try_from(&mut *out) {
+        match <&mut [T; W]>::try_from(&mut *out) {
             Ok(out) => store_row(out, acc_r, beta),
             Err(_) => store_row(out, acc_r, beta),
         }
@@ -554,10 +592,13 @@ fn store_row<T: Float>(out: &mut [T], acc: &[T], beta: T) {
 mod tests {
     use super::*;
 
-    /// `left · b + c0` on the portable path (no FMA), in blocks of `rows` rows.
+    /// Every block shape a CPU may dispatch to: (rows, columns).
+    const BLOCKS: [(usize, usize); 4] = [(MR, NR), (MR_WIDE, NR), (MR_NARROW, 8), (MR_NARROW, 4)];
+
+    /// `left · b + c0` on the portable path (no FMA), in blocks of `rows × cols`.
     fn portable(
         left: Left<'_, f64>,
-        rows: usize,
+        (rows, cols): (usize, usize),
         m: usize,
         b: &PackedMat<f64>,
         c0: &[f64],
@@ -572,9 +613,12 @@ mod tests {
             c: &mut c,
             ldc: b.cols(),
         };
-        match rows {
-            MR => panels_body::<f64, false, MR>(work),
-            _ => panels_body::<f64, false, MR_WIDE>(work),
+        match (rows, cols) {
+            (MR, NR) => panels_body::<f64, false, MR, NR>(work),
+            (MR_WIDE, NR) => panels_body::<f64, false, MR_WIDE, NR>(work),
+            (MR_NARROW, 8) => panels_body::<f64, false, MR_NARROW, 8>(work),
+            (MR_NARROW, 4) => panels_body::<f64, false, MR_NARROW, 4>(work),
+            other => unreachable!("no kernel for {other:?} blocks"),
         }
         c
     }
@@ -592,6 +636,8 @@ mod tests {
             (13, 2, 31),
             (8, 9, 64),
             (21, 6, 40),
+            (32, 5, 40),
+            (16, 4, 17),
         ] {
             let a: Vec<f64> = (0..m * k).map(|i| ((i * 7) % 11) as f64 - 5.0).collect();
             let bm: Vec<f64> = (0..k * n).map(|i| ((i * 5) % 13) as f64 - 6.0).collect();
@@ -632,11 +678,11 @@ mod tests {
                 lda,
                 first: 2,
             };
-            for rows in [MR, MR_WIDE] {
-                let got = portable(left, rows, m, &packed, &c0);
+            for blocks in BLOCKS {
+                let got = portable(left, blocks, m, &packed, &c0);
                 assert_eq!(
                     got, want,
-                    "portable path, transposed left side, {m}x{k}x{n}"
+                    "portable path, {blocks:?} blocks, transposed left side, {m}x{k}x{n}"
                 );
             }
             // Packed from its rows, some of them given as `None` (zeros).
@@ -699,11 +745,11 @@ mod tests {
                     a: [&blocks[0], &blocks[1]],
                     ks: [k0, k - k0],
                 };
-                for rows in [MR, MR_WIDE] {
-                    let got = portable(left, rows, m, &packed, &c0);
+                for blocks in BLOCKS {
+                    let got = portable(left, blocks, m, &packed, &c0);
                     assert_eq!(
                         got, want,
-                        "portable path, {rows}-row blocks, cut at {k0}, {m}x{k}x{n}"
+                        "portable path, {blocks:?} blocks, cut at {k0}, {m}x{k}x{n}"
                     );
                 }
             }
