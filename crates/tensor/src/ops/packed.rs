@@ -380,7 +380,7 @@ pub fn gemm_packed_tn<T: Float>(
 
 /// The left side of a product: row-major, as two blocks of columns (see [`gemm_packed_cat`],
 /// `ks` wide), or the transpose of columns `first..` of a row-major `k × lda` matrix (see
-/// [`gemm_packed_tn`]).
+/// [`gemm_packed_tn`]). The kernel reads a row-major one from a copy in [`Left::Blocks`].
 #[derive(Clone, Copy)]
 enum Left<'a, T> {
     Rows {
@@ -391,6 +391,17 @@ enum Left<'a, T> {
         a: &'a [T],
         lda: usize,
         first: usize,
+    },
+    /// Row-major rows regrouped by blocks: the block of `R` rows from row `row` on is stored
+    /// column after column at `a[row · k..(row + R) · k]`, element `[r, kk]` at
+    /// `row · k + kk · R + r` (see [`pack_left`]). The micro-kernel then reads one run of `R`
+    /// adjacent elements per `kk`, with no bounds check and nothing else to keep in a register
+    /// (reading `R` row slices in place, the compiler kept their pointers and bounds checks
+    /// in the loop and, in the fused LSTM's build, spilled two accumulators: 57 ms
+    /// for the medium LSTM forward on an AVX2 EPYC).
+    Blocks {
+        a: &'a [T],
+        k: usize,
     },
 }
 
@@ -404,19 +415,65 @@ impl<T: Float> Left<'_, T> {
         panel: &[T],
         j: usize,
     ) -> [[T; W]; R] {
+        let mut acc = [[T::ZERO; W]; R];
         match *self {
-            Left::Rows { a, ks } => {
-                let rows = [0, 1].map(|p| &a[p][row * ks[p]..(row + R) * ks[p]]);
-                block::<T, R, W, FMA>(rows, ks, panel, j)
-            }
+            Left::Rows { .. } => unreachable!("row-major left sides are read from blocks"),
             Left::Columns { a, lda, first } => {
-                let mut acc = [[T::ZERO; W]; R];
-                let a = &a[first + row..];
-                accumulate::<T, R, W, FMA>(&mut acc, panel, j, |r, kk| a[kk * lda + r]);
-                acc
+                let columns = a.chunks_exact(lda).map(|a_kk| &a_kk[first + row..][..R]);
+                accumulate::<T, R, W, FMA>(&mut acc, panel, j, columns);
+            }
+            Left::Blocks { a, k } => {
+                let columns = a[row * k..(row + R) * k].chunks_exact(R);
+                accumulate::<T, R, W, FMA>(&mut acc, panel, j, columns);
+            }
+        }
+        acc
+    }
+}
+
+/// The blocks of rows `panels_body` reads, in order: `(first row, rows)`. Rows in blocks of
+/// `ROWS`, then of [`MR`], then one by one; but where the rows left after the `ROWS` blocks
+/// would run one by one and one `ROWS` block fewer leaves a multiple of `MR` (32 rows in
+/// blocks of 6: 6·4 + 4·2, not 6·5 + 1·2), the latter: a one-row block waits on the latency
+/// of its few accumulators.
+fn row_blocks<const ROWS: usize>(m: usize) -> impl Iterator<Item = (usize, usize)> {
+    let mut wide = m / ROWS;
+    if m % ROWS < MR && wide > 0 && (m % ROWS + ROWS) % MR == 0 {
+        wide -= 1;
+    }
+    let narrow = (m - wide * ROWS) / MR;
+    let single = m - wide * ROWS - narrow * MR;
+    let sizes = [(wide, ROWS), (narrow, MR), (single, 1)];
+    sizes
+        .into_iter()
+        .flat_map(|(count, rows)| std::iter::repeat_n(rows, count))
+        .scan(0, |row, rows| {
+            let first = *row;
+            *row += rows;
+            Some((first, rows))
+        })
+}
+
+/// The row-major left side `a` (`m` rows of `ks[0]` then `ks[1]` columns) regrouped for
+/// [`Left::Blocks`] by the blocks of [`row_blocks`]`::<ROWS>`: `m · k` copies, against the
+/// `m · k · n` multiply-adds that read them.
+fn pack_left<T: Float, const ROWS: usize>(a: [&[T]; 2], ks: [usize; 2], m: usize) -> Buffer<T> {
+    let k = ks[0] + ks[1];
+    let mut blocks = Buffer::for_overwrite(m * k);
+    for (row, rows) in row_blocks::<ROWS>(m) {
+        let block = &mut blocks[row * k..(row + rows) * k];
+        for r in 0..rows {
+            let parts = [0, 1].map(|p| &a[p][(row + r) * ks[p]..(row + r + 1) * ks[p]]);
+            for (to, &v) in block[r..]
+                .iter_mut()
+                .step_by(rows)
+                .zip(parts[0].iter().chain(parts[1]))
+            {
+                *to = v;
             }
         }
     }
+    blocks
 }
 
 /// The arguments of [`panels_body`], as work for [`with_simd`].
@@ -467,80 +524,48 @@ fn panels_body<T: Float, const FMA: bool, const ROWS: usize, const W: usize>(wor
     } = work;
     let k = b.k;
     let first_col = panels.start * NR;
-    // Rows in blocks of `ROWS`, then of `MR`, then one by one; but where the rows left
-    // after the `ROWS` blocks would run one by one and one `ROWS` block fewer leaves a
-    // multiple of `MR` (32 rows in blocks of 6: 6·4 + 4·2, not 6·5 + 1·2), the latter: a
-    // one-row block waits on the latency of its few accumulators.
-    let mut wide_rows = m - m % ROWS;
-    if m % ROWS < MR && wide_rows >= ROWS && (m % ROWS + ROWS) % MR == 0 {
-        wide_rows -= ROWS;
-    }
+    let blocks;
+    let left = match left {
+        Left::Rows { a, ks } => {
+            blocks = pack_left::<T, ROWS>(a, ks, m);
+            Left::Blocks { a: &blocks, k }
+        }
+        other => other,
+    };
     for p in panels {
         let panel = &b.data[p * k * NR..(p + 1) * k * NR];
         let width = NR.min(b.n - p * NR);
         for j in (0..width).step_by(W) {
             let (c_col, width) = (p * NR - first_col + j, W.min(width - j));
-            let mut row = 0;
-            while row + ROWS <= wide_rows {
-                let acc = left.block::<ROWS, W, FMA>(row, panel, j);
-                store(&acc, row, beta, c, ldc, c_col, width);
-                row += ROWS;
-            }
-            while row + MR <= m {
-                let acc = left.block::<MR, W, FMA>(row, panel, j);
-                store(&acc, row, beta, c, ldc, c_col, width);
-                row += MR;
-            }
-            while row < m {
-                let acc = left.block::<1, W, FMA>(row, panel, j);
-                store(&acc, row, beta, c, ldc, c_col, width);
-                row += 1;
+            for (row, rows) in row_blocks::<ROWS>(m) {
+                if rows == ROWS {
+                    let acc = left.block::<ROWS, W, FMA>(row, panel, j);
+                    store(&acc, row, beta, c, ldc, c_col, width);
+                } else if rows == MR {
+                    let acc = left.block::<MR, W, FMA>(row, panel, j);
+                    store(&acc, row, beta, c, ldc, c_col, width);
+                } else {
+                    let acc = left.block::<1, W, FMA>(row, panel, j);
+                    store(&acc, row, beta, c, ldc, c_col, width);
+                }
             }
         }
     }
 }
 
-/// One `R × W` block of the output, columns `j..j + W` of a panel: Σ_kk a[r, kk] ·
-/// panel[kk, j..j + W], with `kk` running over the columns of `a[0]` (`ks[0]` wide), then
-/// of `a[1]`.
+/// `acc += a · panel[.., j..j + W]` for `R` rows of the left side and the rows of a panel,
+/// with the left side's column `kk` (its `R` elements `[r, kk]`) the `kk`-th of `columns`.
 #[inline(always)]
-fn block<T: Float, const R: usize, const W: usize, const FMA: bool>(
-    a: [&[T]; 2],
-    ks: [usize; 2],
-    panel: &[T],
-    j: usize,
-) -> [[T; W]; R] {
-    let mut acc = [[T::ZERO; W]; R];
-    let (first, second) = panel.split_at(ks[0] * NR);
-    for (part, panel) in [(0, first), (1, second)] {
-        let k = ks[part];
-        if k == 0 {
-            continue;
-        }
-        // Each row of the block as its own slice, `k` long, and the panel's rows as many:
-        // indexing them by `kk < k` then needs no bounds check in the loop.
-        let rows: [&[T]; R] = std::array::from_fn(|r| &a[part][r * k..][..k]);
-        let panel = &panel[..k * NR];
-        accumulate::<T, R, W, FMA>(&mut acc, panel, j, |r, kk| rows[r][kk]);
-    }
-    acc
-}
-
-/// `acc += a · panel[.., j..j + W]` for `R` rows of the left side and the rows of (part of) a
-/// panel, with the left side's element `[r, kk]` read as `a_at(r, kk)`: from `R` row slices
-/// for a row-major left side, `a[kk · lda + r]` for the transpose of columns of one
-/// (inlined, so each is compiled with its own addressing).
-#[inline(always)]
-fn accumulate<T: Float, const R: usize, const W: usize, const FMA: bool>(
+fn accumulate<'a, T: Float, const R: usize, const W: usize, const FMA: bool>(
     acc: &mut [[T; W]; R],
     panel: &[T],
     j: usize,
-    a_at: impl Fn(usize, usize) -> T,
+    columns: impl Iterator<Item = &'a [T]>,
 ) {
-    for (kk, b_row) in panel.chunks_exact(NR).enumerate() {
+    for (b_row, a_kk) in panel.chunks_exact(NR).zip(columns) {
         let b_row: &[T; W] = b_row[j..j + W].try_into().expect("W wide");
-        for (r, acc_r) in acc.iter_mut().enumerate() {
-            let a_rk = a_at(r, kk);
+        let a_kk: &[T; R] = a_kk.try_into().expect("R long");
+        for (acc_r, &a_rk) in acc.iter_mut().zip(a_kk) {
             for (x, &bv) in acc_r.iter_mut().zip(b_row) {
                 *x = if FMA {
                     a_rk.mul_add(bv, *x)
