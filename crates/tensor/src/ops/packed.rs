@@ -457,23 +457,41 @@ fn row_blocks<const ROWS: usize>(m: usize) -> impl Iterator<Item = (usize, usize
 /// The row-major left side `a` (`m` rows of `ks[0]` then `ks[1]` columns) regrouped for
 /// [`Left::Blocks`] by the blocks of [`row_blocks`]`::<ROWS>`: `m · k` copies, against the
 /// `m · k · n` multiply-adds that read them.
+#[inline(always)]
 fn pack_left<T: Float, const ROWS: usize>(a: [&[T]; 2], ks: [usize; 2], m: usize) -> Buffer<T> {
     let k = ks[0] + ks[1];
     let mut blocks = Buffer::for_overwrite(m * k);
     for (row, rows) in row_blocks::<ROWS>(m) {
         let block = &mut blocks[row * k..(row + rows) * k];
-        for r in 0..rows {
-            let parts = [0, 1].map(|p| &a[p][(row + r) * ks[p]..(row + r + 1) * ks[p]]);
-            for (to, &v) in block[r..]
-                .iter_mut()
-                .step_by(rows)
-                .zip(parts[0].iter().chain(parts[1]))
-            {
-                *to = v;
+        let (first, second) = block.split_at_mut(ks[0] * rows);
+        for (p, to) in [(0, first), (1, second)] {
+            let from = &a[p][row * ks[p]..(row + rows) * ks[p]];
+            if rows == ROWS {
+                transpose::<T, ROWS>(from, ks[p], to);
+            } else if rows == MR {
+                transpose::<T, MR>(from, ks[p], to);
+            } else {
+                transpose::<T, 1>(from, ks[p], to);
             }
         }
     }
     blocks
+}
+
+/// `to[kk · R + r] = from[r · k + kk]`: `R` rows of `k` as `k` runs of `R`.
+#[inline(always)]
+fn transpose<T: Float, const R: usize>(from: &[T], k: usize, to: &mut [T]) {
+    if k == 0 {
+        return;
+    }
+    let rows: [&[T]; R] = std::array::from_fn(|r| &from[r * k..][..k]);
+    // `kk < k`, the length of every row: no bounds checks.
+    for (to, kk) in to.chunks_exact_mut(R).zip(0..k) {
+        let to: &mut [T; R] = to.try_into().expect("R long");
+        for (to, row) in to.iter_mut().zip(&rows) {
+            *to = row[kk];
+        }
+    }
 }
 
 /// The arguments of [`panels_body`], as work for [`with_simd`].
