@@ -6,8 +6,9 @@
 //! Layout: the `k × n` matrix is cut into panels of [`NR`] columns (the last zero-padded),
 //! each stored row after row: `data[(p·k + kk)·NR + j] = B[kk, p·NR + j]`. A panel of `k`
 //! rows is `k · NR` elements (32 KB for k = 256, f32), so it stays in L1 while every row
-//! block of the left side streams past it. The micro-kernel keeps an `MR × NR` block of the
-//! output in registers and adds one rank-1 update per `kk`.
+//! block of the left side streams past it. The micro-kernel keeps a block of the output in
+//! registers (rows × a whole panel on AVX-512, rows × half a panel on AVX2) and adds one
+//! rank-1 update per `kk`, reading a row-major left side from a copy regrouped by row blocks.
 
 use std::ops::Range;
 
@@ -438,7 +439,8 @@ impl<T: Float> Left<'_, T> {
 /// of its few accumulators.
 fn row_blocks<const ROWS: usize>(m: usize) -> impl Iterator<Item = (usize, usize)> {
     let mut wide = m / ROWS;
-    if m % ROWS < MR && wide > 0 && (m % ROWS + ROWS) % MR == 0 {
+    let left_over = m % ROWS;
+    if (1..MR).contains(&left_over) && wide > 0 && (left_over + ROWS) % MR == 0 {
         wide -= 1;
     }
     let narrow = (m - wide * ROWS) / MR;
@@ -635,8 +637,42 @@ fn store_row<T: Float>(out: &mut [T], acc: &[T], beta: T) {
 mod tests {
     use super::*;
 
-    /// Every block shape a CPU may dispatch to: (rows, columns).
-    const BLOCKS: [(usize, usize); 4] = [(MR, NR), (MR_WIDE, NR), (MR_NARROW, 8), (MR_NARROW, 4)];
+    /// Every block shape the dispatch uses, f32's and f64's (run here in f64): (rows, columns).
+    const BLOCKS: [(usize, usize); 5] = [
+        (MR, NR),
+        (MR_WIDE, NR),
+        (MR_NARROW, 16),
+        (MR_NARROW, 8),
+        (MR_NARROW, 4),
+    ];
+
+    /// Row blocks cover the rows once, in order; a one-row remainder gives way to blocks of
+    /// `MR` only where one wide block fewer leaves a multiple of `MR`, never when nothing is
+    /// left over.
+    #[test]
+    fn row_blocks_cover_the_rows() {
+        let heights = |m, wide| -> Vec<usize> {
+            let blocks: Vec<(usize, usize)> = match wide {
+                MR_NARROW => row_blocks::<MR_NARROW>(m).collect(),
+                _ => row_blocks::<MR_WIDE>(m).collect(),
+            };
+            let mut next = 0;
+            for &(row, rows) in &blocks {
+                assert_eq!(row, next, "{m} rows in blocks of {wide}: {blocks:?}");
+                next += rows;
+            }
+            assert_eq!(next, m, "{m} rows in blocks of {wide}: {blocks:?}");
+            blocks.iter().map(|&(_, rows)| rows).collect()
+        };
+        assert_eq!(heights(32, MR_NARROW), [6, 6, 6, 6, 4, 4]);
+        assert_eq!(heights(16, MR_NARROW), [6, 6, 4]);
+        assert_eq!(heights(13, MR_NARROW), [6, 6, 1]);
+        assert_eq!(heights(8, MR_NARROW), [4, 4]);
+        assert_eq!(heights(3, MR_NARROW), [1, 1, 1]);
+        assert_eq!(heights(0, MR_NARROW), Vec::<usize>::new());
+        assert_eq!(heights(32, MR_WIDE), [8, 8, 8, 8]);
+        assert_eq!(heights(14, MR_WIDE), [8, 4, 1, 1]);
+    }
 
     /// `left · b + c0` on the portable path (no FMA), in blocks of `rows × cols`.
     fn portable(
@@ -659,6 +695,7 @@ mod tests {
         match (rows, cols) {
             (MR, NR) => panels_body::<f64, false, MR, NR>(work),
             (MR_WIDE, NR) => panels_body::<f64, false, MR_WIDE, NR>(work),
+            (MR_NARROW, 16) => panels_body::<f64, false, MR_NARROW, 16>(work),
             (MR_NARROW, 8) => panels_body::<f64, false, MR_NARROW, 8>(work),
             (MR_NARROW, 4) => panels_body::<f64, false, MR_NARROW, 4>(work),
             other => unreachable!("no kernel for {other:?} blocks"),
