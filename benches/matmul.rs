@@ -12,7 +12,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 use unroll::tensor::ops::matmul::MatRef;
-use unroll::tensor::ops::packed::{gemm_packed, PackedMat};
+use unroll::tensor::ops::packed::{gemm_packed, gemm_packed_tn, PackedMat};
 use unroll::tensor::{Rng, Tensor};
 
 /// (name, m, k, n): square sizes, then the RNN shapes `[B, H] x [H, 4H]`.
@@ -82,5 +82,66 @@ fn bench_matmul(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_matmul);
+/// The products a training step makes once per sequence, on the medium config (T·B = 3200
+/// rows): a weight gradient `dPᵀ X` (`[4H, T·B] × [T·B, H]`, a long `k`, `dP` read where it
+/// is by [`gemm_packed_tn`]) and the GRU's input projection `X W_ihᵀ` (`[T·B, I] × [I, 3H]`,
+/// many rows), on the packed kernel (packing included) and on `matrixmultiply::sgemm`. The
+/// fused layers run products this large on the latter (`gemm_into`): the packed kernel does
+/// not block over `k` or the rows, and these rows show what that costs.
+fn bench_sequence_products(c: &mut Criterion) {
+    let mut group = c.benchmark_group("matmul");
+    group.sample_size(20);
+    let mut rng = Rng::seed_from_u64(1);
+    for (name, m, k, n, tn) in [
+        ("weight_grad_T3200_4H1024_H256", 1024, 3200, 256, true),
+        ("x_projection_T3200_I128_3H768", 3200, 128, 768, false),
+    ] {
+        group.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        // The left side as stored: `k × m` (to be read transposed) or `m × k`.
+        let a = Tensor::<f32>::rand_uniform(&[m * k], -1.0, 1.0, &mut rng).to_vec();
+        let b = Tensor::<f32>::rand_uniform(&[k * n], -1.0, 1.0, &mut rng).to_vec();
+        let mut c_s = vec![0.0f32; m * n];
+        let (rsa, csa) = if tn { (1, m as isize) } else { (k as isize, 1) };
+        group.bench_with_input(BenchmarkId::new("sgemm", name), &(), |bench, _| {
+            bench.iter(|| {
+                // SAFETY: a is m×k with the strides given (stored k×m when tn), b is k×n,
+                // c_s is m×n, all within their slices; c_s is borrowed mutably so it aliases
+                // neither input.
+                unsafe {
+                    matrixmultiply::sgemm(
+                        m,
+                        k,
+                        n,
+                        1.0,
+                        a.as_ptr(),
+                        rsa,
+                        csa,
+                        b.as_ptr(),
+                        n as isize,
+                        1,
+                        0.0,
+                        c_s.as_mut_ptr(),
+                        n as isize,
+                        1,
+                    )
+                };
+                black_box(&c_s);
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("packed", name), &(), |bench, _| {
+            bench.iter(|| {
+                let packed = PackedMat::pack(MatRef::new(&b, k, n));
+                if tn {
+                    gemm_packed_tn(black_box(&a), m, 0..m, &packed, 0.0, &mut c_s);
+                } else {
+                    gemm_packed(black_box(&a), m, &packed, 0.0, &mut c_s);
+                }
+                black_box(&c_s);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_matmul, bench_sequence_products);
 criterion_main!(benches);

@@ -1048,7 +1048,10 @@ fn parameter_grads<T: Float>(
 }
 
 /// Weight gradients of 2²⁴ multiply-adds or more run in [`gemm_into`] (which splits them
-/// across threads itself)...
+/// across threads itself, and blocks for the caches: the packed kernel reads the whole `k`
+/// of a panel per row block, which for the medium `[1024, 3200] × [3200, 256]` ran at 24
+/// GFLOP/s against `matrixmultiply`'s 75–92 on an AVX-512 EPYC, Zen 4; blocked over `k`
+/// and the rows, at 66–78, still behind, so it was left out; `benches/matmul.rs`)...
 const GEMM_SPLITS_MACS: usize = 1 << 24;
 /// ...and below that, those of fewer than this many stay on one thread.
 const WEIGHT_SPLIT_MACS: usize = 1 << 23;
