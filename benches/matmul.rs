@@ -87,7 +87,9 @@ fn bench_matmul(c: &mut Criterion) {
 /// is by [`gemm_packed_tn`]) and the GRU's input projection `X W_ihᵀ` (`[T·B, I] × [I, 3H]`,
 /// many rows), on the packed kernel (packing included) and on `matrixmultiply::sgemm`. The
 /// fused layers run products this large on the latter (`gemm_into`): the packed kernel does
-/// not block over `k` or the rows, and these rows show what that costs.
+/// not block over `k` or the rows, and these rows show what that costs. Compare them at
+/// `RAYON_NUM_THREADS=1`: the packed kernel splits the input projection across rayon's
+/// threads, while this `sgemm` call runs on one.
 fn bench_sequence_products(c: &mut Criterion) {
     let mut group = c.benchmark_group("matmul");
     group.sample_size(20);

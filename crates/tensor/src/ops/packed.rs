@@ -27,8 +27,9 @@ pub const NR: usize = 32;
 /// products `[64, 512] × [512, 2048]` and `[32, 256] × [256, 1024]`, 240–248 GFLOP/s against
 /// 200–215 with four rows, whose eight accumulators leave the FMA units waiting on their
 /// latency. Four rows of f64 there (also 16 registers). On an AVX-512 EPYC (Zen 4), whose
-/// FMA units take 512-bit vectors in two halves, the same block runs these products at
-/// 88–105 GFLOP/s, against an FMA peak of about 116 (AVX2's 6 × 16 blocks there: 80–95).
+/// FMA units take 512-bit vectors in two halves, the same block runs `[16, 64] × [64, 256]`
+/// to `[64, 512] × [512, 2048]` at 88–105 GFLOP/s, against an FMA peak of about 116 (AVX2's
+/// 6 × 16 blocks there: 80–95).
 const MR_WIDE: usize = 8;
 /// Rows per block for f64 on AVX-512, and the remainder block of every kernel.
 const MR: usize = 4;
@@ -584,7 +585,7 @@ fn accumulate<'a, T: Float, const R: usize, const W: usize, const FMA: bool>(
     j: usize,
     columns: impl Iterator<Item = &'a [T]>,
 ) {
-    const { assert!(R <= MAX_ROWS, "a block has at most MAX_ROWS rows") };
+    const { assert!(R <= 8, "`rows!` below writes out rows 0 to 7") };
     for (b_row, a_kk) in panel.chunks_exact(NR).zip(columns) {
         let b_row: &[T; W] = b_row[j..j + W].try_into().expect("W wide");
         let a_kk: &[T; R] = a_kk.try_into().expect("R long");
@@ -603,9 +604,6 @@ fn accumulate<'a, T: Float, const R: usize, const W: usize, const FMA: bool>(
         rows!(0 1 2 3 4 5 6 7);
     }
 }
-
-/// Rows per block at most: [`accumulate`] writes out this many.
-const MAX_ROWS: usize = 8;
 
 /// `acc_r += a_rk · b_row`, one row of a block for one `kk`.
 #[inline(always)]
