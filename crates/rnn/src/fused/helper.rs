@@ -11,10 +11,9 @@
 //! Each output element is computed exactly as by one thread (the panels of a packed product
 //! are independent), so results are bit-identical with or without the helper.
 //!
-//! Inference on a batch of 16 rows or more does without it: two threads each run the loop
-//! for half of the rows (`forward_by_rows` in `mod.rs`), which also splits the gate
-//! arithmetic. So does training whose per-step products are too small for the helper. The
-//! helper serves the rest of training, and inference on fewer rows.
+//! A batch of 16 rows or more does without it, in inference and in training: two threads
+//! each run the loop for half of the rows (`forward_by_rows` in `mod.rs`), which also splits
+//! the gate arithmetic and never meets in the sequence. The helper serves smaller batches.
 //!
 //! The helper is a rayon job (`rayon::join`'s second half). If no thread is free to take it,
 //! the loop thread does every product alone and runs the job itself at the end, which then
@@ -30,7 +29,7 @@ use tensor::Float;
 
 /// Per-step products below this many multiply-adds stay on one thread: the hand-off costs
 /// about a microsecond, a product of 2²¹ multiply-adds about ten.
-pub(super) const HELPER_MACS: usize = 1 << 21;
+const HELPER_MACS: usize = 1 << 21;
 
 /// The shared state of the loop thread and its helper, for products `a · b` with `a` of
 /// `m` rows and `b` one of a few right sides fixed for the sequence.

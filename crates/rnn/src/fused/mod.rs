@@ -16,11 +16,11 @@
 //!            dX = dP W_ih,  dW_ih = dPᵀ X,  dW_hh = dPᵀ H_in,  db = Σ dP   (all steps at once)
 //! ```
 //!
-//! On two threads, inference runs each half of the batch's rows on its own thread
-//! ([`forward_by_rows`]), and so does training with small per-step products, whose weight
-//! gradients then split by rows as well (`parameter_grads`); the halves are handed over with
-//! `team::join` (`team.rs`), which keeps the second thread awake between them. The rest of
-//! training shares each step's product with a helper thread (`helper.rs`).
+//! On two threads, inference and training run each half of the batch's rows on its own thread
+//! ([`forward_by_rows`]), and small training steps' weight gradients split by rows as well
+//! (`parameter_grads`); the halves are handed over with `team::join` (`team.rs`), which keeps
+//! the second thread awake between them. A batch too small to halve shares each step's
+//! product with a helper thread instead (`helper.rs`).
 //!
 //! Inference (no backward to follow) makes each `P_t` where it is used, in cache, and never
 //! holds a `[T, B, G·H]` buffer: on the large LSTM, [64, 200, 256, 512], that buffer was
@@ -55,7 +55,7 @@ use tensor::{Float, Tensor};
 
 use crate::init::GateParams;
 use crate::rnn_cell::Nonlinearity;
-use helper::{with_step_helper, StepHelper, HELPER_MACS};
+use helper::{with_step_helper, StepHelper};
 pub use tensor::pool::release_buffers;
 use tensor::pool::Buffer;
 
@@ -432,11 +432,11 @@ impl<T: Float> Saved<T> {
 }
 
 /// A batch trained as two sequences of rows `0..half` and `half..`, one per thread: what each
-/// half's forward kept and its output `[T + parts, rows, H]`, for its backward loop.
+/// half's forward kept, for its backward loop. Their outputs are not kept twice: the
+/// backward gathers each half's rows again from the node's value.
 struct Halves<T: Float> {
     half: usize,
     saved: [Saved<T>; 2],
-    outs: [Vec<T>; 2],
 }
 
 /// A kernel's forward result: `[T + parts, B, H]` (the outputs, then the final state's
@@ -488,13 +488,14 @@ fn forward_alone<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Forward<T> {
 /// afterwards (26 MB on the large LSTM): large forwards, 2 threads, LSTM 90.5 → 86.6 ms, GRU
 /// 72.3 → 69.1, RNN 24.9 → 22.6 (probe medians, alternating runs).
 ///
-/// Training splits only where the helper would not take part (per-step products under
-/// [`HELPER_MACS`]: the small configs, which otherwise ran their loops on one thread):
-/// each half is a sequence of its own, input gathered, and keeps its own record for its
-/// backward loop ([`backward_by_rows`]). Where the helper serves (medium, large), forcing the
-/// split measured no clear gain (probe medians, 2 threads, whole → split: LSTM large training
-/// step 337–340 → 324–342 ms, medium 27–29 → 27; GRU medium 24 → 23–26, RNN medium 8 → 8.5–
-/// 9.7): each half's own arrays and the merge of their outputs cost about what it saves.
+/// Training splits as well: each half is a sequence of its own, input gathered, and keeps its
+/// own record for its backward loop ([`backward_by_rows`]). The halves then run without
+/// meeting once in the sequence, where the helper meets the loop thread twice a step (and
+/// copies the step's left side and its half of the result across). On an AVX-512 EPYC
+/// (Zen 4), 2 threads, training step, criterion medians over three alternating runs, helper
+/// → rows: LSTM medium 55–64 → 48–54 ms, GRU large 553–629 → 498–557, RNN large 181–229 →
+/// 164–183 (on an earlier Xeon the two had measured alike, so the split had been kept to the
+/// small configs, whose loops the helper does not serve).
 fn forward_by_rows<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Forward<T> {
     let Some(half) = row_split(kind, s) else {
         return forward(kind, s);
@@ -524,7 +525,6 @@ fn forward_by_rows<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Forward<T> {
     let halves = Halves {
         half,
         saved: [top_saved, bottom_saved],
-        outs: [top, bottom],
     };
     let saved = Saved {
         halves: Some(Box::new(halves)),
@@ -533,10 +533,17 @@ fn forward_by_rows<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Forward<T> {
     (out, saved)
 }
 
-/// The backward of a batch trained by rows: each half's loop on its own thread, writing its
-/// rows of the whole batch's gate gradients (see [`Rows::split`]) for the weight gradients'
+/// The backward of a batch trained by rows: each half's loop on its own thread, on its rows
+/// of the outputs `out` and their gradient `g` (`[T + parts, B, H]` each), writing its rows of
+/// the whole batch's gate gradients (see [`Rows::split`]) for the weight gradients'
 /// products; the initial state's gradients are joined.
-fn backward_by_rows<T: Float>(kind: Kind, s: &Seq<'_, T>, h: &Halves<T>, g: &[T]) -> LoopGrads<T> {
+fn backward_by_rows<T: Float>(
+    kind: Kind,
+    s: &Seq<'_, T>,
+    h: &Halves<T>,
+    out: &[T],
+    g: &[T],
+) -> LoopGrads<T> {
     let w_hh = s.pack_w_hh(kind.gates());
     let rows = [0..h.half, h.half..s.batch];
     let (width, mut dps) = (kind.gates() * s.hidden, gate_grad_buffers(kind, s));
@@ -553,8 +560,9 @@ fn backward_by_rows<T: Float>(kind: Kind, s: &Seq<'_, T>, h: &Halves<T>, g: &[T]
             w_hh_packed: Some(&w_hh),
             ..s.rows(rows[i].clone())
         };
+        let out = gather_rows(out, s.batch, s.hidden, rows[i].clone());
         let g = gather_rows(g, s.batch, s.hidden, rows[i].clone());
-        with_simd(BackwardWork(kind, &hs, &h.saved[i], &h.outs[i], &g, dp))
+        with_simd(BackwardWork(kind, &hs, &h.saved[i], &out, &g, dp))
     };
     let (top, bottom) = team::join(|| run(0, &mut top), || run(1, &mut bottom));
     let d_init = (top.into_iter().zip(bottom))
@@ -587,14 +595,12 @@ fn loop_grads<T: Float>(dps: Vec<Buffer<T>>, d_init: Vec<Vec<T>>) -> LoopGrads<T
 
 /// Where [`forward_by_rows`] splits `s`'s batch, if it does: at half, on two threads or more,
 /// for batches of at least 2 × [`ROWS_SPLIT_MIN`] rows and sequences of at least
-/// [`ROWS_SPLIT_MACS`] multiply-adds ([`ROWS_SPLIT_TRAINING_MACS`] in training, and only
-/// where the helper would not serve).
+/// [`ROWS_SPLIT_MACS`] multiply-adds ([`ROWS_SPLIT_TRAINING_MACS`] in training).
 fn row_split<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Option<usize> {
     let half = s.batch / 2;
-    let step_macs = s.batch * s.w_step.rows() * s.w_step.cols(); // the helper's products
     let split = match s.keep {
         false => kind.macs(s) >= ROWS_SPLIT_MACS,
-        true => kind.macs(s) >= ROWS_SPLIT_TRAINING_MACS && step_macs < HELPER_MACS,
+        true => kind.macs(s) >= ROWS_SPLIT_TRAINING_MACS,
     };
     (split && half >= ROWS_SPLIT_MIN && rayon::current_num_threads() >= 2).then_some(half)
 }
@@ -646,7 +652,7 @@ fn backward_loop<T: Float>(
     g: &[T],
 ) -> LoopGrads<T> {
     if let Some(halves) = &saved.halves {
-        return backward_by_rows(kind, s, halves, g);
+        return backward_by_rows(kind, s, halves, out, g);
     }
     let w_hh = s.pack_w_hh(kind.gates());
     let (width, mut dps) = (kind.gates() * s.hidden, gate_grad_buffers(kind, s));
