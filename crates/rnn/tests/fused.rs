@@ -216,10 +216,11 @@ fn fused_gradients_match_finite_differences() {
 /// one-thread pool, where nothing hops or splits: forward value and every gradient.
 #[test]
 fn large_sequences_run_on_the_pool_with_the_same_bits() {
-    // 20 steps × 12 rows × 4·192 gates × (64 + 192) inputs ≈ 4.7e7 multiply-adds ≥ 2²⁵, and
-    // 12 × 256 × 768 ≈ 2.4e6 ≥ 2²¹ per step, so on two threads a helper takes half of each
-    // step's product; 12 rows are fewer than twice the 8 a half needs.
-    let (seq, batch, input, hidden) = (20, 12, 64, 192);
+    // 20 steps × 15 rows × 4·192 gates × (64 + 192) inputs ≈ 5.9e7 multiply-adds ≥ 2²⁵, and
+    // per step 15 × 256 × 768 ≈ 2.9e6 forward and 15 × 768 × 192 ≈ 2.2e6 backward, both
+    // ≥ 2²¹, so on two threads a helper takes half of every step's product both ways; 15
+    // rows are fewer than twice the 8 a half needs.
+    let (seq, batch, input, hidden) = (20, 15, 64, 192);
     let run = || {
         // Built inside, so each run owns its layer (layers are not shared across threads).
         let mut rng = Rng::seed_from_u64(7);

@@ -13,7 +13,11 @@
 //!
 //! A batch of 16 rows or more does without it, in inference and in training: two threads
 //! each run the loop for half of the rows (`forward_by_rows` in `mod.rs`), which also splits
-//! the gate arithmetic and never meets in the sequence. The helper serves smaller batches.
+//! the gate arithmetic and never meets in the sequence. The helper serves the rest: batches
+//! too small to halve, sequences too short to split, and the two directions of a
+//! bidirectional layer, which are not split by rows (their forwards run one per thread, and
+//! the helper takes part only once one of them is done and a thread is free; their
+//! backwards run one after the other, each with the helper).
 //!
 //! The helper is a rayon job (`rayon::join`'s second half). If no thread is free to take it,
 //! the loop thread does every product alone and runs the job itself at the end, which then

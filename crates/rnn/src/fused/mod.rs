@@ -19,8 +19,9 @@
 //! On two threads, inference and training run each half of the batch's rows on its own thread
 //! ([`forward_by_rows`]), and small training steps' weight gradients split by rows as well
 //! (`parameter_grads`); the halves are handed over with `team::join` (`team.rs`), which keeps
-//! the second thread awake between them. A batch too small to halve shares each step's
-//! product with a helper thread instead (`helper.rs`).
+//! the second thread awake between them. A batch too small to halve, a sequence too short
+//! to split and each direction of a bidirectional layer share each step's product with a
+//! helper thread instead (`helper.rs`).
 //!
 //! Inference (no backward to follow) makes each `P_t` where it is used, in cache, and never
 //! holds a `[T, B, G·H]` buffer: on the large LSTM, [64, 200, 256, 512], that buffer was
@@ -610,7 +611,7 @@ const ROWS_SPLIT_MIN: usize = 8;
 /// Sequences of fewer multiply-adds are not split: two threads cost a fork and a join (and
 /// waking the other thread, tens of microseconds when it slept).
 const ROWS_SPLIT_MACS: usize = 1 << 20;
-/// The same for training, which also gathers each half's input and gradient. Measured on the small configs, 2 threads, probe medians, whole
+/// The same for training, which also gathers each half's input, outputs and gradient. Measured on the small configs, 2 threads, probe medians, whole
 /// batch → split: LSTM (2.0e7 multiply-adds) 0.84 → 0.76 ms, GRU (1.5e7) 0.67 → 0.61, RNN
 /// (4.9e6) 0.26 → 0.38, so the RNN's stays whole.
 const ROWS_SPLIT_TRAINING_MACS: usize = 1 << 23;
@@ -937,8 +938,8 @@ fn record<T: Float>(
         let g = g.contiguous();
         let s = inputs.seq();
         let out = slice(&result);
-        // The backward stays on the calling thread (its per-step loop still gets a helper
-        // thread): measured on 2 threads, sending it to a worker like the forward made the RNN
+        // The backward stays on the calling thread (its per-step loop gets the batch split or
+        // a helper thread, as the forward did): measured on 2 threads, sending it to a worker like the forward made the RNN
         // medium training step slower (11.9 vs 8.4 ms; 78 K vs 13 K page faults per 30 steps)
         // and left GRU and LSTM unchanged.
         let g = g.as_slice().expect("contiguous");

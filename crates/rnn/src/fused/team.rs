@@ -1,6 +1,6 @@
 //! A second thread kept awake between the pieces of a training step.
 //!
-//! On two threads, a small recurrent layer splits its batch in halves, one per thread
+//! On two threads, a recurrent layer splits its batch in halves, one per thread
 //! ([`forward_by_rows`](super::forward_by_rows)), in its forward, again in its backward, and
 //! splits its weight gradients' products. Each piece takes 0.05–0.2 ms on the small configs,
 //! and `rayon::join` hands the second half to a worker that has gone to sleep since the last
