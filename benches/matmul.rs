@@ -46,26 +46,7 @@ fn bench_matmul(c: &mut Criterion) {
         let mut c_s = vec![0.0f32; m * n];
         group.bench_with_input(BenchmarkId::new("sgemm", &name), &(), |bench, _| {
             bench.iter(|| {
-                // SAFETY: a_s is m×k, b_s is k×n, c_s is m×n, all row-major with the strides
-                // passed, and c_s is borrowed mutably so it aliases neither input.
-                unsafe {
-                    matrixmultiply::sgemm(
-                        m,
-                        k,
-                        n,
-                        1.0,
-                        a_s.as_ptr(),
-                        k as isize,
-                        1,
-                        b_s.as_ptr(),
-                        n as isize,
-                        1,
-                        0.0,
-                        c_s.as_mut_ptr(),
-                        n as isize,
-                        1,
-                    )
-                };
+                sgemm((m, k, n), &a_s, (k, 1), &b_s, &mut c_s);
                 black_box(&c_s);
             })
         });
@@ -103,30 +84,10 @@ fn bench_sequence_products(c: &mut Criterion) {
         let a = Tensor::<f32>::rand_uniform(&[m * k], -1.0, 1.0, &mut rng).to_vec();
         let b = Tensor::<f32>::rand_uniform(&[k * n], -1.0, 1.0, &mut rng).to_vec();
         let mut c_s = vec![0.0f32; m * n];
-        let (rsa, csa) = if tn { (1, m as isize) } else { (k as isize, 1) };
+        let a_strides = if tn { (1, m) } else { (k, 1) };
         group.bench_with_input(BenchmarkId::new("sgemm", name), &(), |bench, _| {
             bench.iter(|| {
-                // SAFETY: a is m×k with the strides given (stored k×m when tn), b is k×n,
-                // c_s is m×n, all within their slices; c_s is borrowed mutably so it aliases
-                // neither input.
-                unsafe {
-                    matrixmultiply::sgemm(
-                        m,
-                        k,
-                        n,
-                        1.0,
-                        a.as_ptr(),
-                        rsa,
-                        csa,
-                        b.as_ptr(),
-                        n as isize,
-                        1,
-                        0.0,
-                        c_s.as_mut_ptr(),
-                        n as isize,
-                        1,
-                    )
-                };
+                sgemm((m, k, n), &a, a_strides, &b, &mut c_s);
                 black_box(&c_s);
             })
         });
@@ -143,6 +104,48 @@ fn bench_sequence_products(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// `c = a · b` by a direct `matrixmultiply::sgemm` call: `a` is `m × k` with (row, column)
+/// strides `a_strides`, `b` row-major `k × n`, `c` row-major `m × n`.
+///
+/// # Panics
+/// If a slice is too short for its matrix.
+fn sgemm(
+    (m, k, n): (usize, usize, usize),
+    a: &[f32],
+    a_strides: (usize, usize),
+    b: &[f32],
+    c: &mut [f32],
+) {
+    let (rsa, csa) = a_strides;
+    let a_needed = if m == 0 || k == 0 {
+        0
+    } else {
+        (m - 1) * rsa + (k - 1) * csa + 1
+    };
+    assert!(a.len() >= a_needed && b.len() >= k * n && c.len() >= m * n);
+    // SAFETY: every element sgemm reads or writes is inside its slice (checked just above:
+    // `a[i·rsa + p·csa]` for i < m, p < k; `b` and `c` row-major), and `c` is borrowed mutably,
+    // so it aliases neither input.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            rsa as isize,
+            csa as isize,
+            b.as_ptr(),
+            n as isize,
+            1,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        )
+    };
 }
 
 criterion_group!(benches, bench_matmul, bench_sequence_products);

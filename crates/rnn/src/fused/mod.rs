@@ -534,20 +534,20 @@ fn forward_by_rows<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Forward<T> {
     (out, saved)
 }
 
-/// The backward of a batch trained by rows: each half's loop on its own thread, on its rows
-/// of the outputs `out` and their gradient `g` (`[T + parts, B, H]` each), writing its rows of
-/// the whole batch's gate gradients (see [`Rows::split`]) for the weight gradients'
-/// products; the initial state's gradients are joined.
+/// The backward loop of a batch trained by rows: each half's loop on its own thread, on its
+/// rows of the outputs `out` and their gradient `g` (`[T + parts, B, H]` each), writing its
+/// rows of the whole batch's gate gradients `dps` (see [`Rows::split`]) for the weight
+/// gradients' products. Returns the initial state's gradients, the halves' joined.
 fn backward_by_rows<T: Float>(
     kind: Kind,
     s: &Seq<'_, T>,
     h: &Halves<T>,
     out: &[T],
     g: &[T],
-) -> LoopGrads<T> {
-    let w_hh = s.pack_w_hh(kind.gates());
-    let rows = [0..h.half, h.half..s.batch];
-    let (width, mut dps) = (kind.gates() * s.hidden, gate_grad_buffers(kind, s));
+    w_hh: &PackedMat<T>,
+    dps: &mut [Buffer<T>],
+) -> Vec<Vec<T>> {
+    let (rows, width) = ([0..h.half, h.half..s.batch], kind.gates() * s.hidden);
     // Each half writes its rows of every step's block of the whole batch's gate gradients.
     let (mut top, mut bottom): (Vec<_>, Vec<_>) = (dps.iter_mut())
         .map(|dp| {
@@ -558,7 +558,7 @@ fn backward_by_rows<T: Float>(
     let run = |i: usize, dp: &mut [Rows<'_, T>]| {
         // The backward loops do not read the input: the rows' view of it will do.
         let hs = Seq {
-            w_hh_packed: Some(&w_hh),
+            w_hh_packed: Some(w_hh),
             ..s.rows(rows[i].clone())
         };
         let out = gather_rows(out, s.batch, s.hidden, rows[i].clone());
@@ -566,13 +566,12 @@ fn backward_by_rows<T: Float>(
         with_simd(BackwardWork(kind, &hs, &h.saved[i], &out, &g, dp))
     };
     let (top, bottom) = team::join(|| run(0, &mut top), || run(1, &mut bottom));
-    let d_init = (top.into_iter().zip(bottom))
+    (top.into_iter().zip(bottom))
         .map(|(mut a, b)| {
             a.extend_from_slice(&b);
             a
         })
-        .collect();
-    loop_grads(dps, d_init)
+        .collect()
 }
 
 /// Buffers `[T, B, G·H]` for a backward's gate gradients: of the input projection's
@@ -611,8 +610,8 @@ const ROWS_SPLIT_MIN: usize = 8;
 /// Sequences of fewer multiply-adds are not split: two threads cost a fork and a join (and
 /// waking the other thread, tens of microseconds when it slept).
 const ROWS_SPLIT_MACS: usize = 1 << 20;
-/// The same for training, which also gathers each half's input, outputs and gradient. Measured on the small configs, 2 threads, probe medians, whole
-/// batch → split: LSTM (2.0e7 multiply-adds) 0.84 → 0.76 ms, GRU (1.5e7) 0.67 → 0.61, RNN
+/// The same for training, which also gathers each half's input, outputs and gradient.
+/// Measured on the small configs, 2 threads, probe medians, whole batch → split: LSTM (2.0e7 multiply-adds) 0.84 → 0.76 ms, GRU (1.5e7) 0.67 → 0.61, RNN
 /// (4.9e6) 0.26 → 0.38, so the RNN's stays whole.
 const ROWS_SPLIT_TRAINING_MACS: usize = 1 << 23;
 
@@ -652,22 +651,24 @@ fn backward_loop<T: Float>(
     out: &[T],
     g: &[T],
 ) -> LoopGrads<T> {
-    if let Some(halves) = &saved.halves {
-        return backward_by_rows(kind, s, halves, out, g);
-    }
     let w_hh = s.pack_w_hh(kind.gates());
     let (width, mut dps) = (kind.gates() * s.hidden, gate_grad_buffers(kind, s));
-    let mut rows: Vec<Rows<'_, T>> = (dps.iter_mut())
-        .map(|dp| Rows::new(dp, s.batch, width))
-        .collect();
-    let d_init = with_step_helper(&[&w_hh], s.batch, |helper| {
-        let s = Seq {
-            helper,
-            w_hh_packed: Some(&w_hh),
-            ..*s
-        };
-        with_simd(BackwardWork(kind, &s, saved, out, g, &mut rows))
-    });
+    let d_init = match &saved.halves {
+        Some(h) => backward_by_rows(kind, s, h, out, g, &w_hh, &mut dps),
+        None => {
+            let mut rows: Vec<Rows<'_, T>> = (dps.iter_mut())
+                .map(|dp| Rows::new(dp, s.batch, width))
+                .collect();
+            with_step_helper(&[&w_hh], s.batch, |helper| {
+                let s = Seq {
+                    helper,
+                    w_hh_packed: Some(&w_hh),
+                    ..*s
+                };
+                with_simd(BackwardWork(kind, &s, saved, out, g, &mut rows))
+            })
+        }
+    };
     loop_grads(dps, d_init)
 }
 
@@ -939,8 +940,8 @@ fn record<T: Float>(
         let s = inputs.seq();
         let out = slice(&result);
         // The backward stays on the calling thread (its per-step loop gets the batch split or
-        // a helper thread, as the forward did): measured on 2 threads, sending it to a worker like the forward made the RNN
-        // medium training step slower (11.9 vs 8.4 ms; 78 K vs 13 K page faults per 30 steps)
+        // a helper thread, as the forward did): measured on 2 threads, sending it to a worker
+        // like the forward made the RNN medium training step slower (11.9 vs 8.4 ms; 78 K vs 13 K page faults per 30 steps)
         // and left GRU and LSTM unchanged.
         let g = g.as_slice().expect("contiguous");
         let loop_grads = backward_loop(kind, &s, &saved, out, g);
