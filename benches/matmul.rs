@@ -15,7 +15,8 @@ use unroll::tensor::ops::matmul::MatRef;
 use unroll::tensor::ops::packed::{gemm_packed, gemm_packed_tn, PackedMat};
 use unroll::tensor::{Rng, Tensor};
 
-/// (name, m, k, n): square sizes, then the RNN shapes `[B, H] x [H, 4H]`.
+/// (name, m, k, n): square sizes, the RNN shapes `[B, H] x [H, 4H]`, then the LSTM configs'
+/// per-step products in training and inference, `[B, I + H] x [I + H, 4H]`.
 fn shapes() -> Vec<(String, usize, usize, usize)> {
     let mut v: Vec<_> = [64, 128, 256, 512, 1024]
         .iter()
@@ -23,6 +24,9 @@ fn shapes() -> Vec<(String, usize, usize, usize)> {
         .collect();
     for (b, h) in [(16, 64), (32, 256), (64, 512)] {
         v.push((format!("rnn_B{b}_H{h}"), b, h, 4 * h));
+    }
+    for (b, i, h) in [(16, 32, 64), (32, 128, 256), (64, 256, 512)] {
+        v.push((format!("lstm_step_B{b}_I{i}_H{h}"), b, i + h, 4 * h));
     }
     v
 }
@@ -50,7 +54,7 @@ fn bench_matmul(c: &mut Criterion) {
                 black_box(&c_s);
             })
         });
-        if name.starts_with("rnn") {
+        if name.starts_with("rnn") || name.starts_with("lstm") {
             let packed = PackedMat::pack(MatRef::new(&b_s, k, n));
             group.bench_with_input(BenchmarkId::new("packed", &name), &(), |bench, _| {
                 bench.iter(|| {

@@ -33,7 +33,10 @@
 //! 124, 2-layer bidirectional LSTM on medium 218–220 → 208; two threads: LSTM large 287–311 →
 //! 269–277, RNN medium 4.6–4.8 → 4.7–5.0), because the packed kernel with `k = I + H` runs
 //! closer to its peak than that gemm does with `k = I` (32 on the small configs). The GRU's
-//! `h W_hnᵀ` must stay apart from `x_t W_inᵀ`, so its training still projects up front. Summing
+//! `h W_hnᵀ` must stay apart from `x_t W_inᵀ`, so its training still projects up front: made
+//! per step as in its inference (`x_t W_ihᵀ`, `k = I`, on the packed kernel), its training
+//! step was no faster (AVX-512 EPYC, Zen 4, two alternating runs, ms: medium 62–66 → 66–69
+//! on one thread, 38–43 → 44–49 on two; large 900–944 → 909–925 and 474–550 → 465–472). Summing
 //! `x_t W_ihᵀ` and `h W_hhᵀ` in one chain or in two agrees to rounding (1e-12 in f64, tested).
 //!
 //! Arithmetic is the composed cells' in the same order, with the exact `tanh`/sigmoid for
