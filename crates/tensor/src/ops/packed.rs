@@ -6,11 +6,12 @@
 //! Layout: the `k × n` matrix is cut into panels of [`NR`] columns (the last zero-padded),
 //! each stored row after row: `data[(p·k + kk)·NR + j] = B[kk, p·NR + j]`. A panel of `k`
 //! rows is `k · NR` elements (32 KB for k = 256, f32), so it stays in L1 while every row
-//! block of the left side streams past it. Larger panels stream from L2 for each row block,
-//! and that costs little: cutting `k` into chunks of 128, 192 or 256 rows (each row block's
-//! sums waiting in `c` between chunks) was slower on an AVX-512 EPYC (Zen 4), the large
-//! LSTM's step `[64, 768] × [768, 2048]` 95 → 76–92 GFLOP/s and `[64, 512] × [512, 2048]`
-//! 99–103 → 85–89 (`benches/matmul.rs`, one thread). The micro-kernel keeps a block of the
+//! block of the left side streams past it. Larger panels stream from L2 for each row block:
+//! on an AVX-512 EPYC (Zen 4), one thread, the large LSTM's step `[64, 768] × [768, 2048]`
+//! runs at 95 GFLOP/s against 104 for the medium one's `k = 384` (`benches/matmul.rs`).
+//! Cutting `k` into chunks of 128, 192 or 256 rows (each row block's sums waiting in `c`
+//! between chunks) did not win that back but was slower still: 95 → 76–92 GFLOP/s there, and
+//! `[64, 512] × [512, 2048]` 99–103 → 85–89. The micro-kernel keeps a block of the
 //! output in registers (rows × a whole panel on AVX-512, rows × half a panel on AVX2) and
 //! adds one rank-1 update per `kk`, reading a row-major left side from a copy regrouped by
 //! row blocks.
