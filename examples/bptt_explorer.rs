@@ -377,7 +377,7 @@ fn step_gradients<T: Float, C: Cell<T>>(
         })
         .collect();
     // backward also added parameter gradients: this probe must not leak into training.
-    for (_, p) in cell.params() {
+    for p in cell.params() {
         p.zero_grad();
     }
     for p in head.params() {

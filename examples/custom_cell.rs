@@ -64,8 +64,11 @@ impl<T: Float> Cell<T> for Mgu<T> {
         let h_tilde = (x.linear(&self.w_h) + (&f * h).linear(&self.u_h) + &self.b_h).tanh();
         h + &f * (h_tilde - h)
     }
+}
 
-    fn params(&self) -> Vec<(String, Param<T>)> {
+/// The cell's parameters, by name: what optimizers, files and layers see.
+impl<T: Float> Module<T> for Mgu<T> {
+    fn named_params(&self) -> Vec<(String, Param<T>)> {
         let named = [("w_f", &self.w_f), ("u_f", &self.u_f), ("b_f", &self.b_f)];
         let named2 = [("w_h", &self.w_h), ("u_h", &self.u_h), ("b_h", &self.b_h)];
         named
@@ -137,9 +140,11 @@ impl<T: Float> Cell<T> for MguFused<T> {
             ]
         })
     }
+}
 
-    fn params(&self) -> Vec<(String, Param<T>)> {
-        self.0.params()
+impl<T: Float> Module<T> for MguFused<T> {
+    fn named_params(&self) -> Vec<(String, Param<T>)> {
+        self.0.named_params()
     }
 }
 

@@ -395,7 +395,7 @@ fn model_json(r: &ModelReport) -> serde_json::Value {
 /// Runs the demo: data, the attention model, the baseline, evaluation, plots, files.
 pub fn run(cli: Cli) -> DemoResult<Report> {
     let started = Instant::now();
-    if cli.hidden == 0 || cli.hidden % 2 != 0 {
+    if cli.hidden == 0 || !cli.hidden.is_multiple_of(2) {
         return Err(format!("--hidden must be even and positive, got {}", cli.hidden).into());
     }
     if cli.batch == 0 || cli.epochs == 0 || cli.beam == 0 || cli.train == 0 {

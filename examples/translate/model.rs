@@ -6,8 +6,8 @@
 use serde::Serialize;
 use unroll::autograd::{Param, Tape, Var};
 use unroll::rnn::{
-    cross_entropy_with, prefixed, Cell, ClassLossOptions, Embedding, GruCell, LayerConfig, Linear,
-    LstmCell, Module, RnnCell,
+    cross_entropy_with, padding_mask, prefixed, AdditiveAttention, Cell, ClassLossOptions,
+    Embedding, GruCell, LayerConfig, Linear, LstmCell, Module, RnnCell,
 };
 use unroll::tensor::{Rng, Tensor};
 
@@ -59,20 +59,13 @@ impl DecoderCell {
         }
     }
 
-    fn params(&self) -> Vec<(String, Param<f32>)> {
+    fn named_params(&self) -> Vec<(String, Param<f32>)> {
         match self {
-            DecoderCell::Rnn(c) => c.params(),
-            DecoderCell::Gru(c) => c.params(),
-            DecoderCell::Lstm(c) => c.params(),
+            DecoderCell::Rnn(c) => c.named_params(),
+            DecoderCell::Gru(c) => c.named_params(),
+            DecoderCell::Lstm(c) => c.named_params(),
         }
     }
-}
-
-/// score(s, h_j) = vᵀ tanh(W s + U h_j + b).
-struct Attention {
-    w: Linear<f32>,
-    u: Linear<f32>,
-    v: Linear<f32>,
 }
 
 /// A padded batch: sources `[S, B]`, their lengths, and for training the teacher-forced
@@ -124,8 +117,8 @@ struct Encoded {
     annotations: Var<f32>,
     /// `U h_j + b` for every j, computed once per batch: `[B, S, hidden]`.
     keys: Option<Var<f32>>,
-    /// 0 at valid source positions, −1e9 at padding: `[B, S]`.
-    mask: Tensor<f32>,
+    /// The valid source positions: `[B, S]`.
+    mask: Tensor<bool>,
     /// The decoder's initial state parts, `[B, hidden]` each.
     init: Vec<Var<f32>>,
 }
@@ -164,7 +157,8 @@ pub struct Seq2Seq {
     init_c: Option<Linear<f32>>,
     tgt_embed: Embedding<f32>,
     decoder: DecoderCell,
-    attention: Option<Attention>,
+    /// score(s, h_j) = vᵀ tanh(W s + U h_j + b).
+    attention: Option<AdditiveAttention<f32>>,
     out: Linear<f32>,
 }
 
@@ -187,11 +181,9 @@ impl Seq2Seq {
         let tgt_embed = Embedding::new(TGT_VOCAB, e, Some(PAD), rng);
         let ctx = if config.attention { h } else { 0 };
         let decoder = DecoderCell::new(config.cell, e + ctx, h, rng);
-        let attention = config.attention.then(|| Attention {
-            w: Linear::new(h, h, false, rng),
-            u: Linear::new(h, h, true, rng),
-            v: Linear::new(h, 1, false, rng),
-        });
+        let attention = config
+            .attention
+            .then(|| AdditiveAttention::new(h, h, h, rng));
         let out = Linear::new(h + ctx + e, TGT_VOCAB, true, rng);
         Seq2Seq {
             config,
@@ -219,15 +211,15 @@ impl Seq2Seq {
         if let Some(init_c) = &self.init_c {
             init.push(init_c.forward(&summary(&finals[1])));
         }
-        let keys = self.attention.as_ref().map(|a| a.u.forward(&annotations));
-        let mut mask = vec![0f32; b * s];
-        for (j, &len) in lengths.iter().enumerate() {
-            mask[j * s + len..(j + 1) * s].fill(-1e9);
-        }
+        let keys = self
+            .attention
+            .as_ref()
+            .map(|a| a.project_keys(&annotations));
+        debug_assert_eq!(lengths.len(), b);
         Encoded {
             annotations,
             keys,
-            mask: Tensor::from_vec(mask, &[b, s]),
+            mask: padding_mask(lengths, s),
             init,
         }
     }
@@ -242,19 +234,10 @@ impl Seq2Seq {
     ) -> (Vec<Var<f32>>, Option<Attended>) {
         match (&self.attention, &enc.keys) {
             (Some(att), Some(keys)) => {
-                let (b, s) = (keys.shape()[0], keys.shape()[1]);
-                // e_j = vᵀ tanh(W s + U h_j + b), masked softmax over the valid j.
-                let query = att.w.forward(&state[0]).unsqueeze(1); // [B, 1, A]
-                let energy = (keys + &query).tanh(); // [B, S, A]
-                let scores = att.v.forward(&energy).reshape(&[b, s]) + &enc.mask;
-                let alpha = scores.softmax(1); // [B, S]
-                let hidden = enc.annotations.shape()[2];
-                let context = alpha
-                    .unsqueeze(1)
-                    .matmul(&enc.annotations)
-                    .reshape(&[b, hidden]);
-                let x = Var::concat(&[y_emb, &context], 1);
-                (self.decoder.step(&x, state), Some((context, alpha)))
+                // e_j = vᵀ tanh(W s + U h_j + b), softmax over the valid j.
+                let a = att.attend(&state[0], keys, &enc.annotations, Some(&enc.mask));
+                let x = Var::concat(&[y_emb, &a.context], 1);
+                (self.decoder.step(&x, state), Some((a.context, a.weights)))
             }
             _ => (self.decoder.step(y_emb, state), None),
         }
@@ -474,14 +457,12 @@ impl Module<f32> for Seq2Seq {
         v.extend(prefixed("tgt_embed", &self.tgt_embed));
         v.extend(
             self.decoder
-                .params()
+                .named_params()
                 .into_iter()
                 .map(|(n, p)| (format!("decoder.{n}"), p)),
         );
         if let Some(a) = &self.attention {
-            v.extend(prefixed("attention.w", &a.w));
-            v.extend(prefixed("attention.u", &a.u));
-            v.extend(prefixed("attention.v", &a.v));
+            v.extend(prefixed("attention", a));
         }
         v.extend(prefixed("out", &self.out));
         v

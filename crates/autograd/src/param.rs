@@ -160,8 +160,24 @@ impl<T: Float> Param<T> {
     }
 
     /// Replaces the gradient (clipping uses this).
+    ///
+    /// # Panics
+    /// If the gradient's shape is not the parameter's (as PyTorch refuses to assign it).
+    #[track_caller]
     pub fn set_grad(&self, grad: Option<Tensor<T>>) {
-        self.write().grad = grad;
+        let mut d = self.write();
+        if let Some(g) = &grad {
+            if g.shape() != d.value.shape() {
+                let (name, shape) = (d.name.clone(), d.value.shape().to_vec());
+                drop(d);
+                panic!(
+                    "set_grad: parameter '{name}' has shape {shape:?}, the gradient has shape \
+                     {:?}",
+                    g.shape()
+                );
+            }
+        }
+        d.grad = grad;
     }
 
     /// Forgets the gradient (PyTorch's `zero_grad(set_to_none=True)`).

@@ -278,6 +278,17 @@ impl<T: Float> Tape<T> {
             .collect()
     }
 
+    /// The parameters that have entered this tape (every [`Param`] an op used while recording,
+    /// frozen ones excepted), in the order they first did.
+    pub fn params(&self) -> Vec<Param<T>> {
+        self.inner
+            .nodes
+            .borrow()
+            .iter()
+            .filter_map(|n| n.param.clone())
+            .collect()
+    }
+
     pub(crate) fn same_tape(&self, other: &Tape<T>) -> bool {
         Rc::ptr_eq(&self.inner, &other.inner)
     }

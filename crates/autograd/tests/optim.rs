@@ -9,8 +9,8 @@
 
 use autograd::optim::schedule::{Cosine, Exponential, LinearWarmup, LrSchedule, StepDecay};
 use autograd::optim::{
-    Adagrad, AdagradConfig, Adam, AdamConfig, Optimizer, OptimizerState, RmsProp, RmsPropConfig,
-    Sgd, SgdConfig, StateError,
+    Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, AdamWConfig, Optimizer, OptimizerState,
+    RmsProp, RmsPropConfig, Sgd, SgdConfig, StateError,
 };
 use autograd::{clip_grad_norm, clip_grad_value, Param, Tape};
 use tensor::Tensor;
@@ -358,7 +358,7 @@ fn adamw() {
         ..adam_config()
     };
     check_against_reference(
-        &mut Adam::adamw(problem_params(), c.clone()),
+        &mut AdamW::new(problem_params(), c.clone().into()),
         adam_ref(c.clone(), true),
     );
     // Decoupled decay is not L2 decay: the two trajectories differ.
@@ -377,7 +377,17 @@ fn adam_defaults_are_pytorchs() {
         (c.lr, c.beta1, c.beta2, c.eps, c.weight_decay, c.amsgrad),
         (1e-3, 0.9, 0.999, 1e-8, 0.0, false)
     );
-    assert_eq!(AdamConfig::adamw().weight_decay, 1e-2);
+    // AdamW's own defaults, also where only some fields are given.
+    let w = AdamWConfig::default();
+    assert_eq!(
+        (w.lr, w.beta1, w.beta2, w.eps, w.weight_decay, w.amsgrad),
+        (1e-3, 0.9, 0.999, 1e-8, 1e-2, false)
+    );
+    let partial = AdamWConfig {
+        lr: 3e-4,
+        ..Default::default()
+    };
+    assert_eq!(partial.weight_decay, 1e-2);
 }
 
 #[test]
@@ -525,12 +535,13 @@ fn factories() -> Vec<(&'static str, Factory)> {
             ))
         }),
         ("adamw", |p| {
-            Box::new(Adam::adamw(
+            Box::new(AdamW::new(
                 p,
                 AdamConfig {
                     weight_decay: 0.1,
                     ..adam_config()
-                },
+                }
+                .into(),
             ))
         }),
         ("rmsprop", |p| {
@@ -717,6 +728,327 @@ fn load_state_rejects_unknown_buffers() {
             "{bad}"
         );
     }
+}
+
+#[test]
+fn load_state_checks_what_the_step_counts_imply() {
+    // Every factory's optimizer, one step in: each parameter with a gradient has its buffers.
+    for (kind, make) in factories() {
+        let (mut opt, state) = one_step_state(make);
+        let before = opt.state();
+        let first = state.buffers[0].0.clone();
+        let index: usize = first.split_once('.').unwrap().0.parse().unwrap();
+        // A buffer gone while its parameter has taken a step.
+        let mut missing = state.clone();
+        missing.buffers.retain(|(n, _)| *n != first);
+        let err = opt.load_state(&missing).unwrap_err();
+        assert!(
+            matches!(&err, StateError::MissingBuffer { name, steps: 1, .. } if *name == first),
+            "{kind}: {err}"
+        );
+        // A parameter that never stepped ("idle", 2) with a buffer.
+        let mut idle = state.clone();
+        let (_, slot) = first.split_once('.').unwrap();
+        idle.buffers
+            .push((format!("2.{slot}"), Tensor::zeros(&[2])));
+        let err = opt.load_state(&idle).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "optimizer state has a buffer '2.{slot}', which this optimizer would not have: \
+                 parameter 2 has taken no step"
+            ),
+            "{kind}"
+        );
+        // Step counts past what any run takes.
+        let mut steps = state.clone();
+        steps.steps[index] = u64::MAX;
+        let err = opt.load_state(&steps).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "Invalid step count {} for parameter {index} (at most 2147483647)",
+                u64::MAX
+            ),
+            "{kind}"
+        );
+        // Learning rates the constructor would refuse (1e308 only where the first step is
+        // larger than the rate: Adam's lr / (1 − β₁) overflows f64).
+        let mut bad_rates = vec![-1.0, f64::NAN, f64::INFINITY];
+        if kind.starts_with("adam") {
+            bad_rates.push(1e308);
+        }
+        for lr in bad_rates {
+            let bad = OptimizerState {
+                lr,
+                ..state.clone()
+            };
+            let err = opt.load_state(&bad).unwrap_err();
+            assert!(
+                err.to_string().starts_with("Invalid learning rate: "),
+                "{kind} {lr}: {err}"
+            );
+        }
+        // Values a run never makes.
+        let mut nan = state.clone();
+        nan.buffers[0].1.as_mut_slice()[0] = f64::NAN;
+        let err = opt.load_state(&nan).unwrap_err();
+        assert!(
+            err.to_string().contains("holds NaN, which"),
+            "{kind}: {err}"
+        );
+        assert_eq!(
+            opt.state(),
+            before,
+            "{kind}: a failed load changed the optimizer"
+        );
+        opt.load_state(&state).unwrap();
+    }
+}
+
+#[test]
+fn load_state_refuses_buffers_this_configuration_does_not_keep() {
+    // A plain Adam loading an AMSGrad state, and an SGD without momentum loading one with.
+    let (_, amsgrad) = one_step_state(factories()[1].1);
+    let mut plain = Adam::new(problem_params(), adam_config());
+    let err = plain.load_state(&amsgrad).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "optimizer state has a buffer '0.max_exp_avg_sq', which this optimizer would not have: \
+         its configuration does not use 'max_exp_avg_sq'"
+    );
+    let (_, momentum) = one_step_state(factories()[0].1);
+    let mut sgd = Sgd::new(problem_params(), SgdConfig::default());
+    assert!(matches!(
+        sgd.load_state(&momentum),
+        Err(StateError::UnusedBuffer { .. })
+    ));
+    // And the other way: an AMSGrad Adam loading a plain state lacks its maximum.
+    let mut plain = Adam::new(problem_params(), adam_config());
+    run(&mut plain, 1);
+    let (mut ams, _) = one_step_state(factories()[1].1);
+    let err = ams.load_state(&plain.state()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "optimizer state has no buffer '0.max_exp_avg_sq', which parameter 0 would have after 1 \
+         steps"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hyperparameters and parameter lists, refused as torch.optim refuses them
+// ---------------------------------------------------------------------------------------------
+
+/// The panic message of `f`.
+fn panic_message(f: impl FnOnce()) -> String {
+    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).expect_err("no panic");
+    err.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap()
+}
+
+#[test]
+fn bad_hyperparameters_are_refused_with_pytorchs_words() {
+    let p = problem_params;
+    type Case = (&'static str, Box<dyn FnOnce()>);
+    let cases: Vec<Case> = vec![
+        (
+            "Sgd: Invalid learning rate: -1 (must be finite and >= 0)",
+            Box::new(move || {
+                Sgd::new(
+                    p(),
+                    SgdConfig {
+                        lr: -1.0,
+                        ..Default::default()
+                    },
+                );
+            }),
+        ),
+        (
+            "Sgd: Invalid momentum value: -0.5 (must be finite and >= 0)",
+            Box::new(move || {
+                Sgd::new(
+                    p(),
+                    SgdConfig {
+                        momentum: -0.5,
+                        ..Default::default()
+                    },
+                );
+            }),
+        ),
+        (
+            "Sgd: Invalid weight_decay value: NaN (must be finite and >= 0)",
+            Box::new(move || {
+                Sgd::new(
+                    p(),
+                    SgdConfig {
+                        weight_decay: f64::NAN,
+                        ..Default::default()
+                    },
+                );
+            }),
+        ),
+        (
+            "Adam: Invalid beta parameter at index 0: 1",
+            Box::new(move || {
+                Adam::new(
+                    p(),
+                    AdamConfig {
+                        beta1: 1.0,
+                        ..Default::default()
+                    },
+                );
+            }),
+        ),
+        (
+            "Adam: Invalid beta parameter at index 1: -0.1",
+            Box::new(move || {
+                Adam::new(
+                    p(),
+                    AdamConfig {
+                        beta2: -0.1,
+                        ..Default::default()
+                    },
+                );
+            }),
+        ),
+        (
+            "Adam: Invalid epsilon value: -1e-8 (must be finite and >= 0)",
+            Box::new(move || {
+                Adam::new(
+                    p(),
+                    AdamConfig {
+                        eps: -1e-8,
+                        ..Default::default()
+                    },
+                );
+            }),
+        ),
+        (
+            "Adam: Invalid learning rate: 1e308 (a step of inf is not finite in f64)",
+            Box::new(move || {
+                Adam::new(
+                    p(),
+                    AdamConfig {
+                        lr: 1e308,
+                        ..Default::default()
+                    },
+                );
+            }),
+        ),
+        (
+            "AdamW: Invalid weight_decay value: -0.01 (must be finite and >= 0)",
+            Box::new(move || {
+                AdamW::new(
+                    p(),
+                    AdamWConfig {
+                        weight_decay: -0.01,
+                        ..Default::default()
+                    },
+                );
+            }),
+        ),
+        (
+            "RmsProp: Invalid alpha value: -0.99 (must be finite and >= 0)",
+            Box::new(move || {
+                RmsProp::new(
+                    p(),
+                    RmsPropConfig {
+                        alpha: -0.99,
+                        ..Default::default()
+                    },
+                );
+            }),
+        ),
+        (
+            "RmsProp: Invalid learning rate: inf (must be finite and >= 0)",
+            Box::new(move || {
+                RmsProp::new(
+                    p(),
+                    RmsPropConfig {
+                        lr: f64::INFINITY,
+                        ..Default::default()
+                    },
+                );
+            }),
+        ),
+        (
+            "Adagrad: Invalid lr_decay value: -1 (must be finite and >= 0)",
+            Box::new(move || {
+                Adagrad::new(
+                    p(),
+                    AdagradConfig {
+                        lr_decay: -1.0,
+                        ..Default::default()
+                    },
+                );
+            }),
+        ),
+        (
+            "Adagrad: Invalid initial_accumulator_value value: -2 (must be finite and >= 0)",
+            Box::new(move || {
+                Adagrad::new(
+                    p(),
+                    AdagradConfig {
+                        initial_accumulator_value: -2.0,
+                        ..Default::default()
+                    },
+                );
+            }),
+        ),
+        (
+            "Adam: optimizer got an empty parameter list",
+            Box::new(|| {
+                Adam::<f64>::new(vec![], AdamConfig::default());
+            }),
+        ),
+        (
+            "Sgd: parameter 1 ('w') appears twice in the parameter list",
+            Box::new(move || {
+                let w = p().swap_remove(0);
+                Sgd::new(vec![w.clone(), w], SgdConfig::default());
+            }),
+        ),
+    ];
+    for (expected, f) in cases {
+        assert_eq!(panic_message(f), expected);
+    }
+    // f32 parameters: a learning rate f32 cannot hold.
+    let w = Param::new("w", Tensor::<f32>::zeros(&[1]));
+    assert_eq!(
+        panic_message(|| {
+            Sgd::new(
+                vec![w],
+                SgdConfig {
+                    lr: 1e39,
+                    ..Default::default()
+                },
+            );
+        }),
+        "Sgd: Invalid learning rate: 1e39 (a step of 1e39 is not finite in f32)"
+    );
+    // set_lr checks as the constructor does, and keeps the old rate on a refusal.
+    let mut opt = Adam::new(problem_params(), adam_config());
+    let lr = opt.lr();
+    assert_eq!(
+        panic_message(std::panic::AssertUnwindSafe(|| opt.set_lr(-0.1))),
+        "Adam: Invalid learning rate: -0.1 (must be finite and >= 0)"
+    );
+    assert_eq!(opt.lr(), lr);
+}
+
+#[test]
+fn a_gradient_of_another_shape_is_refused() {
+    let w = Param::new("w", Tensor::<f64>::zeros(&[2, 2]));
+    assert_eq!(
+        panic_message(|| w.set_grad(Some(Tensor::zeros(&[5])))),
+        "set_grad: parameter 'w' has shape [2, 2], the gradient has shape [5]"
+    );
+    assert!(w.grad().is_none(), "the refused gradient was kept");
+    w.set_grad(Some(Tensor::ones(&[2, 2])));
+    w.set_grad(None);
+    assert!(w.grad().is_none());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,8 +5,8 @@
 
 use autograd::optim::schedule::{Cosine, Exponential, LinearWarmup, LrSchedule, StepDecay};
 use autograd::optim::{
-    Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, Optimizer, RmsProp, RmsPropConfig, Sgd,
-    SgdConfig,
+    Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, AdamWConfig, Optimizer, RmsProp,
+    RmsPropConfig, Sgd, SgdConfig,
 };
 use autograd::{clip_grad_norm, Param};
 use serde_json::Value;
@@ -71,7 +71,7 @@ fn optimizer(kind: &str, o: &Value, params: Vec<Param<f64>>) -> Box<dyn Optimize
         "Adam" | "AdamW" => {
             let defaults = match kind {
                 "Adam" => AdamConfig::default(),
-                _ => AdamConfig::adamw(),
+                _ => AdamWConfig::default().into(),
             };
             let betas = &o["betas"];
             let config = AdamConfig {
@@ -84,7 +84,7 @@ fn optimizer(kind: &str, o: &Value, params: Vec<Param<f64>>) -> Box<dyn Optimize
             };
             match kind {
                 "Adam" => Box::new(Adam::new(params, config)),
-                _ => Box::new(AdamW::adamw(params, config)),
+                _ => Box::new(AdamW::new(params, config.into())),
             }
         }
         "RMSprop" => {

@@ -4,7 +4,9 @@
 //! stacks it, runs it in both directions and over variable-length batches, and
 //! [`autograd::gradcheck`] checks its gradients — with no further code.
 
-use autograd::{Param, Tape, Var};
+use autograd::{Tape, Var};
+
+use crate::module::Module;
 use tensor::{Float, Tensor};
 
 /// A cell's recurrent state: one or more `[batch, hidden]` variables, the first of which is
@@ -57,8 +59,14 @@ impl<T: Float> State<T> for (Var<T>, Var<T>) {
 /// One step of a recurrent network.
 ///
 /// `step` is written with ordinary variable ops, so the tape differentiates it; parameters are
-/// [`Param`]s used directly in expressions (`x.linear(&self.w_ih, Some(&self.b_ih))`).
-pub trait Cell<T: Float> {
+/// [`Param`](autograd::Param)s used directly in expressions (`x.linear(&self.w_ih) + &self.b_ih`). A cell is a
+/// [`Module`]: its [`named_params`](Module::named_params) are its parameters with their local
+/// names (`weight_ih`, `bias_hh`, ...), to which layers add the `_l{k}` and `_reverse`
+/// suffixes PyTorch uses. Every parameter `step` uses must be listed there (a [`Layer`] checks
+/// this when it is built), or no optimizer or saved file would see it.
+///
+/// [`Layer`]: crate::Layer
+pub trait Cell<T: Float>: Module<T> {
     /// The recurrent state: `Var<T>` for a single hidden vector, `(Var<T>, Var<T>)` for (h, c).
     type State: State<T>;
 
@@ -70,10 +78,6 @@ pub trait Cell<T: Float> {
 
     /// One time step: `x_t` is `[batch, input_size]`, the state `[batch, hidden_size]` per part.
     fn step(&self, x_t: &Var<T>, state: &Self::State) -> Self::State;
-
-    /// The cell's parameters with their local names (`weight_ih`, `bias_hh`, ...); layers add
-    /// the `_l{k}` and `_reverse` suffixes PyTorch uses.
-    fn params(&self) -> Vec<(String, Param<T>)>;
 
     /// The state at t = 0 when none is given: zeros.
     fn zero_state(&self, tape: &Tape<T>, batch: usize) -> Self::State {

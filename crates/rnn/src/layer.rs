@@ -158,13 +158,21 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
     /// `D · hidden_size` above it).
     ///
     /// # Panics
-    /// If a cell's sizes disagree with `config`, or `num_layers` is 0, or `dropout` is not in
-    /// `[0, 1]`.
+    /// As PyTorch refuses (or warns): if `hidden_size` or `num_layers` is 0, `dropout` is not
+    /// in `[0, 1]`, or dropout is asked of a single layer (it acts between layers only). Also
+    /// if a cell's sizes disagree with `config`, two parameters get one name, or a cell
+    /// without a fused kernel uses a parameter in `step` that its `named_params()` does not list
+    /// (found by running one step at build time), which no optimizer or file would see.
+    #[track_caller]
     pub fn new(
         config: LayerConfig,
         rng: &mut Rng,
         mut make_cell: impl FnMut(usize, &mut Rng) -> C,
     ) -> Self {
+        assert!(
+            config.hidden_size > 0,
+            "Layer: hidden_size must be greater than zero"
+        );
         assert!(
             config.num_layers > 0,
             "Layer: num_layers must be at least 1"
@@ -172,6 +180,12 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
         assert!(
             (0.0..=1.0).contains(&config.dropout),
             "Layer: dropout {} is not in [0, 1]",
+            config.dropout
+        );
+        assert!(
+            config.dropout == 0.0 || config.num_layers > 1,
+            "Layer: dropout {} with num_layers 1 would do nothing: dropout acts between \
+             stacked layers only (PyTorch warns of this)",
             config.dropout
         );
         let d = config.num_directions();
@@ -206,8 +220,16 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
             _marker: std::marker::PhantomData,
         };
         // Full names (`weight_hh_l1_reverse`), so gradcheck reports and tape graphs say which.
-        for (name, p) in layer.named_params() {
-            p.set_name(name);
+        let named = layer.named_params();
+        for (i, (name, p)) in named.iter().enumerate() {
+            assert!(
+                named[..i].iter().all(|(other, _)| other != name),
+                "Layer: two parameters are named '{name}' (a cell's named_params() repeats a name)"
+            );
+            p.set_name(name.clone());
+        }
+        for cell in layer.cells.iter().flatten() {
+            check_params_listed(cell);
         }
         layer
     }
@@ -266,6 +288,20 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
         init: Option<&C::State>,
         lengths: Option<&[usize]>,
     ) -> LayerOutput<T, C::State> {
+        self.run(x, init, lengths, false)
+    }
+
+    /// [`forward_with`](Self::forward_with), where `ended_ok` also allows lengths of 0
+    /// (sequences that ended before this chunk of [`tbptt_with`](Self::tbptt_with)): they keep
+    /// their initial state and output zeros.
+    #[track_caller]
+    fn run(
+        &self,
+        x: &Var<T>,
+        init: Option<&C::State>,
+        lengths: Option<&[usize]>,
+        ended_ok: bool,
+    ) -> LayerOutput<T, C::State> {
         let cfg = &self.config;
         if !matches!(x.rank(), 2 | 3) || x.shape().last() != Some(&cfg.input_size) {
             panic!(
@@ -296,11 +332,12 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
             x.clone()
         };
         let (seq, batch) = (x.shape()[0], x.shape()[1]);
-        let masks = lengths.map(|l| step_masks(l, seq, batch));
+        let masks = lengths.map(|l| step_masks(l, seq, batch, ended_ok));
         let init_parts = init.map(|s| self.check_init(s, batch));
         let d = cfg.num_directions();
 
-        let fused = self.is_fused();
+        // An empty batch runs composed: its outputs are empty either way.
+        let fused = self.is_fused() && batch > 0;
         let mut input = x.clone();
         let mut finals: Vec<C::State> = Vec::with_capacity(cfg.num_layers * d);
         for (l, layer_cells) in self.cells.iter().enumerate() {
@@ -452,17 +489,50 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
     /// Returns the final state's values.
     ///
     /// # Panics
-    /// If `k` is 0.
+    /// If `k` is 0, or as [`tbptt_with`](Self::tbptt_with).
+    #[track_caller]
     pub fn tbptt(
         &self,
         x: &Tensor<T>,
         k: usize,
         init: Option<Vec<Tensor<T>>>,
+        on_chunk: impl FnMut(Chunk<T, C::State>),
+    ) -> Vec<Tensor<T>> {
+        self.tbptt_with(x, k, init, None, on_chunk)
+    }
+
+    /// [`tbptt`](Self::tbptt) over a padded batch: `lengths` as for
+    /// [`forward_with`](Self::forward_with), for the whole sequence. Each chunk runs with each
+    /// sequence's length within it; a sequence that ended in an earlier chunk keeps its state
+    /// through the later ones and outputs zeros there, so the outputs and final states are
+    /// those of one [`forward_with`](Self::forward_with) over the whole batch.
+    ///
+    /// # Panics
+    /// If `k` is 0, `x` is not 3-D, the layer is bidirectional (each chunk would run its
+    /// reverse direction from the chunk's end), or a length is not in `1..=seq`.
+    #[track_caller]
+    pub fn tbptt_with(
+        &self,
+        x: &Tensor<T>,
+        k: usize,
+        init: Option<Vec<Tensor<T>>>,
+        lengths: Option<&[usize]>,
         mut on_chunk: impl FnMut(Chunk<T, C::State>),
     ) -> Vec<Tensor<T>> {
         assert!(k > 0, "Layer::tbptt: the chunk length k must be at least 1");
+        if x.rank() != 3 || self.config.bidirectional {
+            panic!(
+                "Layer::tbptt: needs a batched [seq, batch, input] input (got {:?}) and one \
+                 direction (bidirectional: {})",
+                x.shape(),
+                self.config.bidirectional
+            );
+        }
         let time_dim = usize::from(self.config.batch_first);
         let seq = x.shape()[time_dim];
+        if let Some(l) = lengths {
+            step_masks(l, seq, x.shape()[1 - time_dim], false);
+        }
         let mut carried = init;
         let mut start = 0;
         while start < seq {
@@ -472,7 +542,12 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
             let init_state = carried.as_ref().map(|parts| {
                 C::State::from_parts(parts.iter().map(|p| tape.constant(p.clone())).collect())
             });
-            let out = self.forward_with(&input, init_state.as_ref(), None);
+            let within: Option<Vec<usize>> = lengths.map(|l| {
+                l.iter()
+                    .map(|&l| l.saturating_sub(start).min(len))
+                    .collect()
+            });
+            let out = self.run(&input, init_state.as_ref(), within.as_deref(), true);
             carried = Some(
                 out.state
                     .parts()
@@ -504,20 +579,50 @@ pub struct Chunk<T: Float, S> {
     pub state: S,
 }
 
+/// Runs one step of `cell` (batch of one, zeros) on a scratch tape and panics if it used a
+/// parameter its `named_params()` does not list. Built-in cells (with a fused kernel) are known to
+/// list theirs. The thread's generator is put back, in case `step` draws from it.
+#[track_caller]
+fn check_params_listed<T: Float, C: Cell<T>>(cell: &C) {
+    if cell.fused().is_some() {
+        return;
+    }
+    let rng = crate::module::rng_state();
+    let tape = Tape::new();
+    let x = tape.constant(Tensor::zeros(&[1, cell.input_size()]));
+    cell.step(&x, &cell.zero_state(&tape, 1));
+    crate::module::set_rng_state(rng);
+    let listed = cell.params();
+    if let Some(p) = tape
+        .params()
+        .into_iter()
+        .find(|p| !listed.iter().any(|q| q.same(p)))
+    {
+        panic!(
+            "Layer: the cell's step uses parameter '{}' of shape {:?}, which its named_params() \
+             does not list: no optimizer built from the layer's params() would train it, and no \
+             saved file would hold it",
+            p.name(),
+            p.shape()
+        );
+    }
+}
+
 /// Per-step validity masks `[batch, 1]` for variable lengths; `None` at steps where every
 /// sequence is still running (so full batches pay nothing).
 pub(crate) type StepMasks = Vec<Option<Tensor<bool>>>;
 
 #[track_caller]
-fn step_masks(lengths: &[usize], seq: usize, batch: usize) -> StepMasks {
+fn step_masks(lengths: &[usize], seq: usize, batch: usize, ended_ok: bool) -> StepMasks {
     if lengths.len() != batch {
         panic!(
             "Layer::forward: {} lengths for a batch of {batch}",
             lengths.len()
         );
     }
-    if let Some(&bad) = lengths.iter().find(|&&l| l == 0 || l > seq) {
-        panic!("Layer::forward: length {bad} is not in 1..={seq} (the sequence length)");
+    let shortest = usize::from(!ended_ok);
+    if let Some(&bad) = lengths.iter().find(|&&l| l < shortest || l > seq) {
+        panic!("Layer::forward: length {bad} is not in {shortest}..={seq} (the sequence length)");
     }
     (0..seq)
         .map(|t| {
@@ -643,7 +748,7 @@ impl<T: Float, C: Cell<T>> Module<T> for Layer<T, C> {
         for (l, cells) in self.cells.iter().enumerate() {
             for (d, cell) in cells.iter().enumerate() {
                 let suffix = if d == 1 { "_reverse" } else { "" };
-                for (name, p) in cell.params() {
+                for (name, p) in cell.named_params() {
                     out.push((format!("{name}_l{l}{suffix}"), p));
                 }
             }
@@ -651,8 +756,12 @@ impl<T: Float, C: Cell<T>> Module<T> for Layer<T, C> {
         out
     }
 
+    /// Switches the layer's dropout and every cell's own (a cell with dropout inside `step`).
     fn set_training(&self, training: bool) {
         self.training.set(training);
+        for cell in self.cells.iter().flatten() {
+            cell.set_training(training);
+        }
     }
 }
 

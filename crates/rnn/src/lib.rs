@@ -45,6 +45,7 @@
 //! gradient checking with no further code.
 #![warn(missing_docs)]
 
+pub mod attention;
 mod cell;
 mod dropout;
 mod fused;
@@ -58,6 +59,7 @@ mod lstm;
 mod module;
 mod rnn_cell;
 
+pub use attention::{padding_mask, AdditiveAttention, Attended, DotAttention};
 pub use cell::{Cell, State};
 pub use dropout::{dropout, Dropout};
 pub use fused::{release_buffers, Fused};

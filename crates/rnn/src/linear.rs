@@ -86,9 +86,17 @@ impl<T: Float> Embedding<T> {
     /// ∂/∂W = g added back at each looked-up row, except the padding row.
     ///
     /// # Panics
-    /// If an index is out of range.
+    /// If an index is out of range, negative ones included (PyTorch raises an `IndexError`).
     #[track_caller]
     pub fn forward(&self, tape: &Tape<T>, indices: &Tensor<i64>) -> Var<T> {
+        let rows = self.weight.shape()[0];
+        if let Some(bad) = indices
+            .to_vec()
+            .into_iter()
+            .find(|&i| i < 0 || i >= rows as i64)
+        {
+            panic!("Embedding: index {bad} is out of range for {rows} embeddings (0..{rows})");
+        }
         let w = tape.param(&self.weight);
         let flat = indices.flatten();
         let rows = w.value().index_select(0, &flat);

@@ -18,6 +18,7 @@ use tensor::{Float, Rng};
 use crate::cell::Cell;
 use crate::fused::{Fused, Kind};
 use crate::init::GateParams;
+use crate::module::Module;
 
 /// An LSTM cell. State `(h, c)`.
 ///
@@ -64,14 +65,18 @@ impl<T: Float> Cell<T> for LstmCell<T> {
         (h_t, c_t)
     }
 
-    fn params(&self) -> Vec<(String, Param<T>)> {
-        self.p.named()
-    }
-
     fn fused(&self) -> Option<Fused<'_, T>> {
         Some(Fused {
             kind: Kind::Lstm,
             params: &self.p,
         })
+    }
+}
+
+/// A cell alone is a model too: its parameters under `nn.LSTMCell`'s names
+/// (`weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`), for state dicts and files.
+impl<T: Float> Module<T> for LstmCell<T> {
+    fn named_params(&self) -> Vec<(String, Param<T>)> {
+        self.p.named()
     }
 }

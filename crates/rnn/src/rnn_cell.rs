@@ -10,6 +10,7 @@ use tensor::{Float, Rng};
 use crate::cell::Cell;
 use crate::fused::{Fused, Kind};
 use crate::init::GateParams;
+use crate::module::Module;
 
 /// The nonlinearity of a vanilla RNN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -81,14 +82,18 @@ impl<T: Float> Cell<T> for RnnCell<T> {
         }
     }
 
-    fn params(&self) -> Vec<(String, Param<T>)> {
-        self.p.named()
-    }
-
     fn fused(&self) -> Option<Fused<'_, T>> {
         Some(Fused {
             kind: Kind::Rnn(self.nonlinearity),
             params: &self.p,
         })
+    }
+}
+
+/// A cell alone is a model too: its parameters under `nn.RNNCell`'s names
+/// (`weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`), for state dicts and files.
+impl<T: Float> Module<T> for RnnCell<T> {
+    fn named_params(&self) -> Vec<(String, Param<T>)> {
+        self.p.named()
     }
 }

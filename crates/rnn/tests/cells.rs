@@ -7,7 +7,7 @@ use autograd::{GradCheck, Param, Tape, Var};
 use common::{check, flat_concat, uniform};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use rnn::{Cell, GruCell, LstmCell, Nonlinearity, RnnCell};
+use rnn::{Cell, GruCell, LstmCell, Module, Nonlinearity, RnnCell};
 use tensor::{Rng, Tensor};
 
 /// The documented numbers are printed to 7 decimals, so they are right to half a unit in the
@@ -44,7 +44,7 @@ fn rnn_cell_hand_worked_step() {
     // h = tanh(0.5·1 + 0.5·0) = tanh(0.5) = 0.4621172, with and without (zero) biases.
     for bias in [true, false] {
         let cell = RnnCell::<f64>::with_options(1, 1, Nonlinearity::Tanh, bias, &mut rng());
-        set_doc_weights(&cell.params());
+        set_doc_weights(&cell.named_params());
         let tape = Tape::new();
         let h = cell.step(&one(&tape, 1.0), &one(&tape, 0.0));
         assert_printed("h", &h, 0.4621172);
@@ -56,7 +56,7 @@ fn rnn_cell_relu_hand_worked_step() {
     // relu(0.5·1 + 0.5·0) = 0.5, and relu(0.5·(−1) + 0.5·0) = 0.
     let cell = RnnCell::<f64>::with_options(1, 1, Nonlinearity::Relu, true, &mut rng());
     assert_eq!(cell.nonlinearity(), Nonlinearity::Relu);
-    set_doc_weights(&cell.params());
+    set_doc_weights(&cell.named_params());
     let tape = Tape::new();
     assert_eq!(cell.step(&one(&tape, 1.0), &one(&tape, 0.0)).item(), 0.5);
     assert_eq!(cell.step(&one(&tape, -1.0), &one(&tape, 0.0)).item(), 0.0);
@@ -68,7 +68,7 @@ fn lstm_cell_hand_worked_step() {
     // c = f·0 + i·g = 0.2876491, h = o·tanh(c) = 0.1742697.
     for bias in [true, false] {
         let cell = LstmCell::<f64>::with_bias(1, 1, bias, &mut rng());
-        set_doc_weights(&cell.params());
+        set_doc_weights(&cell.named_params());
         let tape = Tape::new();
         let zero = one(&tape, 0.0);
         let (h, c) = cell.step(&one(&tape, 1.0), &(zero.clone(), zero));
@@ -83,7 +83,7 @@ fn gru_cell_hand_worked_step() {
     // h = (1 − z)·n + z·0 = 0.3775407 · 0.4621172 = 0.1744680.
     for bias in [true, false] {
         let cell = GruCell::<f64>::with_bias(1, 1, bias, &mut rng());
-        set_doc_weights(&cell.params());
+        set_doc_weights(&cell.named_params());
         let tape = Tape::new();
         let h = cell.step(&one(&tape, 1.0), &one(&tape, 0.0));
         assert_printed("h", &h, 0.1744680);
@@ -95,8 +95,8 @@ fn gru_cell_keeps_the_state_when_z_is_one() {
     // A large positive update-gate bias makes z ≈ 1, so h_t = n + z·(h − n) ≈ h: the GRU
     // copies its state, whatever the input (a check of which chunk is the update gate).
     let cell = GruCell::<f64>::new(1, 1, &mut rng());
-    set_doc_weights(&cell.params());
-    let (_, b_ih) = &cell.params()[2];
+    set_doc_weights(&cell.named_params());
+    let (_, b_ih) = &cell.named_params()[2];
     b_ih.set_value(Tensor::from_vec(vec![0.0, 40.0, 0.0], &[3])); // [b_ir, b_iz, b_in]
     let tape = Tape::new();
     let h = cell.step(&one(&tape, 1.0), &one(&tape, 0.3));
@@ -109,8 +109,8 @@ fn lstm_cell_forget_gate_is_the_second_chunk() {
     // Input and output gates wide open, forget gate shut (bias −40 on the second chunk):
     // c_t = i·g ≈ g, whatever c_{t−1}.
     let cell = LstmCell::<f64>::new(1, 1, &mut rng());
-    set_doc_weights(&cell.params());
-    let (_, b_ih) = &cell.params()[2];
+    set_doc_weights(&cell.named_params());
+    let (_, b_ih) = &cell.named_params()[2];
     b_ih.set_value(Tensor::from_vec(vec![40.0, -40.0, 0.0, 40.0], &[4])); // [i, f, g, o]
     let tape = Tape::new();
     let (_, c) = cell.step(&one(&tape, 1.0), &(one(&tape, 0.0), one(&tape, 5.0)));
@@ -125,9 +125,9 @@ fn cell_parameter_shapes_are_pytorchs() {
         params.into_iter().map(|(n, p)| (n, p.shape())).collect()
     };
     for (gates, params) in [
-        (1, RnnCell::<f64>::new(i, h, &mut rng()).params()),
-        (4, LstmCell::<f64>::new(i, h, &mut rng()).params()),
-        (3, GruCell::<f64>::new(i, h, &mut rng()).params()),
+        (1, RnnCell::<f64>::new(i, h, &mut rng()).named_params()),
+        (4, LstmCell::<f64>::new(i, h, &mut rng()).named_params()),
+        (3, GruCell::<f64>::new(i, h, &mut rng()).named_params()),
     ] {
         assert_eq!(
             shapes(params),
@@ -139,7 +139,7 @@ fn cell_parameter_shapes_are_pytorchs() {
             ]
         );
     }
-    let no_bias = LstmCell::<f64>::with_bias(i, h, false, &mut rng()).params();
+    let no_bias = LstmCell::<f64>::with_bias(i, h, false, &mut rng()).named_params();
     let names: Vec<String> = no_bias.into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["weight_ih", "weight_hh"]);
 }
@@ -151,7 +151,7 @@ fn cell_parameter_shapes_are_pytorchs() {
 // ---------------------------------------------------------------------------------------------
 
 fn params_of<C: Cell<f64>>(cell: &C) -> Vec<Param<f64>> {
-    cell.params().into_iter().map(|(_, p)| p).collect()
+    cell.named_params().into_iter().map(|(_, p)| p).collect()
 }
 
 fn sizes() -> impl Strategy<Value = (usize, usize, usize, u64)> {
@@ -179,7 +179,7 @@ fn rnn_case(
             bias,
             &mut Rng::seed_from_u64(0),
         );
-        for ((_, dst), (_, src)) in twin.params().iter().zip(cell.params()) {
+        for ((_, dst), (_, src)) in twin.named_params().iter().zip(cell.named_params()) {
             dst.set_value(src.value());
         }
         let tape = Tape::new();

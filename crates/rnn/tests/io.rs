@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
@@ -13,10 +14,13 @@ use common::assert_bits_eq;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use rnn::io::{
-    load_checkpoint, load_safetensors, save_checkpoint, save_safetensors, state_dict, LoadError,
-    SaveError,
+    load_checkpoint, load_safetensors, load_safetensors_with, load_state_dict_with,
+    read_safetensors, read_safetensors_any, save_checkpoint, save_safetensors, state_dict,
+    write_safetensors, AnyTensor, LoadError, LoadOptions, LoadReport, SaveError,
 };
 use rnn::{manual_seed, mse_loss, prefixed, rng_state, LayerConfig, Linear, Lstm, Module};
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
 use tensor::{Float, Rng, Tensor};
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -231,14 +235,84 @@ fn wrong_shape_is_named() {
 
 #[test]
 fn wrong_dtype_is_named() {
+    // Integers where a weight should be: PyTorch would copy them in, we refuse.
     let dir = TempDir::new("dtype");
-    let err = expect_load_error(
-        &dir,
-        &Net::<f32>::new(config(3, true), 1),
-        &Net::<f64>::new(config(3, true), 2),
-        "is F32 in the file, the model is F64",
+    let model = Net::<f64>::new(config(3, true), 2);
+    let mut tensors = raw_state_dict(&Net::<f64>::new(config(3, true), 1));
+    let at = tensors.iter().position(|t| t.0 == "head.bias").unwrap();
+    tensors[at] = (
+        "head.bias".into(),
+        Dtype::I64,
+        vec![1],
+        7i64.to_le_bytes().to_vec(),
+    );
+    let path = dir.file("ints.safetensors");
+    write_raw(&path, &tensors, None);
+    let before = snapshot(&model);
+    let err = load_safetensors(&model, &path).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "tensor 'head.bias' is I64 in the file, the model is F64"
     );
     assert!(matches!(err, LoadError::DType { .. }));
+    assert_same_weights("after a failed load", &snapshot(&model), &before);
+}
+
+/// A model's tensors as (name, dtype, shape, little-endian bytes), as PyTorch would write
+/// them (f64 values as `Dtype::F64`, f32 as `Dtype::F32`).
+type Raw = (String, Dtype, Vec<usize>, Vec<u8>);
+
+fn raw_state_dict<T: Float>(m: &dyn Module<T>) -> Vec<Raw> {
+    state_dict(m)
+        .into_iter()
+        .map(|(n, t)| {
+            let (dtype, data) = match T::DTYPE {
+                tensor::DType::F32 => (
+                    Dtype::F32,
+                    t.to_vec()
+                        .iter()
+                        .flat_map(|v| (v.to_f64() as f32).to_le_bytes())
+                        .collect(),
+                ),
+                _ => (
+                    Dtype::F64,
+                    t.to_vec()
+                        .iter()
+                        .flat_map(|v| v.to_f64().to_le_bytes())
+                        .collect(),
+                ),
+            };
+            (n, dtype, t.shape().to_vec(), data)
+        })
+        .collect()
+}
+
+/// Writes tensors and metadata with the safetensors crate alone: no Unroll checksum.
+fn write_raw(path: &Path, tensors: &[Raw], metadata: Option<HashMap<String, String>>) {
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, dtype, shape, data)| {
+            (
+                n.clone(),
+                TensorView::new(*dtype, shape.clone(), data).unwrap(),
+            )
+        })
+        .collect();
+    std::fs::write(path, safetensors::serialize(views, metadata).unwrap()).unwrap();
+}
+
+/// A file's tensors and metadata as the safetensors crate reads them.
+fn read_raw(path: &Path) -> (Vec<Raw>, HashMap<String, String>) {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut tensors: Vec<Raw> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    (tensors, header.metadata().clone().unwrap_or_default())
 }
 
 #[test]
@@ -649,4 +723,647 @@ fn checkpoint_without_optimizer_history_round_trips() {
     let info = load_checkpoint(&path, &other, &mut trained).unwrap();
     assert_eq!(info.config, serde_json::json!("no config"));
     assert_eq!(trained.state(), opt.state());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Integrity: a file that says Unroll wrote it must prove it
+// ---------------------------------------------------------------------------------------------
+
+/// Bit `bit` of `data` flipped.
+fn flipped(data: &[u8], bit: usize) -> Vec<u8> {
+    let mut d = data.to_vec();
+    d[bit / 8] ^= 1 << (bit % 8);
+    d
+}
+
+#[test]
+fn an_unroll_file_without_its_checksum_is_refused() {
+    let dir = TempDir::new("no-checksum");
+    let source = Net::<f32>::new(config(3, true), 1);
+    let original = dir.file("w.safetensors");
+    save_safetensors(&source, &original).unwrap();
+    let (tensors, metadata) = read_raw(&original);
+    assert_eq!(metadata["unroll_format"], "weights");
+    let model = Net::<f32>::new(config(3, true), 2);
+    let before = snapshot(&model);
+    let mut cases = 0;
+    // The checksum key renamed (or dropped), and one bit of one weight flipped: every tensor,
+    // every bit of its first element.
+    for renamed in ["renamed_key", "checksum", ""] {
+        let mut meta = metadata.clone();
+        let sum = meta.remove("unroll_checksum").unwrap();
+        if !renamed.is_empty() {
+            meta.insert(renamed.into(), sum);
+        }
+        for t in 0..tensors.len() {
+            for bit in 0..32 {
+                let mut changed = tensors.clone();
+                changed[t].3 = flipped(&changed[t].3, bit);
+                let path = dir.file("altered.safetensors");
+                write_raw(&path, &changed, Some(meta.clone()));
+                let err = load_safetensors(&model, &path).expect_err("an altered file loaded");
+                assert!(matches!(err, LoadError::NoChecksum { .. }), "{err}");
+                cases += 1;
+            }
+        }
+        // Renamed with the data intact is refused too: nothing vouches for it any more.
+        let path = dir.file("renamed.safetensors");
+        write_raw(&path, &tensors, Some(meta.clone()));
+        let err = load_safetensors(&model, &path).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("its metadata says Unroll wrote it, but it has no checksum"),
+            "{err}"
+        );
+    }
+    assert!(cases >= 3 * 6 * 32);
+    // Either mark alone says it: the checksum key without the format mark, and the format
+    // mark without the checksum.
+    let mut only_sum = metadata.clone();
+    only_sum.remove("unroll_format");
+    let path = dir.file("only-sum.safetensors");
+    write_raw(&path, &tensors, Some(only_sum));
+    assert!(
+        matches!(
+            load_safetensors(&model, &path),
+            Err(LoadError::Checksum { .. })
+        ),
+        "the format mark is covered by the checksum"
+    );
+    assert_same_weights("after refused loads", &snapshot(&model), &before);
+    // A file from elsewhere (no marks) loads: nothing vouches for its values, as documented.
+    let path = dir.file("foreign.safetensors");
+    write_raw(&path, &tensors, None);
+    load_safetensors(&model, &path).unwrap();
+    assert_same_weights("foreign file", &snapshot(&model), &snapshot(&source));
+}
+
+#[test]
+fn corrupted_weights_files_are_errors() {
+    // As the checkpoint sweep below, for a weights file: any flipped bits, never a load.
+    let dir = TempDir::new("weights-bitflip");
+    let path = dir.file("w.safetensors");
+    save_safetensors(&Net::<f32>::new(config(3, true), 1), &path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let model = Net::<f32>::new(config(3, true), 2);
+    let before = snapshot(&model);
+    let target = dir.file("corrupt.safetensors");
+    run_property(
+        600,
+        proptest::collection::btree_set(0..bytes.len() * 8, 1..=8),
+        |bits| {
+            let mut b = bytes.clone();
+            for &k in &bits {
+                b = flipped(&b, k);
+            }
+            std::fs::write(&target, &b).unwrap();
+            let result = catch_unwind(AssertUnwindSafe(|| load_safetensors(&model, &target)));
+            prop_assert!(
+                matches!(result, Ok(Err(_))),
+                "bits {:?}: not an error (a panic, or loaded)",
+                bits
+            );
+            prop_assert!(
+                snapshot(&model) == before,
+                "bits {:?}: weights changed",
+                bits
+            );
+            Ok(())
+        },
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Saves: racing, killed, through links, over protected files
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn racing_saves_to_one_path_all_succeed_and_leave_one_whole_file() {
+    let dir = TempDir::new("race");
+    let path = dir.file("w.safetensors");
+    // A model per thread (layers are not Sync), the same ones every round.
+    let states: Vec<_> = (0..4)
+        .map(|s| snapshot(&Net::<f64>::new(config(8, true), s)))
+        .collect();
+    for round in 0..25 {
+        std::thread::scope(|scope| {
+            for seed in 0..4 {
+                let path = &path;
+                scope.spawn(move || {
+                    let m = Net::<f64>::new(config(8, true), seed);
+                    save_safetensors(&m, path).unwrap_or_else(|e| panic!("round {round}: {e}"))
+                });
+            }
+        });
+        let loaded = Net::<f64>::new(config(8, true), 99);
+        load_safetensors(&loaded, &path).unwrap();
+        let got = snapshot(&loaded);
+        assert!(
+            states.contains(&got),
+            "round {round}: the file holds none of the saved models"
+        );
+        assert_eq!(dir.entries(), ["w.safetensors"], "round {round}");
+    }
+}
+
+/// With `UNROLL_SAVE_FOREVER` set (by the test below, in a child process), saves a large
+/// model to that path until killed; otherwise does nothing.
+#[test]
+fn save_forever_when_asked() {
+    let Ok(path) = std::env::var("UNROLL_SAVE_FOREVER") else {
+        return;
+    };
+    let model = Linear::<f32>::new(1000, 2000, true, &mut Rng::seed_from_u64(1));
+    loop {
+        save_safetensors(&model, &path).unwrap();
+    }
+}
+
+#[test]
+fn a_killed_save_leaves_the_old_or_new_file_and_no_temporary_one_for_long() {
+    let dir = TempDir::new("kill");
+    let path = dir.file("w.safetensors");
+    let exe = std::env::current_exe().unwrap();
+    let model = Linear::<f32>::new(1000, 2000, true, &mut Rng::seed_from_u64(1));
+    let mut stale_seen = 0;
+    for round in 0..12 {
+        let mut child = std::process::Command::new(&exe)
+            .args(["--exact", "save_forever_when_asked", "--test-threads=1"])
+            .env("UNROLL_SAVE_FOREVER", &path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Long enough for the child to start and be mid-way through some save.
+        std::thread::sleep(std::time::Duration::from_millis(150 + 37 * round));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        stale_seen += usize::from(dir.entries().len() > 1);
+        if path.exists() {
+            let loaded = Linear::<f32>::new(1000, 2000, true, &mut Rng::seed_from_u64(2));
+            load_safetensors(&loaded, &path)
+                .unwrap_or_else(|e| panic!("round {round}: the surviving file is broken: {e}"));
+            assert_same_weights("surviving file", &snapshot(&loaded), &snapshot(&model));
+        }
+        // The next save removes what a killed one left behind.
+        save_safetensors(&model, &path).unwrap();
+        assert_eq!(dir.entries(), ["w.safetensors"], "round {round}");
+    }
+    // Not an assertion of the test's purpose, but of its power: some kills must have hit a
+    // save mid-way, or the rounds above proved nothing.
+    assert!(stale_seen > 0, "no kill landed mid-save in 12 rounds");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_save_through_a_symbolic_link_writes_the_linked_file() {
+    use std::os::unix::fs::symlink;
+    let dir = TempDir::new("symlink");
+    std::fs::create_dir(dir.file("store")).unwrap();
+    let target = dir.file("store/weights.safetensors");
+    let a = Net::<f64>::new(config(3, true), 1);
+    save_safetensors(&Net::<f64>::new(config(3, true), 5), &target).unwrap();
+    // A relative link, a link to that link, and a dangling one.
+    symlink("store/weights.safetensors", dir.file("latest")).unwrap();
+    symlink(dir.file("latest"), dir.file("latest-2")).unwrap();
+    symlink("store/new.safetensors", dir.file("dangling")).unwrap();
+    for link in ["latest", "latest-2", "dangling"] {
+        save_safetensors(&a, dir.file(link)).unwrap();
+        let meta = std::fs::symlink_metadata(dir.file(link)).unwrap();
+        assert!(meta.file_type().is_symlink(), "{link} is no longer a link");
+    }
+    for file in ["store/weights.safetensors", "store/new.safetensors"] {
+        let b = Net::<f64>::new(config(3, true), 2);
+        load_safetensors(&b, dir.file(file)).unwrap();
+        assert_same_weights(file, &snapshot(&b), &snapshot(&a));
+    }
+    let mut store: Vec<String> = std::fs::read_dir(dir.file("store"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    store.sort();
+    assert_eq!(store, ["new.safetensors", "weights.safetensors"]);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_save_keeps_the_files_mode_and_refuses_a_read_only_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("mode");
+    let path = dir.file("w.safetensors");
+    let a = Net::<f64>::new(config(3, true), 1);
+    save_safetensors(&a, &path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    save_safetensors(&Net::<f64>::new(config(3, true), 2), &path).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640, "the mode was reset to {mode:o}");
+    // Read-only: refused, the file and its mode as they were.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let err = save_safetensors(&a, &path).unwrap_err();
+    assert!(
+        matches!(&err, SaveError::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied),
+        "{err}"
+    );
+    assert!(err.to_string().contains("read-only"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o444);
+    assert_eq!(dir.entries(), ["w.safetensors"]);
+    // A directory in the way is refused too.
+    std::fs::create_dir(dir.file("d")).unwrap();
+    let err = save_safetensors(&a, dir.file("d")).unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+}
+
+/// Two parameters called `w`.
+struct Twins(Param<f64>, Param<f64>);
+
+impl Module<f64> for Twins {
+    fn named_params(&self) -> Vec<(String, Param<f64>)> {
+        vec![("w".into(), self.0.clone()), ("w".into(), self.1.clone())]
+    }
+}
+
+#[test]
+fn two_parameters_of_one_name_are_a_save_error() {
+    let dir = TempDir::new("twins");
+    let twins = Twins(
+        Param::new("a", Tensor::zeros(&[2])),
+        Param::new("b", Tensor::ones(&[3])),
+    );
+    let path = dir.file("w.safetensors");
+    let err = save_safetensors(&twins, &path).unwrap_err();
+    assert!(matches!(err, SaveError::DuplicateName { ref name, .. } if name == "w"));
+    assert!(
+        err.to_string().ends_with("two tensors are named 'w'"),
+        "{err}"
+    );
+    let err = save_checkpoint(
+        &path,
+        &twins,
+        &Sgd::new(twins.params(), SgdConfig::default()),
+        0,
+        &(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().ends_with("two tensors are named 'model/w'"),
+        "{err}"
+    );
+    assert!(dir.entries().is_empty(), "left {:?}", dir.entries());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoints whose fields an optimizer would refuse (the checksum recomputed, as a hostile
+// editor would)
+// ---------------------------------------------------------------------------------------------
+
+/// `path`'s checkpoint with its JSON changed by `edit_json` and its tensors by
+/// `edit_tensors`, written with a valid checksum to `out`.
+fn tampered(
+    path: &Path,
+    out: &Path,
+    edit_json: impl FnOnce(&mut serde_json::Value),
+    edit_tensors: impl FnOnce(&mut Vec<(String, Tensor<f64>)>),
+) {
+    let file = read_safetensors::<f64>(path).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&file.metadata["unroll"]).unwrap();
+    edit_json(&mut json);
+    let mut tensors = file.tensors;
+    edit_tensors(&mut tensors);
+    let metadata = [
+        ("format".to_string(), file.metadata["format"].clone()),
+        ("unroll".to_string(), json.to_string()),
+    ];
+    write_safetensors(out, &tensors, metadata.into()).unwrap();
+}
+
+#[test]
+fn checkpoint_fields_are_checked_as_the_optimizer_checks_its_own() {
+    let dir = TempDir::new("tampered");
+    let (path, _, _) = trained_checkpoint(&dir);
+    let model = Net::<f64>::new(config(3, true), 8);
+    let mut opt = adam(&model, 0.05);
+    manual_seed(5);
+    train_step(&model, &mut opt, 9);
+    let before: Before = (snapshot(&model), opt.state(), rng_state());
+    let out = dir.file("tampered.safetensors");
+    let set = |key: &'static str, v: serde_json::Value| move |j: &mut serde_json::Value| j[key] = v;
+    let none = |_: &mut Vec<(String, Tensor<f64>)>| {};
+    type Case<'a> = (&'a str, Box<dyn Fn() + 'a>);
+    let cases: Vec<Case> = vec![
+        (
+            "Invalid step count 18446744073709551615 for parameter 0",
+            Box::new(|| {
+                tampered(
+                    &path,
+                    &out,
+                    |j| j["optimizer_steps"][0] = u64::MAX.into(),
+                    none,
+                )
+            }),
+        ),
+        (
+            "Invalid learning rate: 1e308",
+            Box::new(|| tampered(&path, &out, set("optimizer_lr", 1e308.into()), none)),
+        ),
+        (
+            "Invalid learning rate: -1",
+            Box::new(|| tampered(&path, &out, set("optimizer_lr", (-1.0).into()), none)),
+        ),
+        (
+            "optimizer state has no buffer '3.exp_avg', which parameter 3 would have after 2 \
+             steps",
+            Box::new(|| {
+                tampered(
+                    &path,
+                    &out,
+                    |_| {},
+                    |t| t.retain(|(n, _)| n != "optimizer/3.exp_avg"),
+                )
+            }),
+        ),
+        (
+            "optimizer state has a buffer '0.max_exp_avg_sq', which this optimizer would not \
+             have: its configuration does not use 'max_exp_avg_sq'",
+            Box::new(|| {
+                tampered(
+                    &path,
+                    &out,
+                    |_| {},
+                    |t| {
+                        let m = t
+                            .iter()
+                            .find(|(n, _)| n == "optimizer/0.exp_avg_sq")
+                            .unwrap();
+                        let copy = ("optimizer/0.max_exp_avg_sq".to_string(), m.1.clone());
+                        t.push(copy);
+                    },
+                )
+            }),
+        ),
+        (
+            "optimizer buffer '1.exp_avg_sq' holds -1, which adam never makes",
+            Box::new(|| {
+                tampered(
+                    &path,
+                    &out,
+                    |_| {},
+                    |t| {
+                        let b = t
+                            .iter_mut()
+                            .find(|(n, _)| n == "optimizer/1.exp_avg_sq")
+                            .unwrap();
+                        b.1.as_mut_slice()[0] = -1.0;
+                    },
+                )
+            }),
+        ),
+        (
+            "optimizer buffer '2.exp_avg' holds NaN, which adam never makes",
+            Box::new(|| {
+                tampered(
+                    &path,
+                    &out,
+                    |_| {},
+                    |t| {
+                        let b = t
+                            .iter_mut()
+                            .find(|(n, _)| n == "optimizer/2.exp_avg")
+                            .unwrap();
+                        b.1.as_mut_slice()[0] = f64::NAN;
+                    },
+                )
+            }),
+        ),
+        (
+            "its generator state is all zeros",
+            Box::new(|| {
+                tampered(
+                    &path,
+                    &out,
+                    set("rng", serde_json::json!([0, 0, 0, 0])),
+                    none,
+                )
+            }),
+        ),
+        (
+            "unknown field `extra`",
+            Box::new(|| tampered(&path, &out, set("extra", 1.into()), none)),
+        ),
+    ];
+    for (expected, make) in cases {
+        make();
+        let err = load_checkpoint(&out, &model, &mut opt).expect_err(expected);
+        assert!(
+            err.to_string().contains(expected),
+            "error «{err}» does not say «{expected}»"
+        );
+        assert_same_weights(expected, &snapshot(&model), &before.0);
+        assert_eq!(opt.state(), before.1, "{expected}");
+        assert_eq!(rng_state(), before.2, "{expected}");
+    }
+    // The untouched checkpoint, rewritten the same way, still loads.
+    tampered(&path, &out, |_| {}, none);
+    load_checkpoint(&out, &model, &mut opt).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// PyTorch's files as they come: mixed dtypes, larger models, other float types
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn every_tensor_is_read_in_its_own_dtype() {
+    let dir = TempDir::new("any-dtype");
+    let path = dir.file("mixed.safetensors");
+    let f16: Vec<u8> = [0x3c00u16, 0xc000, 0x3555]
+        .iter()
+        .flat_map(|h| h.to_le_bytes())
+        .collect();
+    let bf16: Vec<u8> = [0x3f80u16, 0xc0a0]
+        .iter()
+        .flat_map(|h| h.to_le_bytes())
+        .collect();
+    let tensors: Vec<Raw> = vec![
+        (
+            "weight".into(),
+            Dtype::F32,
+            vec![2],
+            [1.5f32, -2.0]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+        (
+            "lengths".into(),
+            Dtype::I64,
+            vec![3],
+            [5i64, 3, 1].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ),
+        ("half".into(), Dtype::F16, vec![3], f16),
+        ("brain".into(), Dtype::BF16, vec![2], bf16),
+        ("mask".into(), Dtype::BOOL, vec![2], vec![1, 0]),
+        ("bytes".into(), Dtype::U8, vec![2], vec![255, 7]),
+        (
+            "small".into(),
+            Dtype::I32,
+            vec![1],
+            (-4i32).to_le_bytes().to_vec(),
+        ),
+        ("fp8".into(), Dtype::F8_E4M3, vec![2], vec![0x38, 0x40]),
+    ];
+    write_raw(&path, &tensors, None);
+    let file = read_safetensors_any(&path).unwrap();
+    let get = |name: &str| &file.tensors.iter().find(|(n, _)| n == name).unwrap().1;
+    assert!(matches!(get("weight"), AnyTensor::F32(t) if t.to_vec() == [1.5, -2.0]));
+    assert!(matches!(get("lengths"), AnyTensor::I64(t) if t.to_vec() == [5, 3, 1]));
+    assert!(matches!(get("half"), AnyTensor::F32(t) if t.to_vec() == [1.0, -2.0, 0.333_251_95]));
+    assert!(matches!(get("brain"), AnyTensor::F32(t) if t.to_vec() == [1.0, -5.0]));
+    assert!(matches!(get("mask"), AnyTensor::Bool(t) if t.to_vec() == [true, false]));
+    assert!(matches!(get("bytes"), AnyTensor::I64(t) if t.to_vec() == [255, 7]));
+    assert!(matches!(get("small"), AnyTensor::I64(t) if t.to_vec() == [-4]));
+    assert!(
+        matches!(get("fp8"), AnyTensor::Other { dtype, shape } if dtype == "F8_E4M3" && shape == &[2])
+    );
+    assert_eq!(get("half").dtype_name(), "F32");
+    assert!(!file.checksummed);
+    // The float reader names the first tensor it cannot give as a float.
+    let err = read_safetensors::<f32>(&path).err().unwrap();
+    assert_eq!(
+        err.to_string(),
+        "tensor 'bytes' is I64 in the file, the model is F32"
+    );
+}
+
+#[test]
+fn float_tensors_load_into_either_float_type() {
+    // As `load_state_dict` copies a float16/32/64 tensor into a parameter of another type.
+    let dir = TempDir::new("cast");
+    let path = dir.file("w.safetensors");
+    let f64_model = Net::<f64>::new(config(3, true), 1);
+    save_safetensors(&f64_model, &path).unwrap();
+    let f32_model = Net::<f32>::new(config(3, true), 2);
+    load_safetensors(&f32_model, &path).unwrap();
+    for ((n, a), (_, b)) in snapshot(&f32_model).iter().zip(snapshot(&f64_model)) {
+        let rounded: Vec<f32> = b.to_vec().iter().map(|&v| v as f32).collect();
+        assert_eq!(a.to_vec(), rounded, "{n}");
+    }
+    save_safetensors(&f32_model, &path).unwrap();
+    let back = Net::<f64>::new(config(3, true), 3);
+    load_safetensors(&back, &path).unwrap();
+    for ((n, a), (_, b)) in snapshot(&back).iter().zip(snapshot(&f32_model)) {
+        let widened: Vec<f64> = b.to_vec().iter().map(|&v| v as f64).collect();
+        assert_eq!(a.to_vec(), widened, "{n}");
+    }
+    // A checkpoint resumes exactly, so it does not convert.
+    let (ckpt, _, _) = trained_checkpoint(&dir);
+    let err = load_checkpoint(&ckpt, &f32_model, &mut adam(&f32_model, 0.1)).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("is F64 in the file, the model is F32"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_layer_loads_from_under_a_prefix_of_a_larger_models_state_dict() {
+    // `safetensors.torch.save_file(seq2seq.state_dict())`: an encoder LSTM, a decoder and
+    // integer buffers beside them.
+    let dir = TempDir::new("prefix");
+    let path = dir.file("seq2seq.safetensors");
+    let source: Lstm<f32> = Lstm::lstm(LayerConfig::new(3, 4), &mut Rng::seed_from_u64(1));
+    let head = Linear::<f32>::new(4, 2, true, &mut Rng::seed_from_u64(2));
+    let mut tensors: Vec<Raw> = raw_state_dict(&source)
+        .into_iter()
+        .map(|(n, d, s, b)| (format!("encoder.lstm.{n}"), d, s, b))
+        .collect();
+    tensors.extend(
+        raw_state_dict(&head)
+            .into_iter()
+            .map(|(n, d, s, b)| (format!("decoder.{n}"), d, s, b)),
+    );
+    tensors.push((
+        "encoder.steps".into(),
+        Dtype::I64,
+        vec![],
+        9i64.to_le_bytes().to_vec(),
+    ));
+    write_raw(
+        &path,
+        &tensors,
+        Some([("format".into(), "pt".into())].into()),
+    );
+
+    let lstm: Lstm<f32> = Lstm::lstm(LayerConfig::new(3, 4), &mut Rng::seed_from_u64(3));
+    // Strict and without a prefix: the first of the layer's names is missing.
+    let err = load_safetensors(&lstm, &path).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "missing tensor 'weight_ih_l0': the model has this parameter, the file does not"
+    );
+    // Under the prefix, strictly: exactly the layer's tensors.
+    let report =
+        load_safetensors_with(&lstm, &path, &LoadOptions::new().prefix("encoder.lstm")).unwrap();
+    assert_eq!(report, LoadReport::default());
+    assert_same_weights(
+        "from under the prefix",
+        &snapshot(&lstm),
+        &snapshot(&source),
+    );
+    // Under "encoder", the layer's names are one level down: missing.
+    let err =
+        load_safetensors_with(&lstm, &path, &LoadOptions::new().prefix("encoder")).unwrap_err();
+    assert!(matches!(err, LoadError::Missing { .. }), "{err}");
+    // Not strict, no prefix: nothing matches, and both lists say so.
+    let fresh: Lstm<f32> = Lstm::lstm(LayerConfig::new(3, 4), &mut Rng::seed_from_u64(4));
+    let untouched = snapshot(&fresh);
+    let report = load_safetensors_with(&fresh, &path, &LoadOptions::new().strict(false)).unwrap();
+    assert_eq!(
+        report.missing_keys,
+        ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"]
+    );
+    assert_eq!(report.unexpected_keys.len(), tensors.len());
+    assert_eq!(report.unexpected_keys[0], "decoder.bias");
+    assert_same_weights("nothing loaded", &snapshot(&fresh), &untouched);
+}
+
+#[test]
+fn a_non_strict_load_reports_and_keeps_what_is_missing_but_refuses_a_wrong_shape() {
+    let mut d: HashMap<String, Tensor<f64>> = state_dict(&Net::<f64>::new(config(3, true), 1))
+        .into_iter()
+        .collect();
+    let model = Net::<f64>::new(config(3, true), 2);
+    let kept = model.head.weight.value();
+    d.remove("head.weight");
+    d.insert("extra.scale".into(), Tensor::ones(&[1]));
+    let non_strict = LoadOptions::new().strict(false);
+    let report = load_state_dict_with(&model, &d, &non_strict).unwrap();
+    assert_eq!(report.missing_keys, ["head.weight"]);
+    assert_eq!(report.unexpected_keys, ["extra.scale"]);
+    assert_bits_eq("kept", &model.head.weight.value(), &kept);
+    assert_bits_eq(
+        "loaded",
+        &model.head.bias.as_ref().unwrap().value(),
+        &d["head.bias"],
+    );
+    // A wrong shape is an error even when not strict, as in PyTorch, and changes nothing.
+    d.insert("head.bias".into(), Tensor::zeros(&[2]));
+    let before = snapshot(&model);
+    let err = load_state_dict_with(&model, &d, &non_strict).unwrap_err();
+    assert!(matches!(err, LoadError::Shape { .. }), "{err}");
+    assert_same_weights("after a failed load", &snapshot(&model), &before);
+}
+
+#[test]
+fn a_cell_is_a_module_with_pytorchs_names() {
+    let dir = TempDir::new("cell-module");
+    let path = dir.file("cell.safetensors");
+    let cell = rnn::LstmCell::<f64>::new(3, 2, &mut Rng::seed_from_u64(1));
+    save_safetensors(&cell, &path).unwrap();
+    let names: Vec<String> = read_raw(&path).0.into_iter().map(|t| t.0).collect();
+    assert_eq!(names, ["bias_hh", "bias_ih", "weight_hh", "weight_ih"]);
+    let other = rnn::LstmCell::<f64>::new(3, 2, &mut Rng::seed_from_u64(2));
+    load_safetensors(&other, &path).unwrap();
+    assert_same_weights("cell", &snapshot(&other), &snapshot(&cell));
 }

@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use autograd::{GradCheck, Param, Tape, Var};
-use common::{assert_bits_eq, assert_close, check, flat_concat, uniform};
+use common::{assert_bits_eq, assert_close, check, flat_concat, panic_message, uniform};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use rnn::io::{load_state_dict, state_dict};
@@ -193,7 +193,10 @@ impl Cell<f64> for ReluWatch {
         self.relu.hidden_size()
     }
     fn step(&self, x: &Var<f64>, h: &Var<f64>) -> Var<f64> {
-        let t = self.tanh.step(&x.detach(), &h.detach());
+        // Off the record: the twin's weights are not this cell's parameters.
+        let t = x
+            .tape()
+            .no_grad(|| self.tanh.step(&x.detach(), &h.detach()));
         let m = t
             .value()
             .to_vec()
@@ -203,8 +206,11 @@ impl Cell<f64> for ReluWatch {
         self.min_pre.set(self.min_pre.get().min(m));
         self.relu.step(x, h)
     }
-    fn params(&self) -> Vec<(String, Param<f64>)> {
-        self.relu.params()
+}
+
+impl Module<f64> for ReluWatch {
+    fn named_params(&self) -> Vec<(String, Param<f64>)> {
+        self.relu.named_params()
     }
 }
 
@@ -215,7 +221,12 @@ fn run_gradcheck_case(c: Case) -> Result<(), TestCaseError> {
         .bidirectional(c.bidirectional)
         .batch_first(c.batch_first)
         .bias(c.bias)
-        .dropout(if c.dropout { 0.3 } else { 0.0 });
+        // Dropout acts between layers: a single layer refuses it.
+        .dropout(if c.dropout && c.num_layers > 1 {
+            0.3
+        } else {
+            0.0
+        });
     with_layer!(c.kind, cfg, &mut rng, |layer| {
         // Both the fused kernels and the composed cells.
         layer.set_fused(c.fused);
@@ -251,7 +262,7 @@ fn min_relu_pre_activation<C: Cell<f64>>(layer: &Layer<f64, C>, c: &Case, mut rn
     for l in 0..layer.config().num_layers {
         for d in 0..layer.config().num_directions() {
             let cell = watch.cell(l, d);
-            for ((_, t), (_, r)) in cell.tanh.params().iter().zip(cell.relu.params()) {
+            for (t, r) in cell.tanh.params().iter().zip(cell.relu.params()) {
                 t.set_value(r.value());
             }
         }
@@ -676,14 +687,20 @@ fn training_mode_drops_between_layers() {
 }
 
 #[test]
-fn no_dropout_after_the_last_layer() {
-    // One layer: dropout has no layer to sit between, so training equals dropout 0.
-    let (with, without) = lstm_pair(0.5, 1);
-    let x = uniform(&[4, 3, 3], &mut Rng::seed_from_u64(17));
-    assert_bits_eq("1 layer, training", &run(&with, &x).0, &run(&without, &x).0);
+#[should_panic(
+    expected = "Layer: dropout 0.5 with num_layers 1 would do nothing: dropout acts between \
+                stacked layers only (PyTorch warns of this)"
+)]
+fn dropout_on_a_single_layer_is_refused() {
+    // One layer: dropout has no layer to sit between. PyTorch warns and runs without it.
+    lstm_pair(0.5, 1);
+}
 
+#[test]
+fn no_dropout_after_the_last_layer() {
     // Two layers with p = 1: the second layer sees zeros, and its own output is not dropped,
     // so the output is that of the second layer alone run over zeros.
+    let x = uniform(&[4, 3, 3], &mut Rng::seed_from_u64(17));
     let cfg = LayerConfig::new(3, 4).num_layers(2).dropout(1.0);
     let two = Lstm::<f64>::lstm(cfg, &mut Rng::seed_from_u64(18));
     let top = Lstm::<f64>::lstm(LayerConfig::new(4, 4), &mut Rng::seed_from_u64(19));
@@ -944,8 +961,11 @@ impl Cell<f64> for Spy {
             .push((tape.len(), tape.grad_enabled()));
         self.inner.step(x, s)
     }
-    fn params(&self) -> Vec<(String, Param<f64>)> {
-        self.inner.params()
+}
+
+impl Module<f64> for Spy {
+    fn named_params(&self) -> Vec<(String, Param<f64>)> {
+        self.inner.named_params()
     }
 }
 
@@ -1224,5 +1244,223 @@ fn tbptt_gradients_stop_at_chunk_boundaries() {
     assert!(
         differ,
         "truncated and full gradients agree: nothing was truncated"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input and bad cells
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn an_empty_batch_gives_empty_outputs_on_both_paths() {
+    for kind in KINDS {
+        for fused in [true, false] {
+            for batch_first in [false, true] {
+                let cfg = LayerConfig::new(3, 4)
+                    .num_layers(2)
+                    .bidirectional(true)
+                    .batch_first(batch_first);
+                with_layer!(kind, cfg.clone(), &mut Rng::seed_from_u64(1), |layer| {
+                    layer.set_fused(fused);
+                    let what = format!("{kind:?}, fused {fused}, batch_first {batch_first}");
+                    let tape = Tape::new();
+                    let x = tape.var(Tensor::zeros(&x_shape(&cfg, 5, 0)));
+                    let out = layer.forward(&x);
+                    let want = if batch_first { [0, 5, 8] } else { [5, 0, 8] };
+                    assert_eq!(out.output.shape(), want, "{what}");
+                    for part in out.state.parts() {
+                        assert_eq!(part.shape(), [4, 0, 4], "{what}");
+                    }
+                    // And backward through it: nothing flows, nothing fails.
+                    let loss = out.output.sum_all() + out.h_n().sum_all();
+                    let grads = loss.backward();
+                    assert_eq!(grads.wrt(&x).shape(), x.shape(), "{what}");
+                    // Inference too.
+                    let no_grad = tape.no_grad(|| layer.forward(&x).output.shape().to_vec());
+                    assert_eq!(no_grad, want, "{what}");
+                })
+            }
+        }
+    }
+}
+
+#[test]
+fn sizes_pytorch_refuses_are_refused() {
+    assert_eq!(
+        panic_message(|| Lstm::<f32>::lstm(LayerConfig::new(3, 0), &mut Rng::seed_from_u64(0))),
+        "Layer: hidden_size must be greater than zero"
+    );
+    assert_eq!(
+        panic_message(|| Gru::<f32>::gru(
+            LayerConfig::new(3, 4).num_layers(0),
+            &mut Rng::seed_from_u64(0)
+        )),
+        "Layer: num_layers must be at least 1"
+    );
+}
+
+/// A tanh RNN cell whose `step` also scales by `gain`, a parameter it may or may not list.
+struct Gained {
+    inner: RnnCell<f64>,
+    gain: Param<f64>,
+    list_gain: bool,
+    /// The name it gives `gain`.
+    gain_name: &'static str,
+}
+
+impl Cell<f64> for Gained {
+    type State = Var<f64>;
+    fn input_size(&self) -> usize {
+        self.inner.input_size()
+    }
+    fn hidden_size(&self) -> usize {
+        self.inner.hidden_size()
+    }
+    fn step(&self, x: &Var<f64>, h: &Var<f64>) -> Var<f64> {
+        self.inner.step(x, h) * &self.gain
+    }
+}
+
+impl Module<f64> for Gained {
+    fn named_params(&self) -> Vec<(String, Param<f64>)> {
+        let mut v = self.inner.named_params();
+        if self.list_gain {
+            v.push((self.gain_name.into(), self.gain.clone()));
+        }
+        v
+    }
+}
+
+fn gained_layer(list_gain: bool, gain_name: &'static str) -> Layer<f64, Gained> {
+    Layer::new(
+        LayerConfig::new(2, 3),
+        &mut Rng::seed_from_u64(0),
+        |input, rng| Gained {
+            inner: RnnCell::new(input, 3, rng),
+            gain: Param::new("gain", Tensor::ones(&[3])),
+            list_gain,
+            gain_name,
+        },
+    )
+}
+
+#[test]
+fn a_cell_must_list_every_parameter_its_step_uses() {
+    assert_eq!(
+        panic_message(|| gained_layer(false, "gain")),
+        "Layer: the cell's step uses parameter 'gain' of shape [3], which its named_params() \
+         does not list: no optimizer built from the layer's params() would train it, and no \
+         saved file would hold it"
+    );
+    // Listed, it trains and saves like any other.
+    let layer = gained_layer(true, "gain");
+    let names: Vec<String> = layer.named_params().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names.last().unwrap(), "gain_l0");
+}
+
+#[test]
+fn two_parameters_of_one_name_are_refused_when_the_layer_is_built() {
+    assert_eq!(
+        panic_message(|| gained_layer(true, "weight_ih")),
+        "Layer: two parameters are named 'weight_ih_l0' (a cell's named_params() repeats a name)"
+    );
+}
+
+/// A cell with dropout inside its step: it must follow the layer's mode.
+struct Dropping {
+    inner: RnnCell<f64>,
+    training: std::cell::Cell<bool>,
+}
+
+impl Cell<f64> for Dropping {
+    type State = Var<f64>;
+    fn input_size(&self) -> usize {
+        self.inner.input_size()
+    }
+    fn hidden_size(&self) -> usize {
+        self.inner.hidden_size()
+    }
+    fn step(&self, x: &Var<f64>, h: &Var<f64>) -> Var<f64> {
+        let h = self.inner.step(x, h);
+        match self.training.get() {
+            true => rnn::dropout(&h, 0.5),
+            false => h,
+        }
+    }
+}
+
+impl Module<f64> for Dropping {
+    fn named_params(&self) -> Vec<(String, Param<f64>)> {
+        self.inner.named_params()
+    }
+    fn set_training(&self, on: bool) {
+        self.training.set(on);
+    }
+}
+
+#[test]
+fn a_layer_switches_its_cells_between_training_and_evaluation() {
+    let layer = Layer::new(
+        LayerConfig::new(2, 3).num_layers(2),
+        &mut Rng::seed_from_u64(0),
+        |input, rng| Dropping {
+            inner: RnnCell::new(input, 3, rng),
+            training: std::cell::Cell::new(true),
+        },
+    );
+    layer.set_training(false);
+    for l in 0..2 {
+        assert!(
+            !layer.cell(l, 0).training.get(),
+            "layer {l}'s cell still trains"
+        );
+    }
+    layer.set_training(true);
+    assert!(layer.cell(1, 0).training.get());
+}
+
+#[test]
+fn truncated_bptt_over_a_padded_batch_equals_one_forward() {
+    // Lengths that end inside a chunk, on a chunk's edge, and in the first chunk; chunks of 3
+    // over 8 steps (the last one short).
+    let lengths = [8, 6, 2, 5];
+    for kind in KINDS {
+        for fused in [true, false] {
+            let cfg = LayerConfig::new(3, 4).num_layers(2);
+            with_layer!(kind, cfg, &mut Rng::seed_from_u64(4), |layer| {
+                layer.set_fused(fused);
+                let what = format!("{kind:?}, fused {fused}");
+                let x = uniform::<f64>(&[8, 4, 3], &mut Rng::seed_from_u64(5));
+                let tape = Tape::new();
+                let whole = layer.forward_with(&tape.constant(x.clone()), None, Some(&lengths));
+                let mut outputs = vec![];
+                let finals = layer.tbptt_with(&x, 3, None, Some(&lengths), |chunk| {
+                    // Each chunk trains on its own tape: a gradient reaches the inputs.
+                    let loss = chunk.output.sum_all();
+                    loss.backward();
+                    outputs.push(chunk.output.value().clone());
+                });
+                let joined = Tensor::concat(&outputs.iter().collect::<Vec<_>>(), 0);
+                assert_bits_eq(&format!("{what}: output"), &joined, whole.output.value());
+                for (k, part) in whole.state.parts().iter().enumerate() {
+                    assert_bits_eq(&format!("{what}: final part {k}"), &finals[k], part.value());
+                }
+            })
+        }
+    }
+    let layer = Lstm::<f64>::lstm(LayerConfig::new(3, 4), &mut Rng::seed_from_u64(4));
+    let x = Tensor::zeros(&[8, 4, 3]);
+    assert_eq!(
+        panic_message(|| layer.tbptt_with(&x, 3, None, Some(&[8, 0, 2, 5]), |_| {})),
+        "Layer::forward: length 0 is not in 1..=8 (the sequence length)"
+    );
+    let bi = Lstm::<f64>::lstm(
+        LayerConfig::new(3, 4).bidirectional(true),
+        &mut Rng::seed_from_u64(4),
+    );
+    assert_eq!(
+        panic_message(|| bi.tbptt(&x, 3, None, |_| {})),
+        "Layer::tbptt: needs a batched [seq, batch, input] input (got [8, 4, 3]) and one \
+         direction (bidirectional: true)"
     );
 }

@@ -2,8 +2,8 @@
 
 mod common;
 
-use autograd::{gradcheck, GradCheck, Tape};
-use common::{assert_close, check, uniform};
+use autograd::{gradcheck, GradCheck, Tape, Var};
+use common::{assert_close, check, panic_message, uniform};
 use proptest::prelude::*;
 use rnn::io::state_dict;
 use rnn::{
@@ -11,6 +11,7 @@ use rnn::{
     mse_loss_with, nll_loss, nll_loss_with, prefixed, rng_state, set_rng_state, ClassLossOptions,
     Dropout, Embedding, Gru, LayerConfig, Linear, Lstm, Module, Reduction, Rnn,
 };
+use rnn::{padding_mask, AdditiveAttention, DotAttention};
 use tensor::{Rng, Tensor};
 
 fn rng(seed: u64) -> Rng {
@@ -654,5 +655,260 @@ fn prefixed_names_nest() {
     assert_eq!(
         m.num_params(),
         (4 * h * (i + h) + 8 * h) + (4 * h * (h + h) + 8 * h) + (h + 1)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// PyTorch's traps, closed
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn elementwise_losses_refuse_a_target_of_another_shape() {
+    // [4, 1] against [4]: PyTorch broadcasts to [4, 4] (with a warning) and returns 4.1606
+    // where 4.0467 is meant.
+    let tape = Tape::<f64>::new();
+    let pred = tape.var(Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0], &[4, 1]));
+    let target = Tensor::from_vec(vec![0.5, -1.0, 2.0, 0.0], &[4]);
+    assert_eq!(
+        panic_message(|| mse_loss(&pred, &target)),
+        "mse_loss: prediction [4, 1] and target [4] have different shapes (PyTorch would \
+         broadcast them to a wrong loss)"
+    );
+    assert_eq!(
+        panic_message(|| l1_loss_with(&pred, &target, Reduction::Sum)),
+        "l1_loss: prediction [4, 1] and target [4] have different shapes (PyTorch would \
+         broadcast them to a wrong loss)"
+    );
+    // The same numbers in the same shape: (0.5² + 3² + 1² + 4²) / 4.
+    let right = mse_loss(&pred, target.reshape(&[4, 1]));
+    assert_eq!(right.item(), (0.25 + 9.0 + 1.0 + 16.0) / 4.0);
+}
+
+#[test]
+fn a_negative_embedding_index_is_an_error() {
+    let emb = Embedding::<f64>::new(10, 3, None, &mut rng(0));
+    assert_eq!(
+        panic_message(|| emb.forward(&Tape::new(), &Tensor::from_vec(vec![2i64, -1], &[2]))),
+        "Embedding: index -1 is out of range for 10 embeddings (0..10)"
+    );
+}
+
+#[test]
+fn ignore_index_defaults_to_pytorchs_minus_100() {
+    let tape = Tape::new();
+    let logits = var(&tape, &[2.0, 0.0, 1.0, 0.5, -1.0, 3.0], &[3, 2]);
+    let padded = Tensor::from_vec(vec![0i64, -100, 1], &[3]);
+    assert_eq!(ClassLossOptions::default().ignore_index, Some(-100));
+    let with_pad = cross_entropy(&logits, &padded);
+    let kept = cross_entropy(
+        &logits.index_select(0, &Tensor::from_vec(vec![0i64, 2], &[2])),
+        &Tensor::from_vec(vec![0i64, 1], &[2]),
+    );
+    assert_close("ignored -100", with_pad.value(), kept.value(), F64_TOL);
+}
+
+#[test]
+fn class_losses_take_a_class_per_time_step_as_pytorch_does() {
+    // Scores [N, C, T] and targets [N, T], against the same rows laid out as [N·T, C].
+    let (n, c, t) = (2, 3, 4);
+    let mut g = rng(5);
+    let scores = uniform::<f64>(&[n, c, t], &mut g);
+    let targets = Tensor::from_vec(vec![0i64, 2, 1, 1, 2, -100, 0, 1], &[n, t]);
+    let rows = scores.permute(&[0, 2, 1]).contiguous().reshape(&[n * t, c]);
+    let flat = targets.reshape(&[n * t]);
+    for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+        let opts = ClassLossOptions {
+            reduction,
+            ..Default::default()
+        };
+        let tape = Tape::new();
+        let per_step = cross_entropy_with(&tape.var(scores.clone()), &targets, &opts);
+        let reference = cross_entropy_with(&tape.var(rows.clone()), &flat, &opts);
+        let expected = match reduction {
+            Reduction::None => reference.value().reshape(&[n, t]),
+            _ => reference.value().clone(),
+        };
+        assert_close(
+            &format!("{reduction:?}"),
+            per_step.value(),
+            &expected,
+            F64_TOL,
+        );
+    }
+    // A hand-worked row: scores (1, 2, 3) with target 2: ln(e + e² + e³) − 3.
+    let tape = Tape::new();
+    let one = cross_entropy(
+        &var(&tape, &[1.0, 2.0, 3.0], &[3]),
+        &Tensor::from_vec(vec![2i64], &[]),
+    );
+    let want = (1f64.exp() + 2f64.exp() + 3f64.exp()).ln() - 3.0;
+    assert!((one.item() - want).abs() < F64_TOL);
+    // Gradients of the [N, C, T] form.
+    let targets_ok = Tensor::from_vec(vec![0i64, 2, 1, 1, 2, 0, 0, 1], &[n, t]);
+    check(gradcheck(|v| cross_entropy(&v[0], &targets_ok), &[scores])).unwrap();
+    // Targets that do not fit are named.
+    let tape = Tape::new();
+    assert_eq!(
+        panic_message(|| cross_entropy(
+            &tape.var(Tensor::<f64>::zeros(&[2, 3, 4])),
+            &Tensor::from_vec(vec![0i64; 6], &[2, 3])
+        )),
+        "cross_entropy: scores [2, 3, 4] and targets [2, 3] do not fit (expected [N, C] and \
+         [N], [N, C, d…] and [N, d…], or [C] and [])"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attention
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn dot_attention_by_hand() {
+    // Query (1, 0), keys (1, 0), (0, 1), (2, 0): scores 1, 0, 2, the last masked out.
+    // α = softmax(1, 0) = (e/(e+1), 1/(e+1)); context = α₁·(10, 0) + α₂·(0, 10).
+    let tape = Tape::<f64>::new();
+    let q = var(&tape, &[1.0, 0.0], &[1, 2]);
+    let k = var(&tape, &[1.0, 0.0, 0.0, 1.0, 2.0, 0.0], &[1, 3, 2]);
+    let v = var(&tape, &[10.0, 0.0, 0.0, 10.0, 99.0, 99.0], &[1, 3, 2]);
+    let mask = padding_mask(&[2], 3);
+    assert_eq!(mask.to_vec(), [true, true, false]);
+    let a = DotAttention::dot(false).forward(&q, &k, &v, Some(&mask));
+    let e = 1f64.exp();
+    let (a1, a2) = (e / (e + 1.0), 1.0 / (e + 1.0));
+    assert_close(
+        "weights",
+        a.weights.value(),
+        &Tensor::from_vec(vec![a1, a2, 0.0], &[1, 3]),
+        F64_TOL,
+    );
+    assert_close(
+        "context",
+        a.context.value(),
+        &Tensor::from_vec(vec![10.0 * a1, 10.0 * a2], &[1, 2]),
+        F64_TOL,
+    );
+    // Scaled by 1/√2: softmax(1/√2, 0, √2) unmasked.
+    let s = DotAttention::dot(true).forward(&q, &k, &v, None);
+    let z = [0.5f64.sqrt(), 0.0, 2f64.sqrt()];
+    let total: f64 = z.iter().map(|x| x.exp()).sum();
+    let want: Vec<f64> = z.iter().map(|x| x.exp() / total).collect();
+    assert_close(
+        "scaled",
+        s.weights.value(),
+        &Tensor::from_vec(want, &[1, 3]),
+        F64_TOL,
+    );
+}
+
+#[test]
+fn additive_attention_by_hand() {
+    // One attention feature: W = 2, U = 1, b = 0.5, v = 3; query 0.25 and keys (0, 1).
+    // e_j = 3 tanh(0.5 + k_j + 0.5): 3 tanh(1), 3 tanh(2).
+    let mut att = AdditiveAttention::<f64>::new(1, 1, 1, &mut rng(0));
+    att.w.weight.set_value(Tensor::from_vec(vec![2.0], &[1, 1]));
+    att.u.weight.set_value(Tensor::from_vec(vec![1.0], &[1, 1]));
+    att.u
+        .bias
+        .as_ref()
+        .unwrap()
+        .set_value(Tensor::from_vec(vec![0.5], &[1]));
+    att.v.weight.set_value(Tensor::from_vec(vec![3.0], &[1, 1]));
+    att.v.bias = None;
+    let tape = Tape::new();
+    let q = var(&tape, &[0.25], &[1, 1]);
+    let keys = var(&tape, &[0.0, 1.0], &[1, 2, 1]);
+    let a = att.forward(&q, &keys, &keys, None);
+    let (e1, e2) = (3.0 * 1f64.tanh(), 3.0 * 2f64.tanh());
+    let w2 = 1.0 / (1.0 + (e1 - e2).exp());
+    assert_close(
+        "weights",
+        a.weights.value(),
+        &Tensor::from_vec(vec![1.0 - w2, w2], &[1, 2]),
+        F64_TOL,
+    );
+    assert_close(
+        "context",
+        a.context.value(),
+        &Tensor::from_vec(vec![w2], &[1, 1]),
+        F64_TOL,
+    );
+    let names: Vec<String> = att.named_params().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["w.weight", "u.weight", "u.bias", "v.weight"]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn attention_gradients(
+        batch in 1usize..=3, seq in 1usize..=4, q_size in 1usize..=3, k_size in 1usize..=3,
+        seed in any::<u64>(), lengths_seed in any::<u64>(),
+    ) {
+        let mut g = rng(seed);
+        let lengths: Vec<usize> = (0..batch)
+            .map(|b| 1 + (lengths_seed as usize / (b + 1)) % seq)
+            .collect();
+        let mask = padding_mask(&lengths, seq);
+        let additive = AdditiveAttention::<f64>::new(q_size, k_size, 2, &mut g);
+        let general = DotAttention::<f64>::general(q_size, k_size, true, &mut g);
+        let inputs = [
+            uniform::<f64>(&[batch, q_size], &mut g),
+            uniform::<f64>(&[batch, seq, k_size], &mut g),
+            uniform::<f64>(&[batch, seq, 2], &mut g),
+        ];
+        let flat = |a: rnn::Attended<f64>| {
+            Var::concat(&[&a.context.flatten(), &a.weights.flatten()], 0)
+        };
+        let mut params = additive.params();
+        params.extend(general.params());
+        check(
+            GradCheck::new(|v: &[Var<f64>]| {
+                let a = additive.forward(&v[0], &v[1], &v[2], Some(&mask));
+                let d = general.forward(&v[0], &v[1], &v[2], Some(&mask));
+                Var::concat(&[&flat(a), &flat(d)], 0)
+            })
+            .inputs(&inputs)
+            .params(&params)
+            .run(),
+        )?;
+        // Padding gets no weight, and every row's weights sum to 1.
+        let tape = Tape::new();
+        let vars: Vec<Var<f64>> = inputs.iter().map(|t| tape.constant(t.clone())).collect();
+        let w = additive.forward(&vars[0], &vars[1], &vars[2], Some(&mask)).weights.value().to_vec();
+        for (b, &len) in lengths.iter().enumerate() {
+            let row = &w[b * seq..(b + 1) * seq];
+            prop_assert!(row[len..].iter().all(|&x| x == 0.0));
+            prop_assert!((row.iter().sum::<f64>() - 1.0).abs() < F64_TOL);
+        }
+    }
+}
+
+#[test]
+fn attention_refuses_what_does_not_fit() {
+    let tape = Tape::<f64>::new();
+    let q = tape.var(Tensor::zeros(&[2, 3]));
+    let k = tape.var(Tensor::zeros(&[2, 4, 3]));
+    let v = tape.var(Tensor::zeros(&[2, 5, 3]));
+    assert_eq!(
+        panic_message(|| DotAttention::dot(false).forward(&q, &k, &v, None)),
+        "DotAttention: query [2, 3], keys [2, 4, 3], values [2, 5, 3] do not fit (expected \
+         [B, Q], [B, S, K], [B, S, V] and a [B, S] mask, S > 0)"
+    );
+    let empty_row = Tensor::from_vec(
+        vec![true, true, false, false, false, false, false, false],
+        &[2, 4],
+    );
+    assert_eq!(
+        panic_message(|| DotAttention::dot(false).forward(&q, &k, &k, Some(&empty_row))),
+        "DotAttention: row 1 of the mask has no valid position to attend to"
+    );
+    assert_eq!(
+        panic_message(|| padding_mask(&[3, 0], 4)),
+        "padding_mask: length 0 is not in 1..=4"
+    );
+    let q4 = tape.var(Tensor::zeros(&[2, 4]));
+    assert_eq!(
+        panic_message(|| DotAttention::dot(false).forward(&q4, &k, &k, None)),
+        "DotAttention: the query has 4 features after projection, the keys 3"
     );
 }

@@ -162,7 +162,7 @@ fn check_cell<T: Float, C: Cell<T>>(cell: C, case: &Value, tol: f64) {
         assert_close(&label, actual, &f[what], tol);
     };
     let f = load::<T>(case);
-    for (name, p) in cell.params() {
+    for (name, p) in cell.named_params() {
         p.set_value(f[&name].clone());
     }
     let tape = Tape::new();
@@ -187,7 +187,7 @@ fn check_cell<T: Float, C: Cell<T>>(cell: C, case: &Value, tol: f64) {
     for (k, name) in ["h0", "c0"].iter().enumerate().take(init.len()) {
         check(&format!("grad.{name}"), grads.wrt(&init[k]), &f);
     }
-    for (name, p) in cell.params() {
+    for (name, p) in cell.named_params() {
         let g = p.grad().unwrap_or_else(|| panic!("no gradient for {name}"));
         check(&format!("grad.{name}"), &g, &f);
     }

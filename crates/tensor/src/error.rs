@@ -16,4 +16,10 @@ pub enum ShapeError {
         /// The requested shape.
         shape: Vec<usize>,
     },
+    /// The shape has more elements than this machine can address.
+    #[error("shape {shape:?} has more elements than this machine can address")]
+    TooLarge {
+        /// The requested shape.
+        shape: Vec<usize>,
+    },
 }

@@ -42,5 +42,7 @@ pub use element::{DType, Element, Float};
 pub use error::ShapeError;
 pub use ops::elementwise::sigmoid;
 pub use random::Rng;
-pub use shape::{broadcast_shapes, contiguous_strides, numel, resolve_dim, unravel, Dim};
+pub use shape::{
+    broadcast_shapes, checked_numel, contiguous_strides, numel, resolve_dim, unravel, Dim,
+};
 pub use tensor::Tensor;

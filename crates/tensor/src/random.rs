@@ -102,9 +102,10 @@ impl Rng {
 
 impl<T: Float> Tensor<T> {
     /// Uniform in `[low, high)`.
+    #[track_caller]
     pub fn rand_uniform(shape: &[usize], low: T, high: T, rng: &mut Rng) -> Self {
         let (lo, hi) = (low.to_f64(), high.to_f64());
-        let n = crate::shape::numel(shape);
+        let n = crate::shape::alloc_numel("rand_uniform", shape, size_of::<T>());
         let data = (0..n)
             .map(|_| {
                 let v = T::from_f64(lo + (hi - lo) * rng.next_f64());
@@ -120,8 +121,9 @@ impl<T: Float> Tensor<T> {
     }
 
     /// Normal with the given mean and standard deviation.
+    #[track_caller]
     pub fn rand_normal(shape: &[usize], mean: T, std: T, rng: &mut Rng) -> Self {
-        let n = crate::shape::numel(shape);
+        let n = crate::shape::alloc_numel("rand_normal", shape, size_of::<T>());
         let data = (0..n)
             .map(|_| T::from_f64(mean.to_f64() + std.to_f64() * rng.normal()))
             .collect();

@@ -43,8 +43,65 @@ pub fn resolve_dim<D: Dim>(op: &str, dim: D, rank: usize) -> usize {
 }
 
 /// Number of elements of a shape (1 for a scalar shape `[]`).
+///
+/// # Panics
+/// If the shape is too large for this machine (see [`checked_numel`]).
+#[track_caller]
 pub fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
+    numel_for("numel", shape)
+}
+
+/// Number of elements of a shape, or `None` if the shape is too large for this machine: if
+/// the product of its sizes, counting a size of 0 as 1, exceeds `isize::MAX`. (Counting zeros
+/// as ones keeps every stride of the shape addressable too, as PyTorch requires: `[0, 2⁴⁰,
+/// 2⁴⁰]` has no elements but a stride of 2⁸⁰.)
+///
+/// ```
+/// use tensor::checked_numel;
+/// assert_eq!(checked_numel(&[2, 3]), Some(6));
+/// assert_eq!(checked_numel(&[0, 5]), Some(0));
+/// assert_eq!(checked_numel(&[1 << 32, 1 << 32]), None);
+/// assert_eq!(checked_numel(&[0, 1 << 40, 1 << 40]), None);
+/// ```
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    let mut span: usize = 1;
+    for &n in shape {
+        span = span
+            .checked_mul(n.max(1))
+            .filter(|&s| s <= isize::MAX as usize)?;
+    }
+    Some(if shape.contains(&0) { 0 } else { span })
+}
+
+/// [`numel`], panicking as `op` on a shape too large for this machine.
+#[track_caller]
+pub(crate) fn numel_for(op: &str, shape: &[usize]) -> usize {
+    match checked_numel(shape) {
+        Some(n) => n,
+        None => shape_panic(
+            op,
+            format_args!("shape {shape:?} has more elements than this machine can address"),
+        ),
+    }
+}
+
+/// [`numel_for`], also panicking if the elements' bytes (`element_size` each) exceed what
+/// one allocation can hold: for ops that allocate a tensor of `shape`.
+#[track_caller]
+pub(crate) fn alloc_numel(op: &str, shape: &[usize], element_size: usize) -> usize {
+    let n = numel_for(op, shape);
+    if n.checked_mul(element_size)
+        .is_none_or(|b| b > isize::MAX as usize)
+    {
+        shape_panic(
+            op,
+            format_args!(
+                "a tensor of shape {shape:?} needs {n} elements of {element_size} bytes, more \
+                 than one allocation can hold"
+            ),
+        );
+    }
+    n
 }
 
 /// The multi-index of the `flat`-th element of `shape` in row-major order.

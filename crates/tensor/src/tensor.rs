@@ -9,7 +9,9 @@ use std::sync::Arc;
 use crate::element::{Element, Float};
 use crate::error::ShapeError;
 use crate::pool::Buffer;
-use crate::shape::{contiguous_strides, numel, resolve_dim, shape_panic, Dim};
+use crate::shape::{
+    alloc_numel, contiguous_strides, numel, numel_for, resolve_dim, shape_panic, Dim,
+};
 
 /// An n-dimensional array of `T`.
 ///
@@ -51,7 +53,12 @@ impl<T: Element> Tensor<T> {
     /// Like [`from_vec`](Self::from_vec), but returns an error instead of panicking; use it for
     /// data that comes from outside the program.
     pub fn try_from_vec(data: Vec<T>, shape: &[usize]) -> Result<Self, ShapeError> {
-        if data.len() != numel(shape) {
+        let Some(n) = crate::shape::checked_numel(shape) else {
+            return Err(ShapeError::TooLarge {
+                shape: shape.to_vec(),
+            });
+        };
+        if data.len() != n {
             return Err(ShapeError::LengthMismatch {
                 len: data.len(),
                 shape: shape.to_vec(),
@@ -77,8 +84,17 @@ impl<T: Element> Tensor<T> {
     }
 
     /// A tensor of `shape` with every element equal to `value`.
+    ///
+    /// # Panics
+    /// If the shape has more elements than one allocation can hold.
+    #[track_caller]
     pub fn full(shape: &[usize], value: T) -> Self {
-        let n = numel(shape);
+        Self::filled("full", shape, value)
+    }
+
+    #[track_caller]
+    fn filled(op: &str, shape: &[usize], value: T) -> Self {
+        let n = alloc_numel(op, shape, size_of::<T>());
         let mut data = Buffer::with_capacity(n).into_vec();
         data.resize(n, value);
         Self::from_contiguous(data, shape.to_vec())
@@ -253,13 +269,21 @@ impl<T: Element> Tensor<T> {
 
 impl<T: Float> Tensor<T> {
     /// All zeros.
+    ///
+    /// # Panics
+    /// If the shape has more elements than one allocation can hold.
+    #[track_caller]
     pub fn zeros(shape: &[usize]) -> Self {
-        Self::full(shape, T::ZERO)
+        Self::filled("zeros", shape, T::ZERO)
     }
 
     /// All ones.
+    ///
+    /// # Panics
+    /// If the shape has more elements than one allocation can hold.
+    #[track_caller]
     pub fn ones(shape: &[usize]) -> Self {
-        Self::full(shape, T::ONE)
+        Self::filled("ones", shape, T::ONE)
     }
 
     /// Zeros with the shape of `self`.
@@ -276,17 +300,25 @@ impl<T: Float> Tensor<T> {
     /// `torch.arange`).
     ///
     /// # Panics
-    /// If `step` is zero or has the wrong sign for the range.
+    /// If `step` is zero or has the wrong sign for the range, an argument is not finite, or
+    /// the range has more elements than one allocation can hold.
     #[track_caller]
     pub fn arange(start: T, end: T, step: T) -> Self {
         let (s, e, st) = (start.to_f64(), end.to_f64(), step.to_f64());
-        if st == 0.0 || (e - s) * st < 0.0 {
+        if !(s.is_finite() && e.is_finite() && st.is_finite()) || st == 0.0 || (e - s) * st < 0.0 {
             shape_panic(
                 "arange",
                 format_args!("step {st} cannot go from {s} to {e}"),
             );
         }
-        let n = ((e - s) / st).ceil().max(0.0) as usize;
+        let count = ((e - s) / st).ceil().max(0.0);
+        if count >= isize::MAX as f64 {
+            shape_panic(
+                "arange",
+                format_args!("{count} elements from {s} to {e} by {st} are too many"),
+            );
+        }
+        let n = alloc_numel("arange", &[count as usize], size_of::<T>());
         let data = (0..n).map(|i| T::from_f64(s + st * i as f64)).collect();
         Self::from_contiguous(data, vec![n])
     }
@@ -305,7 +337,7 @@ impl<T: Element> Tensor<T> {
     /// If the new shape has a different number of elements.
     #[track_caller]
     pub fn reshape(&self, shape: &[usize]) -> Self {
-        if numel(shape) != self.numel() {
+        if numel_for("reshape", shape) != self.numel() {
             shape_panic(
                 "reshape",
                 format_args!(
@@ -475,9 +507,10 @@ impl<T: Element> Tensor<T> {
     /// added). A view with stride 0 on the repeated dimensions, like `torch.expand`.
     ///
     /// # Panics
-    /// If the tensor cannot be broadcast to `shape`.
+    /// If the tensor cannot be broadcast to `shape`, or `shape` is too large to address.
     #[track_caller]
     pub fn broadcast_to(&self, shape: &[usize]) -> Self {
+        numel_for("broadcast_to", shape);
         if shape.len() < self.rank() {
             crate::shape::broadcast_panic("broadcast_to", &self.shape, shape);
         }

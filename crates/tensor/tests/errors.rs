@@ -392,3 +392,123 @@ fn logsumexp_dim() {
 fn below_zero() {
     Rng::seed_from_u64(0).below(0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Negative indices: an error, as in PyTorch, never a row counted from the end
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+#[should_panic(expected = "index_select: index -1 is out of range for a dim of size 3 (0..3)")]
+fn index_select_negative() {
+    t(&[3, 2]).index_select(0, &idx(&[0, -1], &[2]));
+}
+
+#[test]
+#[should_panic(expected = "gather: index -1 is out of range for a dim of size 2 (0..2)")]
+fn gather_negative() {
+    t(&[2, 2]).gather(1, &idx(&[0, -1], &[1, 2]));
+}
+
+#[test]
+#[should_panic(expected = "index_add: index -2 is out of range for a dim of size 3 (0..3)")]
+fn index_add_negative() {
+    t(&[3, 2]).index_add(0, &idx(&[-2], &[1]), &t(&[1, 2]));
+}
+
+#[test]
+#[should_panic(expected = "scatter_add: index -1 is out of range for a dim of size 2 (0..2)")]
+fn scatter_add_negative() {
+    t(&[2, 2]).scatter_add(0, &idx(&[-1, 0], &[1, 2]), &t(&[1, 2]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shapes too large to address: a clear panic (or `Err` for data from outside), never a tensor
+// whose element count wrapped around
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+#[should_panic(
+    expected = "zeros: shape [4294967296, 4294967296] has more elements than this machine can address"
+)]
+fn zeros_whose_count_overflows() {
+    Tensor::<f32>::zeros(&[1 << 32, 1 << 32]);
+}
+
+#[test]
+#[should_panic(
+    expected = "ones: shape [18446744073709551615] has more elements than this machine can address"
+)]
+fn ones_of_usize_max() {
+    Tensor::<f64>::ones(&[usize::MAX]);
+}
+
+#[test]
+#[should_panic(
+    expected = "full: a tensor of shape [4611686018427387904] needs 4611686018427387904 elements of 4 bytes, more than one allocation can hold"
+)]
+fn full_whose_bytes_overflow() {
+    Tensor::<f32>::full(&[1 << 62], 1.0);
+}
+
+#[test]
+#[should_panic(
+    expected = "rand_uniform: shape [0, 1099511627776, 1099511627776] has more elements than this machine can address"
+)]
+fn rand_uniform_whose_strides_overflow() {
+    Tensor::<f32>::rand_uniform(&[0, 1 << 40, 1 << 40], 0.0, 1.0, &mut Rng::seed_from_u64(0));
+}
+
+#[test]
+#[should_panic(
+    expected = "rand_normal: shape [8589934592, 8589934592] has more elements than this machine can address"
+)]
+fn rand_normal_whose_count_overflows() {
+    Tensor::<f64>::rand_normal(&[1 << 33, 1 << 33], 0.0, 1.0, &mut Rng::seed_from_u64(0));
+}
+
+#[test]
+#[should_panic(
+    expected = "reshape: shape [0, 1099511627776, 1099511627776] has more elements than this machine can address"
+)]
+fn reshape_into_an_overflowing_shape() {
+    t(&[0]).reshape(&[0, 1 << 40, 1 << 40]);
+}
+
+#[test]
+#[should_panic(
+    expected = "broadcast_to: shape [4294967296, 4294967296] has more elements than this machine can address"
+)]
+fn broadcast_to_an_overflowing_shape() {
+    t(&[1]).broadcast_to(&[1 << 32, 1 << 32]);
+}
+
+#[test]
+#[should_panic(expected = "arange: step NaN cannot go from 0 to 1")]
+fn arange_nan_step() {
+    Tensor::<f64>::arange(0.0, 1.0, f64::NAN);
+}
+
+#[test]
+#[should_panic(
+    expected = "arange: 1000000000000000000000 elements from 0 to 1000000000000000000000 by 1 are too many"
+)]
+fn arange_too_many() {
+    Tensor::<f64>::arange(0.0, 1e21, 1.0);
+}
+
+#[test]
+fn try_from_vec_refuses_an_overflowing_shape() {
+    let err = Tensor::<f32>::try_from_vec(vec![], &[0, 1 << 40, 1 << 40]).unwrap_err();
+    assert_eq!(
+        err,
+        tensor::ShapeError::TooLarge {
+            shape: vec![0, 1 << 40, 1 << 40]
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "shape [0, 1099511627776, 1099511627776] has more elements than this machine can address"
+    );
+    // Shapes with zeros that stay addressable are fine, as in PyTorch.
+    assert_eq!(Tensor::<f32>::zeros(&[0, 1 << 20, 1 << 20]).numel(), 0);
+}

@@ -285,7 +285,7 @@ fn prime_factors(mut n: usize) -> Vec<usize> {
     let mut out = vec![];
     let mut p = 2;
     while n > 1 {
-        while n % p == 0 {
+        while n.is_multiple_of(p) {
             out.push(p);
             n /= p;
         }

@@ -10,7 +10,10 @@
 
 use tensor::Float;
 
-use super::{buffer, for_each_with_grad, Optimizer, OptimizerState, Slots, StateError};
+use super::{
+    buffer, check_params, for_each_with_grad, learning_rate, non_negative, or_panic, Optimizer,
+    OptimizerState, Slots, StateError,
+};
 use crate::param::Param;
 
 /// Adagrad hyperparameters; defaults as `torch.optim.Adagrad`.
@@ -47,9 +50,30 @@ pub struct Adagrad<T: Float> {
     slots: Slots<T>,
 }
 
+impl AdagradConfig {
+    /// Checks every hyperparameter as `torch.optim.Adagrad` does, for parameters of type `T`.
+    fn check<T: Float>(&self) -> Result<(), String> {
+        non_negative("lr_decay value", self.lr_decay)?;
+        non_negative("weight_decay value", self.weight_decay)?;
+        non_negative(
+            "initial_accumulator_value value",
+            self.initial_accumulator_value,
+        )?;
+        non_negative("epsilon value", self.eps)?;
+        learning_rate::<T>(self.lr, 1.0)
+    }
+}
+
 impl<T: Float> Adagrad<T> {
     /// Adagrad over `params`.
+    ///
+    /// # Panics
+    /// If a hyperparameter is out of range (as PyTorch refuses: "Invalid lr_decay value"),
+    /// or `params` is empty or repeats a parameter.
+    #[track_caller]
     pub fn new(params: Vec<Param<T>>, config: AdagradConfig) -> Self {
+        check_params("Adagrad", &params);
+        or_panic("Adagrad", config.check::<T>());
         let slots = Slots::new(&["sum"], params.len());
         Adagrad {
             params,
@@ -85,7 +109,9 @@ impl<T: Float> Optimizer<T> for Adagrad<T> {
         self.config.lr
     }
 
+    #[track_caller]
     fn set_lr(&mut self, lr: f64) {
+        or_panic("Adagrad", learning_rate::<T>(lr, 1.0));
         self.config.lr = lr;
     }
 
@@ -94,7 +120,8 @@ impl<T: Float> Optimizer<T> for Adagrad<T> {
     }
 
     fn load_state(&mut self, state: &OptimizerState<T>) -> Result<(), StateError> {
-        self.slots.import("adagrad", &self.params, state)?;
+        learning_rate::<T>(state.lr, 1.0).map_err(StateError::Invalid)?;
+        self.slots.import("adagrad", &self.params, state, &[true])?;
         self.config.lr = state.lr;
         Ok(())
     }

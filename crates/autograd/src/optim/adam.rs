@@ -11,11 +11,13 @@
 
 use tensor::Float;
 
-use super::{buffer, for_each_with_grad, Optimizer, OptimizerState, Slots, StateError};
+use super::{
+    buffer, check_params, for_each_with_grad, learning_rate, non_negative, or_panic, show,
+    Optimizer, OptimizerState, Slots, StateError,
+};
 use crate::param::Param;
 
-/// Adam/AdamW hyperparameters; defaults as `torch.optim.Adam` (use [`AdamConfig::adamw`] for
-/// AdamW's, whose weight decay defaults to 0.01).
+/// Adam's hyperparameters; defaults as `torch.optim.Adam`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdamConfig {
     /// Learning rate (default 1e-3).
@@ -26,7 +28,7 @@ pub struct AdamConfig {
     pub beta2: f64,
     /// ε (default 1e-8).
     pub eps: f64,
-    /// Weight decay λ: L2 for Adam (default 0), decoupled for AdamW (default 0.01).
+    /// L2 weight decay λ, added to the gradient (default 0).
     pub weight_decay: f64,
     /// AMSGrad (default off).
     pub amsgrad: bool,
@@ -45,13 +47,75 @@ impl Default for AdamConfig {
     }
 }
 
-impl AdamConfig {
-    /// `torch.optim.AdamW`'s defaults.
-    pub fn adamw() -> Self {
-        AdamConfig {
+/// AdamW's hyperparameters; defaults as `torch.optim.AdamW`, whose weight decay is 0.01 (so
+/// `AdamWConfig { lr: 3e-4, ..Default::default() }` decays as PyTorch's does).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdamWConfig {
+    /// Learning rate (default 1e-3).
+    pub lr: f64,
+    /// β₁ (default 0.9).
+    pub beta1: f64,
+    /// β₂ (default 0.999).
+    pub beta2: f64,
+    /// ε (default 1e-8).
+    pub eps: f64,
+    /// Decoupled weight decay λ: p ← p·(1 − lr·λ) (default 0.01).
+    pub weight_decay: f64,
+    /// AMSGrad (default off).
+    pub amsgrad: bool,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        AdamWConfig {
             weight_decay: 1e-2,
-            ..Default::default()
+            ..AdamConfig::default().into()
         }
+    }
+}
+
+/// The same numbers, field by field (the weight decay keeps its value, not its default).
+impl From<AdamConfig> for AdamWConfig {
+    fn from(c: AdamConfig) -> Self {
+        AdamWConfig {
+            lr: c.lr,
+            beta1: c.beta1,
+            beta2: c.beta2,
+            eps: c.eps,
+            weight_decay: c.weight_decay,
+            amsgrad: c.amsgrad,
+        }
+    }
+}
+
+impl From<AdamWConfig> for AdamConfig {
+    fn from(c: AdamWConfig) -> Self {
+        AdamConfig {
+            lr: c.lr,
+            beta1: c.beta1,
+            beta2: c.beta2,
+            eps: c.eps,
+            weight_decay: c.weight_decay,
+            amsgrad: c.amsgrad,
+        }
+    }
+}
+
+impl AdamConfig {
+    /// Checks every hyperparameter as `torch.optim.Adam` does, for parameters of type `T`.
+    fn check<T: Float>(&self) -> Result<(), String> {
+        for (index, beta) in [self.beta1, self.beta2].into_iter().enumerate() {
+            if !(0.0..1.0).contains(&beta) {
+                return Err(format!(
+                    "Invalid beta parameter at index {index}: {}",
+                    show(beta)
+                ));
+            }
+        }
+        non_negative("epsilon value", self.eps)?;
+        non_negative("weight_decay value", self.weight_decay)?;
+        // The first step moves a parameter by up to lr / (1 − β₁).
+        learning_rate::<T>(self.lr, 1.0 / (1.0 - self.beta1))
     }
 }
 
@@ -63,29 +127,32 @@ pub struct Adam<T: Float> {
     decoupled: bool,
 }
 
-/// AdamW: Adam with decoupled weight decay. The same type as [`Adam`], made with
-/// [`Adam::adamw`].
-pub type AdamW<T> = Adam<T>;
+/// AdamW: Adam with decoupled weight decay (Loshchilov and Hutter), as `torch.optim.AdamW`.
+pub struct AdamW<T: Float>(Adam<T>);
 
 const SLOTS: &[&str] = &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"];
 
 impl<T: Float> Adam<T> {
     /// Adam over `params`.
+    ///
+    /// # Panics
+    /// If a hyperparameter is out of range (as PyTorch refuses: "Invalid learning rate"), or
+    /// `params` is empty or repeats a parameter.
+    #[track_caller]
     pub fn new(params: Vec<Param<T>>, config: AdamConfig) -> Self {
+        Self::build("Adam", params, config, false)
+    }
+
+    #[track_caller]
+    fn build(name: &str, params: Vec<Param<T>>, config: AdamConfig, decoupled: bool) -> Self {
+        check_params(name, &params);
+        or_panic(name, config.check::<T>());
         let slots = Slots::new(SLOTS, params.len());
         Adam {
             params,
             config,
             slots,
-            decoupled: false,
-        }
-    }
-
-    /// AdamW over `params` (start from [`AdamConfig::adamw`] for PyTorch's defaults).
-    pub fn adamw(params: Vec<Param<T>>, config: AdamConfig) -> Self {
-        Adam {
-            decoupled: true,
-            ..Self::new(params, config)
+            decoupled,
         }
     }
 
@@ -95,6 +162,51 @@ impl<T: Float> Adam<T> {
         } else {
             "adam"
         }
+    }
+
+    fn name(&self) -> &'static str {
+        if self.decoupled {
+            "AdamW"
+        } else {
+            "Adam"
+        }
+    }
+}
+
+impl<T: Float> AdamW<T> {
+    /// AdamW over `params`.
+    ///
+    /// # Panics
+    /// As [`Adam::new`].
+    #[track_caller]
+    pub fn new(params: Vec<Param<T>>, config: AdamWConfig) -> Self {
+        AdamW(Adam::build("AdamW", params, config.into(), true))
+    }
+}
+
+impl<T: Float> Optimizer<T> for AdamW<T> {
+    fn params(&self) -> &[Param<T>] {
+        self.0.params()
+    }
+
+    fn step(&mut self) {
+        self.0.step();
+    }
+
+    fn lr(&self) -> f64 {
+        self.0.lr()
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.0.set_lr(lr);
+    }
+
+    fn state(&self) -> OptimizerState<T> {
+        self.0.state()
+    }
+
+    fn load_state(&mut self, state: &OptimizerState<T>) -> Result<(), StateError> {
+        self.0.load_state(state)
     }
 }
 
@@ -150,8 +262,14 @@ impl<T: Float> Optimizer<T> for Adam<T> {
         self.config.lr
     }
 
+    #[track_caller]
     fn set_lr(&mut self, lr: f64) {
-        self.config.lr = lr;
+        let config = AdamConfig {
+            lr,
+            ..self.config.clone()
+        };
+        or_panic(self.name(), config.check::<T>());
+        self.config = config;
     }
 
     fn state(&self) -> OptimizerState<T> {
@@ -159,9 +277,14 @@ impl<T: Float> Optimizer<T> for Adam<T> {
     }
 
     fn load_state(&mut self, state: &OptimizerState<T>) -> Result<(), StateError> {
-        let kind = self.kind();
-        self.slots.import(kind, &self.params, state)?;
-        self.config.lr = state.lr;
+        let config = AdamConfig {
+            lr: state.lr,
+            ..self.config.clone()
+        };
+        config.check::<T>().map_err(StateError::Invalid)?;
+        let used = [true, true, self.config.amsgrad];
+        self.slots.import(self.kind(), &self.params, state, &used)?;
+        self.config = config;
         Ok(())
     }
 }

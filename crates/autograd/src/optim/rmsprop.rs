@@ -9,7 +9,10 @@
 
 use tensor::Float;
 
-use super::{buffer, for_each_with_grad, Optimizer, OptimizerState, Slots, StateError};
+use super::{
+    buffer, check_params, for_each_with_grad, learning_rate, non_negative, or_panic, Optimizer,
+    OptimizerState, Slots, StateError,
+};
 use crate::param::Param;
 
 /// RMSprop hyperparameters; defaults as `torch.optim.RMSprop`.
@@ -49,9 +52,27 @@ pub struct RmsProp<T: Float> {
     slots: Slots<T>,
 }
 
+impl RmsPropConfig {
+    /// Checks every hyperparameter as `torch.optim.RMSprop` does, for parameters of type `T`.
+    fn check<T: Float>(&self) -> Result<(), String> {
+        non_negative("epsilon value", self.eps)?;
+        non_negative("momentum value", self.momentum)?;
+        non_negative("weight_decay value", self.weight_decay)?;
+        non_negative("alpha value", self.alpha)?;
+        learning_rate::<T>(self.lr, 1.0)
+    }
+}
+
 impl<T: Float> RmsProp<T> {
     /// RMSprop over `params`.
+    ///
+    /// # Panics
+    /// If a hyperparameter is out of range (as PyTorch refuses: "Invalid alpha value"), or
+    /// `params` is empty or repeats a parameter.
+    #[track_caller]
     pub fn new(params: Vec<Param<T>>, config: RmsPropConfig) -> Self {
+        check_params("RmsProp", &params);
+        or_panic("RmsProp", config.check::<T>());
         let slots = Slots::new(&["square_avg", "grad_avg", "momentum_buffer"], params.len());
         RmsProp {
             params,
@@ -104,7 +125,9 @@ impl<T: Float> Optimizer<T> for RmsProp<T> {
         self.config.lr
     }
 
+    #[track_caller]
     fn set_lr(&mut self, lr: f64) {
+        or_panic("RmsProp", learning_rate::<T>(lr, 1.0));
         self.config.lr = lr;
     }
 
@@ -113,7 +136,9 @@ impl<T: Float> Optimizer<T> for RmsProp<T> {
     }
 
     fn load_state(&mut self, state: &OptimizerState<T>) -> Result<(), StateError> {
-        self.slots.import("rmsprop", &self.params, state)?;
+        learning_rate::<T>(state.lr, 1.0).map_err(StateError::Invalid)?;
+        let used = [true, self.config.centered, self.config.momentum > 0.0];
+        self.slots.import("rmsprop", &self.params, state, &used)?;
         self.config.lr = state.lr;
         Ok(())
     }

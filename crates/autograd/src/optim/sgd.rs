@@ -9,7 +9,10 @@
 
 use tensor::Float;
 
-use super::{buffer, for_each_with_grad, Optimizer, OptimizerState, Slots, StateError};
+use super::{
+    buffer, check_params, for_each_with_grad, learning_rate, non_negative, or_panic, Optimizer,
+    OptimizerState, Slots, StateError,
+};
 use crate::param::Param;
 
 /// SGD hyperparameters; defaults as `torch.optim.SGD`.
@@ -59,16 +62,34 @@ pub struct Sgd<T: Float> {
     slots: Slots<T>,
 }
 
+impl SgdConfig {
+    /// Checks every hyperparameter as `torch.optim.SGD` does, for parameters of type `T`.
+    fn check<T: Float>(&self) -> Result<(), String> {
+        non_negative("momentum value", self.momentum)?;
+        non_negative("weight_decay value", self.weight_decay)?;
+        if !self.dampening.is_finite() {
+            return Err(format!(
+                "Invalid dampening value: {}",
+                super::show(self.dampening)
+            ));
+        }
+        if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {
+            return Err("Nesterov momentum requires a momentum and zero dampening".into());
+        }
+        learning_rate::<T>(self.lr, 1.0)
+    }
+}
+
 impl<T: Float> Sgd<T> {
     /// An optimizer over `params`.
     ///
     /// # Panics
-    /// If Nesterov is asked for without momentum or with dampening (as PyTorch refuses).
+    /// If a hyperparameter is out of range, or Nesterov is asked for without momentum or with
+    /// dampening (as PyTorch refuses), or `params` is empty or repeats a parameter.
+    #[track_caller]
     pub fn new(params: Vec<Param<T>>, config: SgdConfig) -> Self {
-        assert!(
-            !config.nesterov || (config.momentum > 0.0 && config.dampening == 0.0),
-            "Sgd: Nesterov momentum requires a momentum and zero dampening"
-        );
+        check_params("Sgd", &params);
+        or_panic("Sgd", config.check::<T>());
         let slots = Slots::new(&["momentum_buffer"], params.len());
         Sgd {
             params,
@@ -117,7 +138,9 @@ impl<T: Float> Optimizer<T> for Sgd<T> {
         self.config.lr
     }
 
+    #[track_caller]
     fn set_lr(&mut self, lr: f64) {
+        or_panic("Sgd", learning_rate::<T>(lr, 1.0));
         self.config.lr = lr;
     }
 
@@ -126,7 +149,9 @@ impl<T: Float> Optimizer<T> for Sgd<T> {
     }
 
     fn load_state(&mut self, state: &OptimizerState<T>) -> Result<(), StateError> {
-        self.slots.import("sgd", &self.params, state)?;
+        learning_rate::<T>(state.lr, 1.0).map_err(StateError::Invalid)?;
+        let used = [self.config.momentum != 0.0];
+        self.slots.import("sgd", &self.params, state, &used)?;
         self.config.lr = state.lr;
         Ok(())
     }

@@ -309,7 +309,8 @@ impl<'a, T: Float> Seq<'a, T> {
     pub fn first_step(&self, b: usize) -> usize {
         match (self.reverse, self.lengths) {
             (false, _) => 0,
-            (true, Some(l)) => l[b] - 1,
+            // A sequence that ended before this chunk (tbptt) has no valid step: any will do.
+            (true, Some(l)) => l[b].saturating_sub(1),
             (true, None) => self.steps - 1,
         }
     }

@@ -68,3 +68,17 @@ pub fn check(report: GradcheckReport) -> Result<(), proptest::test_runner::TestC
     proptest::prop_assert!(report.passed(), "{}", report);
     Ok(())
 }
+
+/// The message of the panic `f` raises.
+///
+/// # Panics
+/// If `f` returns instead.
+pub fn panic_message<R>(f: impl FnOnce() -> R) -> String {
+    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .err()
+        .expect("no panic");
+    err.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap()
+}

@@ -449,7 +449,7 @@ impl<T: Float> Left<'_, T> {
 fn row_blocks<const ROWS: usize>(m: usize) -> impl Iterator<Item = (usize, usize)> {
     let mut wide = m / ROWS;
     let left_over = m % ROWS;
-    if (1..MR).contains(&left_over) && wide > 0 && (left_over + ROWS) % MR == 0 {
+    if (1..MR).contains(&left_over) && wide > 0 && (left_over + ROWS).is_multiple_of(MR) {
         wide -= 1;
     }
     let narrow = (m - wide * ROWS) / MR;

@@ -231,22 +231,20 @@ fn offset_of(pos: &[usize], strides: &[usize]) -> usize {
     pos.iter().zip(strides).map(|(p, s)| p * s).sum()
 }
 
-/// The indices as `usize`, each checked to be in `0..bound` (negative indices count from the
-/// end, as in PyTorch).
+/// The indices as `usize`, each checked to be in `0..bound`. A negative index is an error, as
+/// in PyTorch's `index_select`, `gather` and `nn.Embedding` (counting it from the end would
+/// turn a stray −1 into a silently wrong row).
 #[track_caller]
 fn checked_indices(op: &str, indices: &Tensor<i64>, bound: usize) -> Vec<usize> {
     indices
         .to_vec()
         .into_iter()
-        .map(|i| {
-            let j = if i < 0 { i + bound as i64 } else { i };
-            if j < 0 || j >= bound as i64 {
-                shape_panic(
-                    op,
-                    format_args!("index {i} is out of range for a dim of size {bound}"),
-                );
-            }
-            j as usize
+        .map(|i| match usize::try_from(i) {
+            Ok(j) if j < bound => j,
+            _ => shape_panic(
+                op,
+                format_args!("index {i} is out of range for a dim of size {bound} (0..{bound})"),
+            ),
         })
         .collect()
 }
