@@ -76,13 +76,20 @@ pub trait Cell<T: Float>: Module<T> {
     /// Size of the hidden state.
     fn hidden_size(&self) -> usize;
 
+    /// The size of each state part, the hidden output `h_t` first: by default `hidden_size`
+    /// for every part. (An LSTM with a projection has `h_t` of `proj_size` and `c_t` of
+    /// `hidden_size`.)
+    fn state_sizes(&self) -> Vec<usize> {
+        vec![self.hidden_size(); Self::State::num_parts()]
+    }
+
     /// One time step: `x_t` is `[batch, input_size]`, the state `[batch, hidden_size]` per part.
     fn step(&self, x_t: &Var<T>, state: &Self::State) -> Self::State;
 
-    /// The state at t = 0 when none is given: zeros.
+    /// The state at t = 0 when none is given: zeros of [`state_sizes`](Self::state_sizes).
     fn zero_state(&self, tape: &Tape<T>, batch: usize) -> Self::State {
-        let parts = (0..Self::State::num_parts())
-            .map(|_| tape.constant(Tensor::zeros(&[batch, self.hidden_size()])))
+        let parts = (self.state_sizes().into_iter())
+            .map(|size| tape.constant(Tensor::zeros(&[batch, size])))
             .collect();
         Self::State::from_parts(parts)
     }

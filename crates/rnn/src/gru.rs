@@ -54,7 +54,7 @@ impl<T: Float> Cell<T> for GruCell<T> {
 
     fn step(&self, x_t: &Var<T>, h: &Var<T>) -> Var<T> {
         let p = &self.p;
-        p.check_step("GruCell", x_t, &[h]);
+        p.check_step("GruCell", x_t, &[h], &[p.hidden_size()]);
         let gi = p.input_projection(x_t);
         let gh = p.hidden_projection(h);
         let [i_r, i_z, i_n] = <[Var<T>; 3]>::try_from(gi.chunk(3, -1)).expect("three gates");

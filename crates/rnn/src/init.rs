@@ -18,12 +18,14 @@ pub(crate) fn recurrent_uniform<T: Float>(
 }
 
 /// Weights `weight_ih [gates·H, I]`, `weight_hh [gates·H, H]` and, if `bias`, `bias_ih`,
-/// `bias_hh [gates·H]`, in PyTorch's layout.
+/// `bias_hh [gates·H]`, in PyTorch's layout; with a projection (LSTM's `proj_size` P > 0),
+/// `weight_hh` is `[gates·H, P]` and `weight_hr [P, H]` maps the cell's output down to `h`.
 pub(crate) struct GateParams<T: Float> {
     pub w_ih: Param<T>,
     pub w_hh: Param<T>,
     pub b_ih: Option<Param<T>>,
     pub b_hh: Option<Param<T>>,
+    pub w_hr: Option<Param<T>>,
     /// The fused inference forward's packed weights, kept between calls.
     pub packs: PackCache<T>,
 }
@@ -36,9 +38,27 @@ impl<T: Float> GateParams<T> {
         bias: bool,
         rng: &mut Rng,
     ) -> Self {
+        Self::with_projection(gates, input_size, hidden_size, 0, bias, rng)
+    }
+
+    /// With `proj_size` > 0, the LSTM's projection: `h` has `proj_size` features, drawn last
+    /// as in PyTorch's parameter order.
+    pub fn with_projection(
+        gates: usize,
+        input_size: usize,
+        hidden_size: usize,
+        proj_size: usize,
+        bias: bool,
+        rng: &mut Rng,
+    ) -> Self {
         let rows = gates * hidden_size;
+        let h_size = if proj_size > 0 {
+            proj_size
+        } else {
+            hidden_size
+        };
         let w_ih = recurrent_uniform("weight_ih", &[rows, input_size], hidden_size, rng);
-        let w_hh = recurrent_uniform("weight_hh", &[rows, hidden_size], hidden_size, rng);
+        let w_hh = recurrent_uniform("weight_hh", &[rows, h_size], hidden_size, rng);
         let (b_ih, b_hh) = if bias {
             (
                 Some(recurrent_uniform("bias_ih", &[rows], hidden_size, rng)),
@@ -47,11 +67,14 @@ impl<T: Float> GateParams<T> {
         } else {
             (None, None)
         };
+        let w_hr = (proj_size > 0)
+            .then(|| recurrent_uniform("weight_hr", &[proj_size, hidden_size], hidden_size, rng));
         GateParams {
             w_ih,
             w_hh,
             b_ih,
             b_hh,
+            w_hr,
             packs: PackCache::default(),
         }
     }
@@ -66,6 +89,9 @@ impl<T: Float> GateParams<T> {
             v.push(("bias_ih".to_string(), b_ih.clone()));
             v.push(("bias_hh".to_string(), b_hh.clone()));
         }
+        if let Some(w_hr) = &self.w_hr {
+            v.push(("weight_hr".to_string(), w_hr.clone()));
+        }
         v
     }
 
@@ -73,24 +99,34 @@ impl<T: Float> GateParams<T> {
         self.w_ih.shape()[1]
     }
 
+    /// H: the gates' width (the LSTM's cell state).
     pub fn hidden_size(&self) -> usize {
+        match &self.w_hr {
+            Some(w_hr) => w_hr.shape()[1],
+            None => self.w_hh.shape()[1],
+        }
+    }
+
+    /// The size of `h`, the cell's output: P with a projection, else H.
+    pub fn output_size(&self) -> usize {
         self.w_hh.shape()[1]
     }
 
     /// Checks one step's shapes as PyTorch's cells do: `x_t` `[batch, input]`, or unbatched
-    /// `[input]`, and every state part `[batch, hidden]` (`[hidden]` for an unbatched `x_t`);
-    /// otherwise panics naming `cell` and the shapes (left alone, a mismatch would broadcast).
+    /// `[input]`, and each state part `[batch, size]` for its size in `sizes` (`[size]` for an
+    /// unbatched `x_t`); otherwise panics naming `cell` and the shapes (left alone, a mismatch
+    /// would broadcast).
     #[track_caller]
-    pub fn check_step(&self, cell: &str, x: &Var<T>, state: &[&Var<T>]) {
-        let (input, hidden, xs) = (self.input_size(), self.hidden_size(), x.shape());
+    pub fn check_step(&self, cell: &str, x: &Var<T>, state: &[&Var<T>], sizes: &[usize]) {
+        let (input, xs) = (self.input_size(), x.shape());
         if !matches!(xs, [n] | [_, n] if *n == input) {
             panic!(
                 "{cell}::step: x_t of shape {xs:?} does not fit input_size {input} (expected \
                  [batch, {input}], or [{input}] unbatched)"
             );
         }
-        let want: Vec<usize> = xs[..xs.len() - 1].iter().copied().chain([hidden]).collect();
-        for (k, part) in state.iter().enumerate() {
+        for (k, (part, &size)) in state.iter().zip(sizes).enumerate() {
+            let want: Vec<usize> = xs[..xs.len() - 1].iter().copied().chain([size]).collect();
             if part.shape() != want {
                 panic!(
                     "{cell}::step: state part {k} of shape {:?} does not fit x_t of shape {xs:?} \

@@ -4,9 +4,11 @@
 //!
 //! ```text
 //! input   [seq, batch, input]   ([batch, seq, input] if batch_first)
-//! output  [seq, batch, D·hidden] (D = 2 if bidirectional; the reverse direction's output
-//!                                 is concatenated after the forward one's)
-//! state   each part [layers·D, batch, hidden], ordered l0, l0_reverse, l1, ...
+//! output  [seq, batch, D·out]   (D = 2 if bidirectional; the reverse direction's output
+//!                                 is concatenated after the forward one's; out = hidden,
+//!                                 or proj_size for an LSTM with a projection)
+//! state   each part [layers·D, batch, size], ordered l0, l0_reverse, l1, ... (size = out for
+//!         h, hidden for the LSTM's c)
 //! ```
 //!
 //! As in PyTorch, an unbatched input `[seq, input]` (whatever `batch_first` says) runs as a
@@ -47,6 +49,10 @@ pub struct LayerConfig {
     pub bidirectional: bool,
     /// The vanilla RNN's nonlinearity (default tanh; ignored by other cells).
     pub nonlinearity: Nonlinearity,
+    /// The LSTM's projection of `h` to this many features (default 0: none), as
+    /// `nn.LSTM(proj_size=…)`; other cells refuse it.
+    #[serde(default)]
+    pub proj_size: usize,
 }
 
 impl LayerConfig {
@@ -61,6 +67,22 @@ impl LayerConfig {
             dropout: 0.0,
             bidirectional: false,
             nonlinearity: Nonlinearity::Tanh,
+            proj_size: 0,
+        }
+    }
+
+    /// Sets `proj_size`.
+    pub fn proj_size(mut self, p: usize) -> Self {
+        self.proj_size = p;
+        self
+    }
+
+    /// The features of each direction's output `h`: `proj_size` if set, else `hidden_size`.
+    pub fn output_size(&self) -> usize {
+        if self.proj_size > 0 {
+            self.proj_size
+        } else {
+            self.hidden_size
         }
     }
 
@@ -155,12 +177,13 @@ impl<T: Float> LayerOutput<T, (Var<T>, Var<T>)> {
 impl<T: Float, C: Cell<T>> Layer<T, C> {
     /// A layer whose cells come from `make_cell(input_size, rng)`: called once per layer and
     /// direction, with the input size that cell sees (`config.input_size` for the first layer,
-    /// `D · hidden_size` above it).
+    /// `D · output_size` above it).
     ///
     /// # Panics
     /// As PyTorch refuses (or warns): if `hidden_size` or `num_layers` is 0, `dropout` is not
-    /// in `[0, 1]`, or dropout is asked of a single layer (it acts between layers only). Also
-    /// if a cell's sizes disagree with `config`, two parameters get one name, or a cell
+    /// in `[0, 1]`, dropout is asked of a single layer (it acts between layers only), or
+    /// `proj_size` is not smaller than `hidden_size`. Also if a cell's sizes (input, hidden,
+    /// output) disagree with `config`, two parameters get one name, or a cell
     /// without a fused kernel uses a parameter in `step` that its `named_params()` does not list
     /// (found by running one step at build time), which no optimizer or file would see.
     #[track_caller]
@@ -183,6 +206,12 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
             config.dropout
         );
         assert!(
+            config.proj_size < config.hidden_size,
+            "Layer: proj_size {} has to be smaller than hidden_size {}",
+            config.proj_size,
+            config.hidden_size
+        );
+        assert!(
             config.dropout == 0.0 || config.num_layers > 1,
             "Layer: dropout {} with num_layers 1 would do nothing: dropout acts between \
              stacked layers only (PyTorch warns of this)",
@@ -194,7 +223,7 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
                 let input = if l == 0 {
                     config.input_size
                 } else {
-                    d * config.hidden_size
+                    d * config.output_size()
                 };
                 (0..d)
                     .map(|_| {
@@ -205,6 +234,15 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
                              expected (input {input}, hidden {})",
                             cell.input_size(),
                             cell.hidden_size(),
+                            config.hidden_size
+                        );
+                        let output = cell.state_sizes()[0];
+                        assert!(
+                            output == config.output_size(),
+                            "Layer: the cell for layer {l} outputs {output} features, expected \
+                             {} (proj_size {}, hidden_size {})",
+                            config.output_size(),
+                            config.proj_size,
                             config.hidden_size
                         );
                         cell
@@ -423,14 +461,14 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
             );
         }
         let rows = self.config.num_layers * self.config.num_directions();
+        let sizes = self.cells[0][0].state_sizes();
         let init = init.map(|s| {
             let parts = s.parts();
-            for (k, p) in parts.iter().enumerate() {
-                if p.shape() != [rows, self.config.hidden_size] {
+            for (k, (p, size)) in parts.iter().zip(sizes).enumerate() {
+                if p.shape() != [rows, size] {
                     panic!(
                         "Layer::forward: for an unbatched input, initial state part {k} must be \
-                         [layers·directions, hidden] = [{rows}, {}], not {:?}",
-                        self.config.hidden_size,
+                         [layers·directions, hidden] = [{rows}, {size}], not {:?}",
                         p.shape()
                     );
                 }
@@ -448,17 +486,14 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
 
     #[track_caller]
     fn check_init(&self, init: &C::State, batch: usize) -> Vec<Var<T>> {
-        let expected = [
-            self.config.num_layers * self.config.num_directions(),
-            batch,
-            self.config.hidden_size,
-        ];
+        let rows = self.config.num_layers * self.config.num_directions();
         let parts = init.parts();
-        for (k, p) in parts.iter().enumerate() {
+        for (k, (p, size)) in parts.iter().zip(self.cells[0][0].state_sizes()).enumerate() {
+            let expected = [rows, batch, size];
             if p.shape() != expected {
                 panic!(
                     "Layer::forward: initial state part {k} has shape {:?}, expected {expected:?} \
-                     ([layers·directions, batch, hidden])",
+                     ([layers·directions, batch, size])",
                     p.shape()
                 );
             }
@@ -767,7 +802,12 @@ impl<T: Float, C: Cell<T>> Module<T> for Layer<T, C> {
 
 impl<T: Float> Layer<T, RnnCell<T>> {
     /// `nn.RNN`: vanilla RNN cells with `config.nonlinearity`.
+    ///
+    /// # Panics
+    /// As [`Layer::new`], and if `config.proj_size` is set (an LSTM option, as PyTorch says).
+    #[track_caller]
     pub fn rnn(config: LayerConfig, rng: &mut Rng) -> Self {
+        no_projection("rnn", &config);
         let (nl, bias, h) = (config.nonlinearity, config.bias, config.hidden_size);
         Layer::new(config, rng, |input, rng| {
             RnnCell::with_options(input, h, nl, bias, rng)
@@ -776,21 +816,36 @@ impl<T: Float> Layer<T, RnnCell<T>> {
 }
 
 impl<T: Float> Layer<T, LstmCell<T>> {
-    /// `nn.LSTM`.
+    /// `nn.LSTM`, with `proj_size` if set.
+    #[track_caller]
     pub fn lstm(config: LayerConfig, rng: &mut Rng) -> Self {
-        let (bias, h) = (config.bias, config.hidden_size);
+        let (bias, h, p) = (config.bias, config.hidden_size, config.proj_size);
         Layer::new(config, rng, |input, rng| {
-            LstmCell::with_bias(input, h, bias, rng)
+            LstmCell::with_projection(input, h, p, bias, rng)
         })
     }
 }
 
 impl<T: Float> Layer<T, GruCell<T>> {
     /// `nn.GRU`.
+    ///
+    /// # Panics
+    /// As [`Layer::new`], and if `config.proj_size` is set (an LSTM option, as PyTorch says).
+    #[track_caller]
     pub fn gru(config: LayerConfig, rng: &mut Rng) -> Self {
+        no_projection("gru", &config);
         let (bias, h) = (config.bias, config.hidden_size);
         Layer::new(config, rng, |input, rng| {
             GruCell::with_bias(input, h, bias, rng)
         })
     }
+}
+
+/// PyTorch's refusal of `proj_size` for its RNN and GRU.
+#[track_caller]
+fn no_projection(layer: &str, config: &LayerConfig) {
+    assert!(
+        config.proj_size == 0,
+        "Layer::{layer}: proj_size argument is only supported for LSTM, not RNN or GRU"
+    );
 }

@@ -11,6 +11,12 @@
 //!
 //! The four gates' weights are stacked in that order: `weight_ih` is `[4H, I]` with rows
 //! `[W_ii; W_if; W_ig; W_io]`, and likewise `weight_hh`, `bias_ih`, `bias_hh`.
+//!
+//! With a projection (`nn.LSTM(proj_size = P)`, Sak et al. 2014), `h_t` has P features:
+//!
+//! ```text
+//! h_t = (o ⊙ tanh(c_t)) W_hrᵀ        weight_hr [P, H];  weight_hh [4H, P]
+//! ```
 
 use autograd::{Param, Var};
 use tensor::{Float, Rng};
@@ -20,7 +26,8 @@ use crate::fused::{Fused, Kind};
 use crate::init::GateParams;
 use crate::module::Module;
 
-/// An LSTM cell. State `(h, c)`.
+/// An LSTM cell. State `(h, c)`: `h` `[batch, P]` with a projection, else `[batch, H]`, and
+/// `c` `[batch, H]`.
 ///
 /// A hand-worked step (all weights 0.5, zero biases, x = 1, h = c = 0, one unit):
 /// i = f = o = σ(0.5) = 0.6224593, g = tanh(0.5) = 0.4621172,
@@ -37,9 +44,34 @@ impl<T: Float> LstmCell<T> {
 
     /// A cell with or without biases.
     pub fn with_bias(input_size: usize, hidden_size: usize, bias: bool, rng: &mut Rng) -> Self {
+        Self::with_projection(input_size, hidden_size, 0, bias, rng)
+    }
+
+    /// A cell whose output `h` is projected to `proj_size` features by `weight_hr`
+    /// (`proj_size` 0: no projection), as a layer of `nn.LSTM(proj_size=…)`.
+    ///
+    /// # Panics
+    /// If `proj_size` is not smaller than `hidden_size` (as PyTorch refuses).
+    #[track_caller]
+    pub fn with_projection(
+        input_size: usize,
+        hidden_size: usize,
+        proj_size: usize,
+        bias: bool,
+        rng: &mut Rng,
+    ) -> Self {
+        assert!(
+            proj_size < hidden_size || proj_size == 0,
+            "LstmCell: proj_size {proj_size} has to be smaller than hidden_size {hidden_size}"
+        );
         LstmCell {
-            p: GateParams::new(4, input_size, hidden_size, bias, rng),
+            p: GateParams::with_projection(4, input_size, hidden_size, proj_size, bias, rng),
         }
+    }
+
+    /// The projection's size P, or 0 without one.
+    pub fn proj_size(&self) -> usize {
+        self.p.w_hr.as_ref().map_or(0, |_| self.p.output_size())
     }
 }
 
@@ -54,19 +86,27 @@ impl<T: Float> Cell<T> for LstmCell<T> {
         self.p.hidden_size()
     }
 
+    fn state_sizes(&self) -> Vec<usize> {
+        vec![self.p.output_size(), self.p.hidden_size()]
+    }
+
     fn step(&self, x_t: &Var<T>, (h, c): &(Var<T>, Var<T>)) -> (Var<T>, Var<T>) {
         let p = &self.p;
-        p.check_step("LstmCell", x_t, &[h, c]);
+        p.check_step("LstmCell", x_t, &[h, c], &self.state_sizes());
         let gates = p.input_projection(x_t) + p.hidden_projection(h);
         let [i, f, g, o] = <[Var<T>; 4]>::try_from(gates.chunk(4, -1)).expect("four gates");
         let (i, f, g, o) = (i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid());
         let c_t = &f * c + &i * &g;
         let h_t = &o * &c_t.tanh();
-        (h_t, c_t)
+        match &p.w_hr {
+            Some(w_hr) => (h_t.linear(w_hr), c_t),
+            None => (h_t, c_t),
+        }
     }
 
+    /// The fused kernel, for cells without a projection (with one, the layer runs composed).
     fn fused(&self) -> Option<Fused<'_, T>> {
-        Some(Fused {
+        self.p.w_hr.is_none().then_some(Fused {
             kind: Kind::Lstm,
             params: &self.p,
         })

@@ -74,7 +74,7 @@ impl<T: Float> Cell<T> for RnnCell<T> {
 
     fn step(&self, x_t: &Var<T>, h: &Var<T>) -> Var<T> {
         let p = &self.p;
-        p.check_step("RnnCell", x_t, &[h]);
+        p.check_step("RnnCell", x_t, &[h], &[p.hidden_size()]);
         let pre = p.input_projection(x_t) + p.hidden_projection(h);
         match self.nonlinearity {
             Nonlinearity::Tanh => pre.tanh(),

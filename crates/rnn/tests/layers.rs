@@ -1464,3 +1464,82 @@ fn truncated_bptt_over_a_padded_batch_equals_one_forward() {
          direction (bidirectional: true)"
     );
 }
+
+#[test]
+fn projections_are_for_lstms_smaller_than_their_hidden_size() {
+    let rng = &mut Rng::seed_from_u64(0);
+    assert_eq!(
+        panic_message(|| Lstm::<f64>::lstm(LayerConfig::new(3, 4).proj_size(4), rng)),
+        "Layer: proj_size 4 has to be smaller than hidden_size 4"
+    );
+    assert_eq!(
+        panic_message(|| Gru::<f64>::gru(LayerConfig::new(3, 4).proj_size(2), rng)),
+        "Layer::gru: proj_size argument is only supported for LSTM, not RNN or GRU"
+    );
+    assert_eq!(
+        panic_message(|| Rnn::<f64>::rnn(LayerConfig::new(3, 4).proj_size(2), rng)),
+        "Layer::rnn: proj_size argument is only supported for LSTM, not RNN or GRU"
+    );
+    // h is [layers·D, batch, proj], c is [layers·D, batch, hidden]; names as PyTorch's.
+    let lstm = Lstm::<f64>::lstm(LayerConfig::new(3, 4).proj_size(2).num_layers(2), rng);
+    let names: Vec<String> = lstm.named_params().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        &names[..5],
+        [
+            "weight_ih_l0",
+            "weight_hh_l0",
+            "bias_ih_l0",
+            "bias_hh_l0",
+            "weight_hr_l0"
+        ]
+    );
+    assert_eq!(
+        lstm.named_params()[5].1.shape(),
+        [16, 2],
+        "layer 1 reads the projected h"
+    );
+    let tape = Tape::new();
+    let out = lstm.forward(&tape.constant(Tensor::zeros(&[5, 3, 3])));
+    assert_eq!(out.output.shape(), [5, 3, 2]);
+    assert_eq!(
+        (out.h_n().shape(), out.c_n().shape()),
+        ([2, 3, 2].as_slice(), [2, 3, 4].as_slice())
+    );
+    let wrong = (
+        tape.constant(Tensor::zeros(&[2, 3, 2])),
+        tape.constant(Tensor::zeros(&[2, 3, 2])),
+    );
+    assert_eq!(
+        panic_message(|| lstm.forward_with(
+            &tape.constant(Tensor::zeros(&[5, 3, 3])),
+            Some(&wrong),
+            None
+        )),
+        "Layer::forward: initial state part 1 has shape [2, 3, 2], expected [2, 3, 4] \
+         ([layers·directions, batch, size])"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// The projected LSTM's gradients (its outputs, both final states, every parameter
+    /// including `weight_hr`), stacked, bidirectional and over padded batches.
+    #[test]
+    fn projected_lstm_gradients(
+        bidirectional in any::<bool>(), lengths in proptest::option::of(proptest::collection::vec(1usize..=3, 2)),
+        seed in any::<u64>(),
+    ) {
+        let mut rng = Rng::seed_from_u64(seed);
+        let cfg = LayerConfig::new(2, 3).proj_size(2).num_layers(2).bidirectional(bidirectional);
+        let layer = Lstm::<f64>::lstm(cfg, &mut rng);
+        let x = uniform(&[3, 2, 2], &mut rng);
+        let f = |v: &[Var<f64>]| {
+            let out = layer.forward_with(&v[0], None, lengths.as_deref());
+            let mut parts = vec![out.output];
+            parts.extend(out.state.parts());
+            flat_concat(&parts)
+        };
+        check(GradCheck::new(f).inputs(&[x]).params(&layer.params()).run())?;
+    }
+}

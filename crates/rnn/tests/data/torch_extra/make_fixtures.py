@@ -4,7 +4,7 @@
 
 They cover what those leave out: GRU and vanilla RNN stacked and bidirectional, relu, no
 biases, batch-first input, unbatched input (`[seq, input]`), float32 at sizes that cross the
-fused kernels' block edges, the GRU and RNN cells (also on unbatched steps), and padded batches of variable length (PyTorch's packed sequences:
+fused kernels' block edges, LSTMs with a projection (`proj_size`), the GRU and RNN cells (also on unbatched steps), and padded batches of variable length (PyTorch's packed sequences:
 `pack_padded_sequence(..., enforce_sorted=False)`, then `pad_packed_sequence(...,
 total_length=T)`), whose lengths are in the index under `lengths`.
 
@@ -12,6 +12,7 @@ Not run by the tests or CI (the project never depends on PyTorch); run by hand, 
 `pip install torch`, to regenerate:
 
     python3 make_fixtures.py        # writes *.safetensors and index.json here
+    python3 make_fixtures.py NAME…  # only those cases (their index entries replaced)
 """
 import json
 import os
@@ -55,6 +56,11 @@ CASES = [
     ("lstm_cell_unbatched", dict(mode="lstm_cell", input_size=3, hidden_size=4, unbatched=True)),
     ("gru_cell_unbatched", dict(mode="gru_cell", input_size=4, hidden_size=3, unbatched=True)),
     ("rnn_cell_relu_unbatched", dict(mode="rnn_cell", nonlinearity="relu", input_size=3, hidden_size=5, unbatched=True)),
+    # LSTM with a projection: h is [.., proj_size], c is [.., hidden_size]
+    ("lstm_proj", dict(mode="lstm", input_size=3, hidden_size=5, proj_size=2, seq_len=5, batch=2)),
+    ("lstm_proj_2l_bi", dict(mode="lstm", input_size=4, hidden_size=6, proj_size=3, num_layers=2, bidirectional=True, seq_len=5, batch=3)),
+    ("lstm_proj_bi_lengths_batch_first", dict(mode="lstm", input_size=3, hidden_size=4, proj_size=3, bidirectional=True, batch_first=True, seq_len=6, batch=4, lengths=[3, 6, 1, 4])),
+    ("lstm_proj_f32_unbatched", dict(mode="lstm", input_size=5, hidden_size=7, proj_size=4, seq_len=6, unbatched=True, dtype="float32")),
 ]
 
 
@@ -78,21 +84,22 @@ def leaf(shape, dtype):
 
 
 def layer_case(cfg, dtype):
-    opts = {k: cfg[k] for k in ("num_layers", "bidirectional", "batch_first", "bias", "nonlinearity") if k in cfg}
+    opts = {k: cfg[k] for k in ("num_layers", "bidirectional", "batch_first", "bias", "nonlinearity", "proj_size") if k in cfg}
     module = MODULES[cfg["mode"]](cfg["input_size"], cfg["hidden_size"], **opts).to(dtype)
     t, d = cfg["seq_len"], 2 if cfg.get("bidirectional") else 1
     bf = cfg.get("batch_first", False)
     rows = cfg.get("num_layers", 1) * d
+    batch = () if cfg.get("unbatched") else (cfg["batch"],)
     if cfg.get("unbatched"):
         x = leaf((t, cfg["input_size"]), dtype)
-        state_shape = (rows, cfg["hidden_size"])
     else:
         b = cfg["batch"]
         x = leaf((b, t, cfg["input_size"]) if bf else (t, b, cfg["input_size"]), dtype)
-        state_shape = (rows, b, cfg["hidden_size"])
-    init = {"h0": leaf(state_shape, dtype)}
+    # With a projection, h has proj_size features and c hidden_size.
+    h_size = cfg.get("proj_size") or cfg["hidden_size"]
+    init = {"h0": leaf((rows, *batch, h_size), dtype)}
     if cfg["mode"] == "lstm":
-        init["c0"] = leaf(state_shape, dtype)
+        init["c0"] = leaf((rows, *batch, cfg["hidden_size"]), dtype)
     hx = (init["h0"], init["c0"]) if cfg["mode"] == "lstm" else init["h0"]
     if "lengths" in cfg:
         packed = pack_padded_sequence(x, torch.tensor(cfg["lengths"]), batch_first=bf, enforce_sorted=False)
@@ -123,9 +130,16 @@ def cell_case(cfg, dtype):
     return module, {"x": x, **init}, results
 
 
-def main():
+def main(only):
+    """Writes every case, or with names given only those (their entries in index.json are
+    replaced or added; the other cases' files and entries stay as they are)."""
     index = {"torch": torch.__version__, "loss": "sum(output*g_output) + sum(h_n*g_h_n) [+ sum(c_n*g_c_n)]; cells: h_1, c_1", "cases": []}
+    if only:
+        with open(os.path.join(HERE, "index.json")) as f:
+            index["cases"] = [c for c in json.load(f)["cases"] if c["name"] not in only]
     for seed, (name, cfg) in enumerate(CASES, start=100):
+        if only and name not in only:
+            continue
         torch.manual_seed(seed)
         dtype = torch.float32 if cfg.get("dtype") == "float32" else torch.float64
         make = cell_case if cfg["mode"].endswith("_cell") else layer_case
@@ -148,4 +162,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+    main(sys.argv[1:])
