@@ -30,8 +30,10 @@ use std::time::{Duration, Instant};
 
 /// How long a worker waits for the next half before going back to rayon (and to sleep).
 /// Covers the gaps of a training step (the loss, the tape's other nodes) with room to spare;
-/// OpenMP's default spin is of the same order.
-pub(super) const LINGER: Duration = Duration::from_millis(1);
+/// OpenMP's default spin is of the same order. (Under Miri, whose clock advances 5 µs per
+/// interpreted basic block, a millisecond is too few steps for the worker ever to take a
+/// half: there it lingers a second of that clock.)
+pub(super) const LINGER: Duration = Duration::from_millis(if cfg!(miri) { 1000 } else { 1 });
 
 /// [`LINGERING`]: nobody lingers.
 const NONE: u8 = 0;
@@ -244,8 +246,15 @@ fn run_posted() -> bool {
 
 #[cfg(test)]
 mod tests {
+    // These tests also run under Miri, which checks the unsafe handoff above for undefined
+    // behaviour and data races: `.ci/miri` (nightly, so not part of `.ci/run`; it says which
+    // flags Miri needs and why). Under Miri they run a few joins each (`cfg!(miri)`), and its
+    // clock, not the wall's, bounds `LINGER` and the waits.
     use super::*;
-    use std::sync::atomic::AtomicUsize;
+    use rayon::prelude::*;
+    use std::sync::atomic::{AtomicU64, AtomicUsize};
+    use std::sync::mpsc::{self, RecvTimeoutError};
+    use std::sync::Once;
 
     /// Halves the lingering worker took from [`POSTED`] and ran (all tests together).
     pub(super) static RAN_POSTED: AtomicUsize = AtomicUsize::new(0);
@@ -257,10 +266,10 @@ mod tests {
             .unwrap()
     }
 
-    /// Waits (up to 0.1 s) for a worker to linger; false if none did.
+    /// Waits (up to 100 [`LINGER`]s, 0.1 s) for a worker to linger; false if none did.
     fn wait_for_lingerer() -> bool {
         let start = Instant::now();
-        while start.elapsed() < Duration::from_millis(100) {
+        while start.elapsed() < 100 * LINGER {
             if LINGERING.load(Ordering::Acquire) == AWAKE {
                 return true;
             }
@@ -278,8 +287,9 @@ mod tests {
         let pool = two_threads();
         let (runs_a, runs_b) = (AtomicUsize::new(0), AtomicUsize::new(0));
         let ran_before = RAN_POSTED.load(Ordering::Relaxed);
+        let joins = if cfg!(miri) { 30 } else { 300 };
         pool.install(|| {
-            for k in 0..300usize {
+            for k in 0..joins {
                 if k % 3 == 0 {
                     wait_for_lingerer();
                 }
@@ -299,8 +309,8 @@ mod tests {
                 assert_eq!(a + b, 4950 * k, "join {k}");
             }
         });
-        assert_eq!(runs_a.load(Ordering::Relaxed), 300);
-        assert_eq!(runs_b.load(Ordering::Relaxed), 300);
+        assert_eq!(runs_a.load(Ordering::Relaxed), joins);
+        assert_eq!(runs_b.load(Ordering::Relaxed), joins);
         // The lingering worker took posted halves (not only `rayon::join`'s path ran).
         assert!(
             RAN_POSTED.load(Ordering::Relaxed) > ran_before,
@@ -353,47 +363,307 @@ mod tests {
         });
     }
 
-    /// Callers racing for one lingering worker: most posts find the slot taken (or the worker
-    /// busy) and fall back to `rayon::join`, and none may hang. A guard made for a failed post
-    /// (once, `bool::then_some` built it eagerly) waited forever for a job nobody had; a
-    /// watchdog turns such a hang into a failure.
-    #[test]
-    fn callers_racing_for_the_lingering_worker_all_finish() {
-        let (done, finished) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(6)
-                .build()
-                .unwrap();
-            let total = AtomicUsize::new(0);
-            // Halves long enough (20 µs) that posts overlap.
-            let busy = |k: usize| {
-                let start = Instant::now();
-                while start.elapsed() < Duration::from_micros(20) {
-                    std::hint::spin_loop();
+    /// Runs `body` on a thread of its own and returns its result, failing (rather than
+    /// hanging) if it has not finished within `limit`; a panic in `body` is passed on.
+    fn watchdog<T: Send + 'static>(
+        limit: Duration,
+        body: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        let (done, finished) = mpsc::channel();
+        let thread = std::thread::spawn(move || done.send(body()).expect("the test waits"));
+        match finished.recv_timeout(limit) {
+            Ok(result) => result,
+            Err(RecvTimeoutError::Timeout) => panic!("joins hung (no end after {limit:?})"),
+            Err(RecvTimeoutError::Disconnected) => match thread.join() {
+                Err(payload) => panic::resume_unwind(payload),
+                Ok(()) => unreachable!("the body sends before it ends"),
+            },
+        }
+    }
+
+    /// The payload of the stress test's panics: whose join, and which half panicked.
+    #[derive(Debug, PartialEq)]
+    struct Boom {
+        caller: usize,
+        k: usize,
+        half: Half,
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Half {
+        A,
+        B,
+        /// The second half of a `join` nested in the second half.
+        Inner,
+    }
+
+    /// Keeps the default panic hook from printing the stress test's (thousands of) expected
+    /// panics; any other panic, a failed assertion included, is reported as before.
+    fn quiet_booms() {
+        static QUIET: Once = Once::new();
+        QUIET.call_once(|| {
+            let default = panic::take_hook();
+            panic::set_hook(Box::new(move |info| {
+                if info.payload().downcast_ref::<Boom>().is_none() {
+                    default(info);
                 }
-                k
-            };
-            pool.install(|| {
+            }));
+        });
+    }
+
+    /// What each half of one caller's joins did: runs started and finished per join and
+    /// half, and the nested halves and spawns that ran inside them.
+    struct Log {
+        started: Vec<[AtomicUsize; 2]>,
+        finished: Vec<[AtomicUsize; 2]>,
+        inner: AtomicUsize,
+    }
+
+    impl Log {
+        fn new(joins: usize) -> Self {
+            let zeros = || (0..joins).map(|_| Default::default()).collect();
+            Log {
+                started: zeros(),
+                finished: zeros(),
+                inner: AtomicUsize::new(0),
+            }
+        }
+
+        fn runs(counts: &[AtomicUsize; 2]) -> [usize; 2] {
+            counts.each_ref().map(|n| n.load(Ordering::SeqCst))
+        }
+    }
+
+    /// The sum of `data` plus `h` per element, computed with the kind of rayon work `kind`
+    /// (0: none, 1: `par_iter`, 2: `rayon::join`, 3: this module's `join`, nested, 4:
+    /// `rayon::scope` spawns). Each nested half or spawn counts itself in `inner`.
+    fn half_sum(kind: usize, data: &[u64], h: u64, inner: &AtomicUsize) -> u64 {
+        let plain = |xs: &[u64]| xs.iter().map(|x| x + h).sum::<u64>();
+        let counted = |xs: &[u64]| {
+            inner.fetch_add(1, Ordering::SeqCst);
+            plain(xs)
+        };
+        let (left, right) = data.split_at(data.len() / 2);
+        match kind {
+            0 => plain(data),
+            1 => data.par_iter().map(|x| x + h).sum(),
+            2 => {
+                let (l, r) = rayon::join(|| counted(left), || counted(right));
+                l + r
+            }
+            3 => {
+                let (l, r) = join(
+                    || counted(left),
+                    || {
+                        inner.fetch_add(1, Ordering::SeqCst);
+                        right.par_iter().map(|x| x + h).sum::<u64>()
+                    },
+                );
+                l + r
+            }
+            _ => {
+                let total = AtomicU64::new(0);
                 rayon::scope(|s| {
-                    for _ in 0..4 {
-                        s.spawn(|_| {
-                            join(|| (), || ()); // (one lingers from here on)
-                            wait_for_lingerer();
-                            for k in 0..1000usize {
-                                let (a, b) = join(|| busy(k), || busy(2 * k));
-                                total.fetch_add(a + b, Ordering::Relaxed);
-                            }
+                    for chunk in data.chunks(data.len() / 4) {
+                        let total = &total;
+                        s.spawn(move |_| {
+                            total.fetch_add(counted(chunk), Ordering::SeqCst);
                         });
                     }
                 });
-            });
-            done.send(total.load(Ordering::Relaxed)).unwrap();
+                total.into_inner()
+            }
+        }
+    }
+
+    /// Nested halves and spawns `half_sum` runs for `kind`.
+    const INNER: [usize; 5] = [0, 0, 2, 2, 4];
+
+    /// What join `k` of caller `id` does. It cycles with `k` (offset per caller): each half's
+    /// rayon work (`half_sum`'s kinds, for A with period 5 and for B 25), and whether A, B,
+    /// both, or a `join` nested in B panics (period 8), so 200 consecutive joins go through
+    /// every combination.
+    struct Plan {
+        kinds: [usize; 2],
+        panics: [bool; 2],
+        inner_panics: bool,
+    }
+
+    impl Plan {
+        fn of(id: usize, k: usize) -> Self {
+            let shape = k + 37 * id;
+            let p = shape % 8;
+            Plan {
+                kinds: [shape % 5, shape / 5 % 5],
+                panics: [p == 1 || p == 5, p == 3 || p == 5],
+                inner_panics: p == 7,
+            }
+        }
+
+        /// Whose panic reaches the caller: the first half's when both panic.
+        fn panic(&self) -> Option<Half> {
+            match (self.panics, self.inner_panics) {
+                ([true, _], _) => Some(Half::A),
+                ([_, true], _) => Some(Half::B),
+                (_, true) => Some(Half::Inner),
+                _ => None,
+            }
+        }
+
+        /// Which halves run to their end (do not panic).
+        fn to_the_end(&self) -> [usize; 2] {
+            [!self.panics[0], !self.panics[1] && !self.inner_panics].map(usize::from)
+        }
+
+        /// Nested halves and spawns run inside the two halves.
+        fn inner(&self) -> usize {
+            let b = if self.inner_panics {
+                2
+            } else {
+                INNER[self.kinds[1]]
+            };
+            INNER[self.kinds[0]] + b
+        }
+    }
+
+    /// One caller's `joins` joins (see [`Plan`]), checking each as it returns: both halves
+    /// ran exactly once and (unless they panicked) to their end, as many nested halves and
+    /// spawns ran inside them as they hold, the results are the sums, and a panic reaches
+    /// the caller with its own payload.
+    fn caller(id: usize, joins: usize, log: &Log) {
+        for k in 0..joins {
+            let plan = Plan::of(id, k);
+            let data: Vec<u64> = (0..64).map(|i| i * (k as u64 + 1)).collect();
+            let counted = |xs: &[u64]| {
+                log.inner.fetch_add(1, Ordering::SeqCst);
+                xs.iter().map(|x| x + 1).sum::<u64>()
+            };
+            let half = |which: Half| {
+                let h = which as usize;
+                log.started[k][h].fetch_add(1, Ordering::SeqCst);
+                let sum = if plan.inner_panics && which == Half::B {
+                    let (left, right) = data.split_at(32);
+                    let (l, ()) = join(
+                        || counted(left),
+                        || {
+                            counted(right);
+                            panic::panic_any(Boom {
+                                caller: id,
+                                k,
+                                half: Half::Inner,
+                            })
+                        },
+                    );
+                    l
+                } else {
+                    half_sum(plan.kinds[h], &data, h as u64, &log.inner)
+                };
+                if plan.panics[h] {
+                    panic::panic_any(Boom {
+                        caller: id,
+                        k,
+                        half: which,
+                    });
+                }
+                log.finished[k][h].fetch_add(1, Ordering::SeqCst);
+                sum
+            };
+            let inner_before = log.inner.load(Ordering::SeqCst);
+            let result = panic::catch_unwind(AssertUnwindSafe(|| {
+                join(|| half(Half::A), || half(Half::B))
+            }));
+            let at = format!("caller {id}, join {k}");
+            match (result, plan.panic()) {
+                (Ok((a, b)), None) => {
+                    let sum = 2016 * (k as u64 + 1);
+                    assert_eq!((a, b), (sum, sum + 64), "{at}");
+                }
+                (Err(payload), Some(half)) => {
+                    let raised = Boom {
+                        caller: id,
+                        k,
+                        half,
+                    };
+                    assert_eq!(payload.downcast_ref::<Boom>(), Some(&raised), "{at}");
+                }
+                (Ok(_), Some(half)) => panic!("{at}: the panic in {half:?} was lost"),
+                (Err(_), None) => panic!("{at}: a panic nobody raised"),
+            }
+            assert_eq!(Log::runs(&log.started[k]), [1, 1], "{at}: halves started");
+            let finished = Log::runs(&log.finished[k]);
+            assert_eq!(finished, plan.to_the_end(), "{at}: halves finished");
+            let inner = log.inner.load(Ordering::SeqCst) - inner_before;
+            assert_eq!(inner, plan.inner(), "{at}: nested halves and spawns");
+        }
+    }
+
+    /// Many joins from more callers than cores, all at once: two in a pool of two threads,
+    /// two in a pool of three, one in a pool of one, one in rayon's global pool and one on a
+    /// thread of no pool, racing for the lingering worker (which may come from any of the
+    /// pools). Their halves panic (either, both, or in a nested `join`) and do other rayon
+    /// work inside (`par_iter`, `rayon::join`, `rayon::scope` spawns, this `join` nested);
+    /// `caller` checks every join, and at the end no half has run again since.
+    ///
+    /// A hang turns into a failure through the watchdog. One such hang: when posts race,
+    /// most find the slot taken and fall back to `rayon::join`, and a guard made for a failed
+    /// post (once, `bool::then_some` built it eagerly) waited forever for a job nobody had.
+    #[test]
+    fn stress_many_callers_panics_and_nested_rayon_work() {
+        quiet_booms();
+        const CALLERS: usize = 7;
+        // Fresh pools each round: a worker may still linger from a pool just dropped.
+        let (rounds, joins) = if cfg!(miri) { (1, 24) } else { (3, 1000) };
+        // Under Miri, `recv_timeout` reads Miri's clock, which runs far faster than the
+        // interpreter: no limit there (a hang just never ends).
+        let limit = Duration::from_secs(if cfg!(miri) { 1 << 30 } else { 60 });
+        let logs = watchdog(limit, move || {
+            let logs: Vec<Log> = (0..rounds * CALLERS).map(|_| Log::new(joins)).collect();
+            for round in 0..rounds {
+                let pools = [1, 2, 3].map(|threads| {
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap()
+                });
+                let run = |i: usize| {
+                    let id = round * CALLERS + i;
+                    caller(id, joins, &logs[id]);
+                };
+                let two_callers = |pool: &rayon::ThreadPool, callers: [usize; 2]| {
+                    pool.install(|| {
+                        rayon::scope(|s| {
+                            for i in callers {
+                                s.spawn(move |_| run(i));
+                            }
+                        })
+                    })
+                };
+                // Start with a worker lingering (from rayon's global pool), as a training loop
+                // has from its second step on.
+                join(|| (), || ());
+                wait_for_lingerer();
+                std::thread::scope(|s| {
+                    s.spawn(|| pools[0].install(|| run(0)));
+                    s.spawn(|| two_callers(&pools[1], [1, 2]));
+                    s.spawn(|| two_callers(&pools[2], [3, 4]));
+                    s.spawn(|| rayon::scope(|_| run(5)));
+                    s.spawn(|| run(6));
+                });
+            }
+            logs
         });
-        let total = finished
-            .recv_timeout(Duration::from_secs(60))
-            .expect("joins hung");
-        assert_eq!(total, 4 * 3 * (0..1000).sum::<usize>());
+        // No half ran again after its join returned.
+        for (id, log) in logs.iter().enumerate() {
+            for k in 0..joins {
+                let at = format!("caller {id}, join {k}");
+                assert_eq!(Log::runs(&log.started[k]), [1, 1], "{at}");
+                assert_eq!(
+                    Log::runs(&log.finished[k]),
+                    Plan::of(id, k).to_the_end(),
+                    "{at}"
+                );
+            }
+        }
     }
 
     /// On one thread nothing lingers, and `join` runs both halves on the caller.
