@@ -18,7 +18,16 @@ use crate::param::Param;
 /// let g = p.grad().unwrap().to_vec();
 /// assert!((g[0] - 0.6).abs() < 1e-6 && (g[1] - 0.8).abs() < 1e-6);
 /// ```
+///
+/// # Panics
+/// If `max_norm` is negative or NaN: PyTorch would scale the gradients by a negative factor
+/// and turn every step uphill. (Infinity is fine: it clips nothing.)
+#[track_caller]
 pub fn clip_grad_norm<T: Float>(params: &[Param<T>], max_norm: f64) -> f64 {
+    assert!(
+        max_norm >= 0.0,
+        "clip_grad_norm: max_norm {max_norm} must be >= 0"
+    );
     let total: f64 = params
         .iter()
         .filter_map(Param::grad)
@@ -42,7 +51,12 @@ pub fn clip_grad_norm<T: Float>(params: &[Param<T>], max_norm: f64) -> f64 {
 }
 
 /// Clamps every gradient element into `[-clip, clip]`.
+///
+/// # Panics
+/// If `clip` is negative or NaN (an empty interval would zero or invert every gradient).
+#[track_caller]
 pub fn clip_grad_value<T: Float>(params: &[Param<T>], clip: f64) {
+    assert!(clip >= 0.0, "clip_grad_value: clip {clip} must be >= 0");
     let c = T::from_f64(clip);
     for p in params {
         if let Some(g) = p.grad() {

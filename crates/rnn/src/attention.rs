@@ -109,6 +109,8 @@ impl<T: Float> AdditiveAttention<T> {
         values: &Var<T>,
         mask: Option<&Tensor<bool>>,
     ) -> Attended<T> {
+        // Checked here too, so that a mistake is named in the shapes the caller passed.
+        batch_and_seq("AdditiveAttention", query, keys, values, mask);
         self.attend(query, &self.project_keys(keys), values, mask)
     }
 }

@@ -28,8 +28,19 @@ impl<T: Float> Linear<T> {
     }
 
     /// x Wᵀ + b.
+    ///
+    /// # Panics
+    /// If `x`'s last dim is not `in_features`.
     #[track_caller]
     pub fn forward(&self, x: &Var<T>) -> Var<T> {
+        let w = self.weight.shape();
+        if x.shape().last() != Some(&w[1]) {
+            panic!(
+                "Linear: input of shape {:?} does not fit in_features {} (weight {w:?})",
+                x.shape(),
+                w[1]
+            );
+        }
         let y = x.linear(&self.weight);
         match &self.bias {
             Some(b) => y + b,

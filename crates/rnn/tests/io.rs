@@ -1367,3 +1367,29 @@ fn a_cell_is_a_module_with_pytorchs_names() {
     load_safetensors(&other, &path).unwrap();
     assert_same_weights("cell", &snapshot(&other), &snapshot(&cell));
 }
+
+#[test]
+fn a_file_shape_whose_strides_overflow_is_an_error() {
+    // [0, 2^40, 2^40] has no elements, so no bytes, but strides of 2^80: written by hand, as
+    // a hostile file would be.
+    let dir = TempDir::new("huge-shape");
+    let header =
+        r#"{"x":{"dtype":"F32","shape":[0,1099511627776,1099511627776],"data_offsets":[0,0]}}"#;
+    let mut header = header.as_bytes().to_vec();
+    while !header.len().is_multiple_of(8) {
+        header.push(b' ');
+    }
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(&header);
+    let path = dir.file("huge.safetensors");
+    std::fs::write(&path, &bytes).unwrap();
+    let result = catch_unwind(|| read_safetensors_any(&path).map(|_| ()));
+    let err = result.expect("no panic").expect_err("an error");
+    assert!(matches!(err, LoadError::Format { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("more elements than this machine can address")
+            || err.to_string().contains("overflow"),
+        "{err}"
+    );
+}
