@@ -137,7 +137,8 @@ pub fn load_checkpoint<T: Float>(
     let mut model_tensors = HashMap::new();
     let mut buffers = Vec::new();
     for (name, t) in file.tensors {
-        let Some(value) = t.to_float::<T>().filter(|_| t.dtype_name() == dtype::<T>()) else {
+        let same_type = t.dtype_name() == dtype::<T>();
+        let Some(value) = same_type.then(|| t.to_float::<T>()).flatten() else {
             return Err(LoadError::DType {
                 name,
                 expected: dtype::<T>(),
