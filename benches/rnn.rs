@@ -1,6 +1,7 @@
 //! Recurrent layers, forward and training step, at the configurations of
 //! `shared/bench/torch_rnn_bench.py` (float32, seq-first, one layer, plus a 2-layer
-//! bidirectional LSTM on `medium`), so the two can be compared in one run by
+//! bidirectional LSTM on `medium`, and `lstmp`, an LSTM with `proj_size` = hidden / 2 on
+//! `medium`, from this repository's copy of the script), so the two can be compared in one run by
 //! `benches/compare_pytorch`.
 //!
 //! Forward runs in no-grad mode; a training step is forward, `output.sum()`, backward — as in
@@ -28,21 +29,20 @@ const CONFIGS: [(&str, usize, usize, usize, usize); 3] = [
     ("large", 64, 200, 256, 512),
 ];
 
-/// The PyTorch script's FLOP count: 2 × multiply-adds of the gate matmuls.
+/// The PyTorch script's FLOP count: 2 × multiply-adds of the gate matmuls, and of the
+/// projection `h = m W_hrᵀ` for an LSTM with `proj_size` (`proj` > 0).
 fn forward_flops(
     gates: usize,
-    b: usize,
-    t: usize,
-    i: usize,
-    h: usize,
+    (b, t, i, h): (usize, usize, usize, usize),
+    proj: usize,
     layers: usize,
     dirs: usize,
 ) -> u64 {
-    let g = gates * h;
+    let (g, r) = (gates * h, if proj > 0 { proj } else { h });
     (0..layers)
         .map(|l| {
-            let input = if l == 0 { i } else { h * dirs };
-            2 * t * b * g * (input + h) * dirs
+            let input = if l == 0 { i } else { r * dirs };
+            2 * t * b * (g * (input + r) + proj * h) * dirs
         })
         .sum::<usize>() as u64
 }
@@ -56,7 +56,13 @@ fn bench_layer<C: Cell<f32>>(
 ) {
     let cfg = layer.config().clone();
     let threads = rayon::current_num_threads();
-    let flops = forward_flops(gates, b, t, i, h, cfg.num_layers, cfg.num_directions());
+    let flops = forward_flops(
+        gates,
+        (b, t, i, h),
+        cfg.proj_size,
+        cfg.num_layers,
+        cfg.num_directions(),
+    );
     let x = Tensor::<f32>::rand_normal(&[t, b, i], 0.0, 1.0, &mut Rng::seed_from_u64(1));
     let mut group = c.benchmark_group(name);
     group.sample_size(10);
@@ -129,6 +135,14 @@ fn bench_rnn(c: &mut Criterion) {
         4,
         (b, t, i, h),
         Layer::lstm(bi, &mut rng),
+    );
+    let projected = LayerConfig::new(i, h).proj_size(h / 2);
+    bench_layer(
+        c,
+        "lstmp/medium",
+        4,
+        (b, t, i, h),
+        Layer::lstm(projected, &mut rng),
     );
 }
 

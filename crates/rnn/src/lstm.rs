@@ -104,9 +104,9 @@ impl<T: Float> Cell<T> for LstmCell<T> {
         }
     }
 
-    /// The fused kernel, for cells without a projection (with one, the layer runs composed).
+    /// The fused kernel (with a projection, `fused/lstm_proj.rs`).
     fn fused(&self) -> Option<Fused<'_, T>> {
-        self.p.w_hr.is_none().then_some(Fused {
+        Some(Fused {
             kind: Kind::Lstm,
             params: &self.p,
         })

@@ -21,6 +21,8 @@ struct Setup {
     batch: usize,
     input: usize,
     hidden: usize,
+    /// LSTM only: `proj_size` (0, no projection), below `hidden`.
+    proj: usize,
     lengths: Option<Vec<usize>>,
     seed: u64,
 }
@@ -36,8 +38,9 @@ fn setups() -> impl Strategy<Value = Setup> {
     )
         .prop_flat_map(
             |(cell, layers, bidirectional, batch_first, with_init, bias)| {
-                (1usize..6, 1usize..4, 1usize..4, 1usize..5, any::<u64>()).prop_flat_map(
-                    move |(seq, batch, input, hidden, seed)| {
+                let sizes = (1usize..6, 1usize..4, 1usize..4, 1usize..5, 0usize..4);
+                (sizes, any::<u64>()).prop_flat_map(
+                    move |((seq, batch, input, hidden, proj), seed)| {
                         let lengths = prop::option::of(prop::collection::vec(1..=seq, batch));
                         lengths.prop_map(move |lengths| Setup {
                             cell,
@@ -50,6 +53,7 @@ fn setups() -> impl Strategy<Value = Setup> {
                             batch,
                             input,
                             hidden,
+                            proj: if cell == 2 { proj % hidden } else { 0 },
                             lengths,
                             seed,
                         })
@@ -65,6 +69,7 @@ fn config(s: &Setup) -> LayerConfig {
         .bidirectional(s.bidirectional)
         .batch_first(s.batch_first)
         .bias(s.bias)
+        .proj_size(s.proj)
         .nonlinearity(if s.cell == 1 {
             Nonlinearity::Relu
         } else {
@@ -83,8 +88,16 @@ fn run<C: Cell<f64>>(layer: &Layer<f64, C>, s: &Setup) -> Vec<Tensor<f64>> {
         [s.seq, s.batch, s.input]
     };
     let x_value = Tensor::rand_normal(&x_shape, 0.0, 1.0, &mut rng);
+    // h has `proj` features with a projection, c (and h without one) `hidden`.
     let init_values: Vec<Tensor<f64>> = (0..C::State::num_parts())
-        .map(|_| Tensor::rand_normal(&[s.layers * d, s.batch, s.hidden], 0.0, 0.5, &mut rng))
+        .map(|k| {
+            let size = if k == 0 && s.proj > 0 {
+                s.proj
+            } else {
+                s.hidden
+            };
+            Tensor::rand_normal(&[s.layers * d, s.batch, size], 0.0, 0.5, &mut rng)
+        })
         .collect();
     for (_, p) in layer.named_params() {
         p.zero_grad();
@@ -165,7 +178,8 @@ proptest! {
 fn fused_gradients_match_finite_differences() {
     // 1 (relu) is left out: random data puts pre-activations near the kink, where finite
     // differences are meaningless; relu's fused rule is checked against the composed path above.
-    for cell in [0, 2, 3] {
+    // 4 is the LSTM with a projection (proj_size 2).
+    for cell in [0, 2, 3, 4] {
         let s = Setup {
             cell,
             layers: 2,
@@ -177,6 +191,7 @@ fn fused_gradients_match_finite_differences() {
             batch: 2,
             input: 3,
             hidden: 3,
+            proj: if cell == 4 { 2 } else { 0 },
             lengths: Some(vec![4, 2]),
             seed: 5,
         };
@@ -191,8 +206,9 @@ fn fused_gradients_match_finite_differences() {
                     &[x],
                 )
             }
-            2 => {
+            2 | 4 => {
                 let layer = Layer::lstm(config(&s), &mut rng);
+                assert!(layer.is_fused());
                 gradcheck(
                     |v| layer.forward_with(&v[0], None, s.lengths.as_deref()).output,
                     &[x],
@@ -358,6 +374,7 @@ fn training_splits_the_batch_across_threads_with_the_same_bits() {
         (2, 64, false),
         (2, 64, true),
         (3, 96, true),
+        (4, 64, true), // LSTM with a projection
     ];
     for (cell, hidden, bidirectional) in cases {
         let s = Setup {
@@ -371,6 +388,7 @@ fn training_splits_the_batch_across_threads_with_the_same_bits() {
             batch: 17,
             input: 32,
             hidden,
+            proj: if cell == 4 { 16 } else { 0 },
             lengths: Some((0..17).map(|b| 48 - b % 5).collect()),
             seed: 5,
         };
@@ -378,7 +396,7 @@ fn training_splits_the_batch_across_threads_with_the_same_bits() {
             let mut rng = Rng::seed_from_u64(9);
             match cell {
                 0 | 1 => run(&Layer::rnn(config(&s), &mut rng), &s),
-                2 => run(&Layer::lstm(config(&s), &mut rng), &s),
+                2 | 4 => run(&Layer::lstm(config(&s), &mut rng), &s),
                 _ => run(&Layer::gru(config(&s), &mut rng), &s),
             }
         };
@@ -391,7 +409,7 @@ fn training_splits_the_batch_across_threads_with_the_same_bits() {
             let mut rng = Rng::seed_from_u64(9);
             match cell {
                 0 | 1 => compare(Layer::rnn(config(&s), &mut rng), &s),
-                2 => compare(Layer::lstm(config(&s), &mut rng), &s),
+                2 | 4 => compare(Layer::lstm(config(&s), &mut rng), &s),
                 _ => compare(Layer::gru(config(&s), &mut rng), &s),
             }
         })

@@ -97,17 +97,9 @@ fn config(case: &Value) -> LayerConfig {
 /// lengths, if it has them), backward with the fixture's upstream gradients, and compares
 /// everything, on the fused path and then on the composed one.
 fn check_layer<T: Float, C: Cell<T>>(layer: Layer<T, C>, case: &Value, tol: f64) {
-    // An LSTM with a projection has no fused kernel yet: it runs composed only.
-    let projected = case["proj_size"].as_u64().unwrap_or(0) > 0;
-    assert_eq!(
-        layer.is_fused(),
-        !projected,
-        "built-in cells run fused by default, but for projected LSTMs"
-    );
-    if layer.is_fused() {
-        check_layer_path(&layer, case, tol);
-        layer.set_fused(false);
-    }
+    assert!(layer.is_fused(), "built-in cells run fused by default");
+    check_layer_path(&layer, case, tol);
+    layer.set_fused(false);
     check_layer_path(&layer, case, tol);
 }
 

@@ -67,7 +67,7 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>, out: &mut Rows<'_, T>) -> Saved<
 /// Taking the slices as arguments tells the compiler they do not overlap, so the loop
 /// vectorises.
 #[inline(always)]
-fn cell_forward<T: Float>(
+pub(super) fn cell_forward<T: Float>(
     gates: &mut [T],
     bias: &[T],
     c: &mut [T],
@@ -111,7 +111,7 @@ fn activate<T: Float>(xs: &mut [T], bias: &[T], act: impl Fn(T) -> T) {
 /// gates' pre-activation gradients `dp`; updates `dh` (to dh + dout, consumed) and `dc`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn cell_backward<T: Float>(
+pub(super) fn cell_backward<T: Float>(
     gates: &[T],
     c_t: &[T],
     c_p: &[T],

@@ -45,6 +45,7 @@
 mod gru;
 mod helper;
 mod lstm;
+mod lstm_proj;
 mod rnn;
 mod team;
 
@@ -842,6 +843,25 @@ pub(crate) struct Direction<'a, T: Float> {
     pub reverse: bool,
 }
 
+/// The inputs of one direction's tape node, in the order its backward returns their
+/// gradients: `x`, the initial state's parts, `w_ih`, `w_hh`, [`b_ih`, `b_hh`], [`w_hr`]; and
+/// whether a backward may follow (the forward then keeps what it needs).
+fn node_inputs<T: Float>(x: &Var<T>, d: &Direction<'_, T>) -> (Vec<Var<T>>, bool) {
+    let (p, tape) = (d.fused.params, x.tape());
+    let params = [
+        Some(&p.w_ih),
+        Some(&p.w_hh),
+        p.b_ih.as_ref(),
+        p.b_hh.as_ref(),
+        p.w_hr.as_ref(),
+    ];
+    let mut vars = vec![x.clone()];
+    vars.extend(d.init.iter().cloned());
+    vars.extend(params.into_iter().flatten().map(|p| tape.param(p)));
+    let keep = tape.grad_enabled() && vars.iter().any(Var::requires_grad);
+    (vars, keep)
+}
+
 /// Runs one or two directions of a layer over `x` (`[T, B, I]`), the forwards in parallel,
 /// and records each as one node. Returns each direction's output `[T, B, H]` and final state
 /// parts `[B, H]`.
@@ -850,27 +870,17 @@ pub(crate) fn run<T: Float>(
     directions: Vec<Direction<'_, T>>,
     lengths: Option<&[usize]>,
 ) -> Vec<(Var<T>, Vec<Var<T>>)> {
-    let tape = x.tape();
+    if directions.iter().any(|d| d.fused.params.w_hr.is_some()) {
+        return lstm_proj::run(x, directions, lengths);
+    }
     let x_value = x.value().contiguous();
     let prepared: Vec<(Inputs<T>, Vec<Var<T>>, Kind)> = directions
         .into_iter()
         .map(|d| {
             let p = d.fused.params;
-            let params: Vec<&Param<T>> = [
-                Some(&p.w_ih),
-                Some(&p.w_hh),
-                p.b_ih.as_ref(),
-                p.b_hh.as_ref(),
-            ]
-            .into_iter()
-            .flatten()
-            .collect();
-            let mut vars = vec![x.clone()];
-            vars.extend(d.init.iter().cloned());
-            vars.extend(params.iter().map(|p| tape.param(p)));
+            let (vars, keep) = node_inputs(x, &d);
             let ((w_ih, ih_stamp), (w_hh, hh_stamp)) =
                 (p.w_ih.stamped_value(), p.w_hh.stamped_value());
-            let keep = tape.grad_enabled() && vars.iter().any(Var::requires_grad);
             let kind = d.fused.kind;
             let pack = || Packs {
                 stamps: [ih_stamp, hh_stamp],
