@@ -7,7 +7,7 @@
 //!
 //! The cell is the minimal gated unit (Zhou et al., 2016): one gate instead of the GRU's two.
 //! `docs/custom-cell.md` walks through this file; its code blocks are excerpts of it (the
-//! `docs` test checks they still match, and `tests/demo_custom_cell.rs` runs it).
+//! `docs` test checks they still match, and `tests/all/demo_custom_cell.rs` runs it).
 
 use unroll::autograd::{
     clip_grad_norm, gradcheck,

@@ -14,7 +14,7 @@ use autograd::{Param, Var};
 use tensor::{Float, Rng};
 
 use crate::cell::Cell;
-use crate::fused::{Fused, Kind};
+use crate::fused::{Fused, Kind, PackCache};
 use crate::init::GateParams;
 use crate::module::Module;
 
@@ -25,6 +25,8 @@ use crate::module::Module;
 /// h = (1 − z)·n + z·0 = 0.1744680.
 pub struct GruCell<T: Float> {
     p: GateParams<T>,
+    /// The fused inference forward's packed weights, kept between calls.
+    packs: PackCache<T>,
 }
 
 impl<T: Float> GruCell<T> {
@@ -37,6 +39,7 @@ impl<T: Float> GruCell<T> {
     pub fn with_bias(input_size: usize, hidden_size: usize, bias: bool, rng: &mut Rng) -> Self {
         GruCell {
             p: GateParams::new(3, input_size, hidden_size, bias, rng),
+            packs: PackCache::default(),
         }
     }
 }
@@ -69,6 +72,7 @@ impl<T: Float> Cell<T> for GruCell<T> {
         Some(Fused {
             kind: Kind::Gru,
             params: &self.p,
+            packs: &self.packs,
         })
     }
 }

@@ -3,8 +3,6 @@
 use autograd::{Param, Var};
 use tensor::{Float, Rng, Tensor};
 
-use crate::fused::PackCache;
-
 /// A parameter drawn from U(−1/√hidden, 1/√hidden), PyTorch's default for every weight and
 /// bias of `nn.RNN`, `nn.LSTM` and `nn.GRU` (and their cells).
 pub(crate) fn recurrent_uniform<T: Float>(
@@ -26,8 +24,6 @@ pub(crate) struct GateParams<T: Float> {
     pub b_ih: Option<Param<T>>,
     pub b_hh: Option<Param<T>>,
     pub w_hr: Option<Param<T>>,
-    /// The fused inference forward's packed weights, kept between calls.
-    pub packs: PackCache<T>,
 }
 
 impl<T: Float> GateParams<T> {
@@ -75,7 +71,6 @@ impl<T: Float> GateParams<T> {
             b_ih,
             b_hh,
             w_hr,
-            packs: PackCache::default(),
         }
     }
 

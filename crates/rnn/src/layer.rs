@@ -28,7 +28,8 @@ use crate::fused;
 use crate::gru::GruCell;
 use crate::lstm::LstmCell;
 use crate::module::Module;
-use crate::rnn_cell::{Nonlinearity, RnnCell};
+use crate::nonlinearity::Nonlinearity;
+use crate::rnn_cell::RnnCell;
 
 /// The options of a recurrent layer, named and defaulted as in PyTorch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

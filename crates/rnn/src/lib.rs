@@ -57,6 +57,7 @@ mod linear;
 mod loss;
 mod lstm;
 mod module;
+mod nonlinearity;
 mod rnn_cell;
 
 pub use attention::{padding_mask, AdditiveAttention, Attended, DotAttention};
@@ -72,4 +73,5 @@ pub use loss::{
 };
 pub use lstm::LstmCell;
 pub use module::{manual_seed, prefixed, rng_state, set_rng_state, with_rng, Module};
-pub use rnn_cell::{Nonlinearity, RnnCell};
+pub use nonlinearity::Nonlinearity;
+pub use rnn_cell::RnnCell;

@@ -22,7 +22,7 @@ use autograd::{Param, Var};
 use tensor::{Float, Rng};
 
 use crate::cell::Cell;
-use crate::fused::{Fused, Kind};
+use crate::fused::{Fused, Kind, PackCache};
 use crate::init::GateParams;
 use crate::module::Module;
 
@@ -34,6 +34,8 @@ use crate::module::Module;
 /// c = f·0 + i·g = 0.2876491, h = o·tanh(c) = 0.1742697.
 pub struct LstmCell<T: Float> {
     p: GateParams<T>,
+    /// The fused inference forward's packed weights, kept between calls.
+    packs: PackCache<T>,
 }
 
 impl<T: Float> LstmCell<T> {
@@ -66,6 +68,7 @@ impl<T: Float> LstmCell<T> {
         );
         LstmCell {
             p: GateParams::with_projection(4, input_size, hidden_size, proj_size, bias, rng),
+            packs: PackCache::default(),
         }
     }
 
@@ -109,6 +112,7 @@ impl<T: Float> Cell<T> for LstmCell<T> {
         Some(Fused {
             kind: Kind::Lstm,
             params: &self.p,
+            packs: &self.packs,
         })
     }
 }

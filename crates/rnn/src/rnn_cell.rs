@@ -8,20 +8,10 @@ use autograd::{Param, Var};
 use tensor::{Float, Rng};
 
 use crate::cell::Cell;
-use crate::fused::{Fused, Kind};
+use crate::fused::{Fused, Kind, PackCache};
 use crate::init::GateParams;
 use crate::module::Module;
-
-/// The nonlinearity of a vanilla RNN.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Nonlinearity {
-    /// tanh (PyTorch's default).
-    #[default]
-    Tanh,
-    /// max(x, 0).
-    Relu,
-}
+use crate::nonlinearity::Nonlinearity;
 
 /// A vanilla RNN cell: `h_t = tanh(x_t W_ihᵀ + b_ih + h_{t−1} W_hhᵀ + b_hh)`.
 ///
@@ -32,6 +22,8 @@ pub enum Nonlinearity {
 /// h = tanh(0.5·1 + 0.5·0) = tanh(0.5) = 0.4621172.
 pub struct RnnCell<T: Float> {
     p: GateParams<T>,
+    /// The fused inference forward's packed weights, kept between calls.
+    packs: PackCache<T>,
     nonlinearity: Nonlinearity,
 }
 
@@ -51,6 +43,7 @@ impl<T: Float> RnnCell<T> {
     ) -> Self {
         RnnCell {
             p: GateParams::new(1, input_size, hidden_size, bias, rng),
+            packs: PackCache::default(),
             nonlinearity,
         }
     }
@@ -86,6 +79,7 @@ impl<T: Float> Cell<T> for RnnCell<T> {
         Some(Fused {
             kind: Kind::Rnn(self.nonlinearity),
             params: &self.p,
+            packs: &self.packs,
         })
     }
 }

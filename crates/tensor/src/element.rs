@@ -4,6 +4,10 @@
 //! (`concat`, `index_select`, ...). [`Float`] adds the arithmetic, and is implemented for `f32`
 //! (training) and `f64` (gradient checks). `i64` is there for index tensors (as PyTorch's
 //! `int64`) and `bool` for comparison masks.
+//!
+//! The scalar logistic function [`sigmoid`] lives here too, beside the fast `f32` tanh and
+//! sigmoid behind [`Float::fast_tanh`] and [`Float::fast_sigmoid`] (the `f64` fast sigmoid
+//! is [`sigmoid`] itself): this module depends on nothing in `ops`.
 
 use std::fmt;
 use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
@@ -91,7 +95,7 @@ pub trait Float:
     /// rational approximation (absolute error below 1e-6) that the compiler vectorises, made
     /// of fused multiply-adds: fast inside [`with_simd`](crate::simd::with_simd).
     fn fast_tanh(self) -> Self;
-    /// The logistic function for hot loops: exactly [`crate::sigmoid`] for `f64`; for `f32`
+    /// The logistic function for hot loops: exactly [`sigmoid`] for `f64`; for `f32`
     /// `(1 + tanh(x/2)) / 2` with [`fast_tanh`](Self::fast_tanh).
     fn fast_sigmoid(self) -> Self;
 }
@@ -165,12 +169,24 @@ macro_rules! impl_float {
 }
 
 impl_float!(f32, DType::F32, tanh_f32, sigmoid_f32);
-impl_float!(
-    f64,
-    DType::F64,
-    f64::tanh,
-    crate::ops::elementwise::sigmoid::<f64>
-);
+impl_float!(f64, DType::F64, f64::tanh, sigmoid::<f64>);
+
+/// The numerically stable logistic function 1 / (1 + e^-x): for x < 0 it is computed as
+/// e^x / (1 + e^x), whose exponential is at most 1.
+///
+/// ```
+/// assert_eq!(tensor::sigmoid(0.0f64), 0.5);
+/// assert_eq!(tensor::sigmoid(-1000.0f32), 0.0);
+/// ```
+#[inline]
+pub fn sigmoid<T: Float>(x: T) -> T {
+    if x >= T::ZERO {
+        T::ONE / (T::ONE + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (T::ONE + e)
+    }
+}
 
 /// tanh(x) ≈ x·p(x²)/q(x²) on [−8, 8], the minimax rational approximation Eigen uses for
 /// `float`; exactly ±1 beyond (true tanh is within 2.4e-7 of ±1 there, and rounds to ±1 in
@@ -178,11 +194,10 @@ impl_float!(
 ///
 /// The polynomials are evaluated with fused multiply-adds: inside
 /// [`with_simd`](crate::simd::with_simd), where the hot loops run, that is 9 instructions
-/// fewer than a multiply and an add each, and a third faster (0.150 → 0.105 ns per value over
-/// a row of 256, AVX-512). On an x86 CPU without FMA (older than 2013) each multiply-add is a
-/// library call instead and the loops do not vectorise: correct, but slow. The clamp is
-/// Eigen's for the FMA evaluation: the one for separate operations (7.905 311) gives
-/// 0.999 999 9 there, not 1.
+/// fewer than a multiply and an add each, and a third faster. On an x86 CPU without FMA
+/// (older than 2013) each multiply-add is a library call instead and the loops do not
+/// vectorise: correct, but slow. The clamp is Eigen's for the FMA evaluation: the one for
+/// separate operations (7.905 311) gives 0.999 999 9 there, not 1.
 #[inline(always)]
 fn tanh_f32(x: f32) -> f32 {
     const CLAMP: f32 = 7.998_811_7;

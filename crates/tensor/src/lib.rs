@@ -38,9 +38,8 @@ mod shape;
 pub mod simd;
 mod tensor;
 
-pub use element::{DType, Element, Float};
+pub use element::{sigmoid, DType, Element, Float};
 pub use error::ShapeError;
-pub use ops::elementwise::sigmoid;
 pub use random::Rng;
 pub use shape::{
     broadcast_shapes, checked_numel, contiguous_strides, numel, resolve_dim, unravel, Dim,

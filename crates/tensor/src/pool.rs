@@ -6,13 +6,8 @@
 //! `[T, B, H]`: outputs, their gradients, concatenated directions. glibc maps every allocation
 //! above 32 MB afresh and unmaps it when it is freed, and gives the top of its heap back to
 //! the kernel when enough of it is free, so each call pays a page fault per 4 KB it touches
-//! again. Measured on one thread, with glibc told to keep such memory (`GLIBC_TUNABLES=glibc.
-//! malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296`, which only
-//! helps the main thread): LSTM large training step 692 → 548 ms, GRU 573 → 426, RNN
-//! 191 → 153. Pooling the kernels' arrays got most of that; pooling tensors' storage as well
-//! (outputs, gradients, concatenated directions, packed weights) took the 2-layer
-//! bidirectional LSTM forward on `medium`, one thread, from 82 to 72 ms (6 700 → 500 page
-//! faults per call).
+//! again (letting glibc keep that memory took the large LSTM's training step, one thread,
+//! from 692 to 548 ms).
 //!
 //! So a [`Buffer`] (what a [`Tensor`](crate::Tensor) keeps its elements in, and what the
 //! fused kernels take their arrays as) goes back to a small pool when dropped, and the next
@@ -24,9 +19,8 @@
 //! Why down to 64 KB: the small configurations' arrays are 100–800 KB (a training step of the
 //! LSTM at [16, 50, 32, 64] makes a dozen), and whether glibc kept or returned them depended
 //! on where the heap happened to lie: the same binary, started from paths of different
-//! lengths, ran 300 of those steps at 0.84 ms each with 1 500–40 000 page faults in all, or
-//! at 1.60 ms with 166 000. Pooled from 64 KB, 0.86 ms with 5 000 from either path; the
-//! medium and large steps measured the same within this machine's noise.
+//! lengths, ran those steps fast or at nearly half speed. Pooled from 64 KB, they run fast from
+//! either path.
 
 use std::any::Any;
 use std::ops::{Deref, DerefMut};

@@ -18,7 +18,9 @@
 
 use tensor::Float;
 
-use super::{Buffer, Rows, Saved, Seq};
+use tensor::pool::Buffer;
+
+use super::seq::{Rows, Saved, Seq};
 
 #[inline(always)]
 pub(super) fn forward<T: Float>(s: &Seq<'_, T>, out: &mut Rows<'_, T>) -> Saved<T> {

@@ -32,8 +32,9 @@ use tensor::ops::packed::{gemm_packed, gemm_packed_cat, PackedMat};
 use tensor::simd::{with_simd, SimdWork};
 use tensor::{Float, Tensor};
 
+use super::grads::column_sums;
 use super::lstm::{cell_backward, cell_forward};
-use super::{column_sums, node_inputs, slice, Direction};
+use super::{node_inputs, slice, Direction};
 
 /// One direction's inputs, owned so that the backward can read them later.
 struct Inputs<T: Float> {

@@ -12,8 +12,8 @@
 
 use tensor::Float;
 
-use super::{Rows, Saved, Seq};
-use crate::rnn_cell::Nonlinearity;
+use super::seq::{Rows, Saved, Seq};
+use crate::nonlinearity::Nonlinearity;
 
 #[inline(always)]
 pub(super) fn forward<T: Float>(

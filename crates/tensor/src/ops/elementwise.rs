@@ -10,6 +10,10 @@ use crate::ops::fill;
 use crate::shape::{broadcast_panic, broadcast_shapes};
 use crate::tensor::{StridedIter, Tensor};
 
+// `sigmoid` is defined in `element` with the other scalar math (`f64`'s `fast_sigmoid` is
+// `sigmoid`, and `element` depends on nothing in `ops`); re-exported so this path still works.
+pub use crate::element::sigmoid;
+
 // ---------------------------------------------------------------------------------------------
 // The two kernels every elementwise op goes through
 // ---------------------------------------------------------------------------------------------
@@ -210,17 +214,6 @@ impl<T: Float> Tensor<T> {
                 x
             }
         })
-    }
-}
-
-/// The numerically stable logistic function.
-#[inline]
-pub fn sigmoid<T: Float>(x: T) -> T {
-    if x >= T::ZERO {
-        T::ONE / (T::ONE + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (T::ONE + e)
     }
 }
 

@@ -2,8 +2,9 @@
 //! PyTorch's `matmul` semantics.
 //!
 //! Every product ends in [`gemm_into`], whose private `kernel` is the one place that calls
-//! `matrixmultiply::sgemm`/`dgemm` (swap it there to try another gemm). The kernel takes a row and a column stride per operand,
-//! so a transposed or otherwise strided operand is passed as it is, never copied.
+//! `matrixmultiply::sgemm`/`dgemm` (swap it there to try another gemm). The kernel takes a
+//! row and a column stride per operand, so a transposed or otherwise strided operand is
+//! passed as it is, never copied.
 
 use rayon::prelude::*;
 
@@ -144,13 +145,12 @@ impl<'a, T> MatRef<'a, T> {
 
 /// Below this many multiply-adds a product runs on one thread: waking rayon's workers costs
 /// tens of microseconds when they are asleep, and 2²⁴ multiply-adds take about 80 µs on one
-/// core (measured: at 2²², the small RNN benchmark ran slower on two threads than on one).
+/// core.
 const PARALLEL_MACS: usize = 1 << 24;
 
 /// Width (or height) of the blocks of output columns (rows) a large product is split into: one
 /// block per thread, since every column block repacks all of `a` (and every row block all of
-/// `b`; with 8 fixed blocks on 2 threads, packing `a` eight times cost more than the split
-/// gained). Which columns or rows a block holds never changes the arithmetic of an element,
+/// `b`). Which columns or rows a block holds never changes the arithmetic of an element,
 /// so results are still bit-identical whatever `RAYON_NUM_THREADS` is.
 fn block_size(n: usize, threads: usize) -> usize {
     n.div_ceil(threads).next_multiple_of(16).max(64)
@@ -199,8 +199,7 @@ pub fn gemm_into<T: Float>(alpha: T, a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T
     // the other side (a column block all of `a`, a row block all of `b`), so this packs the
     // smaller one twice. The weight gradients of a recurrent layer, `dPᵀ X` with `dP`
     // `[T·B, G·H]` and `X` `[T·B, I]`, have far more rows than columns: split by columns,
-    // both threads packed all of `dPᵀ` (13 MB on the medium LSTM), and `matrixmultiply`'s
-    // packing took 11% of its training step on 2 threads.
+    // both threads would pack all of `dPᵀ`.
     let by_rows = m > n;
     let block = block_size(if by_rows { m } else { n }, threads);
     // One thread gains nothing from blocks and would repack an operand once per block. Each

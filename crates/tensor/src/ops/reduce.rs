@@ -102,8 +102,8 @@ impl<T: Element> Tensor<T> {
 }
 
 /// Partial sums [`sum_run`] keeps: 16 f32 fill one 512-bit register, and as many independent
-/// additions in flight hide the adder's latency (one chain of additions took 38 µs for the
-/// 51 200 outputs of the small LSTM, 4.5% of its training step).
+/// additions in flight hide the adder's latency (one chain of additions took 4.5% of the
+/// small LSTM's training step).
 pub const LANES: usize = 16;
 
 /// The sum of a contiguous run: element `i` goes to partial sum `i % LANES`, the partial sums

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """PyTorch 2.15's optimizers, gradient clipping and learning-rate schedulers on fixed inputs,
-written to `optim.json` for `crates/autograd/tests/optim_torch.rs`.
+written to `optim.json` for `crates/autograd/tests/all/optim_torch.rs`.
 
 Each optimizer case starts three float64 parameters at fixed values and, at every step,
 gives the first two a fixed gradient (`grads[step][param]`) and the third none (PyTorch skips

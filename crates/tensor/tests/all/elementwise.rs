@@ -3,7 +3,7 @@
 //! Inputs have random shapes (size-1 and empty dims included) and random layouts (permuted,
 //! narrowed and broadcast views), for both `f32` and `f64`.
 
-mod common;
+use crate::common;
 
 use common::*;
 use proptest::prelude::*;

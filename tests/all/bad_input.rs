@@ -3,7 +3,7 @@
 //! error, an `Err` for anything read from outside), never a cryptic panic from deep inside,
 //! never a silently wrong answer. Each case pins its message.
 //!
-//! The crates' own suites check their ops in depth (`crates/tensor/tests/errors.rs`, the
+//! The crates' own suites check their ops in depth (`crates/tensor/tests/all/errors.rs`, the
 //! `rnn` and `autograd` tests); this one walks the whole surface a user meets, through
 //! `unroll`, in one place.
 

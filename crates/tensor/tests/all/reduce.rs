@@ -3,7 +3,7 @@
 //! reference, on random shapes and layouts, for both `f32` and `f64`; plus the stability of
 //! the softmax family at ±1000 and their behaviour on empty dims and infinities.
 
-mod common;
+use crate::common;
 
 use common::*;
 use proptest::prelude::*;

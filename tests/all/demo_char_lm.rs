@@ -1,7 +1,7 @@
 //! The char_lm demo at toy size: it trains, beats simple baselines, samples from its prime,
 //! writes its files, and is deterministic for a seed.
 
-#[path = "../examples/char_lm.rs"]
+#[path = "../../examples/char_lm.rs"]
 #[allow(dead_code)]
 mod char_lm;
 

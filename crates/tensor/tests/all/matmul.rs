@@ -2,7 +2,7 @@
 //! kernel's tile edges, transposed operands passed as views, broadcast (stride-0) operands,
 //! batched products with broadcast batch dims, and 1-D vectors, for `f32` and `f64`.
 
-mod common;
+use crate::common;
 
 use common::*;
 use proptest::prelude::*;

@@ -1,7 +1,7 @@
 //! Runs `examples/custom_cell.rs` (the code `docs/custom-cell.md` quotes) and checks what the
 //! guide says about it.
 
-#[path = "../examples/custom_cell.rs"]
+#[path = "../../examples/custom_cell.rs"]
 #[allow(dead_code)]
 mod custom_cell;
 

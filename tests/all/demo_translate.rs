@@ -2,7 +2,7 @@
 //! segmentation, the data split, and a tiny end-to-end run (loss falls, files written, beam
 //! width 1 decodes exactly as greedy).
 
-#[path = "../examples/translate/main.rs"]
+#[path = "../../examples/translate/main.rs"]
 #[allow(dead_code)]
 mod translate;
 

@@ -3,7 +3,7 @@
 //! `Display`. Views are checked against the naive reference on random shapes and layouts, and
 //! checked not to copy: by their strides, and by counting the bytes they allocate.
 
-mod common;
+use crate::common;
 
 use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
 use std::cell::Cell;

@@ -1,7 +1,7 @@
 //! The built-in cells: the hand-worked step in each doc comment, and gradient checks of one
 //! step against finite differences (with respect to the input, the state and every parameter).
 
-mod common;
+use crate::common;
 
 use autograd::{GradCheck, Param, Tape, Var};
 use common::{check, flat_concat, uniform};

@@ -2,7 +2,7 @@
 //! combination of options, shapes as PyTorch's, batch-first, variable lengths, dropout, shape
 //! errors, streaming and truncated BPTT.
 
-mod common;
+use crate::common;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -1058,7 +1058,7 @@ fn check_stream<C: Cell<f64>>(layer: &Layer<f64, C>, what: &str) {
         let w = format!("{what}, step {t}");
         // The stream steps the cells as the composed path does: bit-identical.
         assert_bits_eq(&w, &y, &composed.0.select(0, t).contiguous());
-        // The fused kernels sum in another order (see `tests/fused.rs`): 1e-12 covers that.
+        // The fused kernels sum in another order (see `tests/all/fused.rs`): 1e-12 covers that.
         assert_close(&w, &y, &fused.0.select(0, t).contiguous(), 1e-12);
     }
     let state = stream.state().unwrap();

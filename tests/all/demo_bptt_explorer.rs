@@ -2,7 +2,7 @@
 //! are measured for every cell, training runs learn, clipping keeps an exploding RNN finite,
 //! and the files are written.
 
-#[path = "../examples/bptt_explorer.rs"]
+#[path = "../../examples/bptt_explorer.rs"]
 #[allow(dead_code)]
 mod bptt_explorer;
 

@@ -1,7 +1,7 @@
 //! The forecasting demo, end to end on tiny settings, and its two fitted pieces: the AR
 //! least squares and the scaler.
 
-#[path = "../examples/forecast.rs"]
+#[path = "../../examples/forecast.rs"]
 #[allow(dead_code)]
 mod forecast;
 

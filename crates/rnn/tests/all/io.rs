@@ -2,7 +2,7 @@
 //! model as it was, atomic writes, corrupted checkpoints (every truncation, random bit flips),
 //! and bit-exact resumption of training from a checkpoint.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -879,6 +879,13 @@ fn save_forever_when_asked() {
     }
 }
 
+/// The name the test harness gives test `name` of this module: its path without the crate's
+/// name (`io::name` in the crate's one test binary).
+fn this_module_test(name: &str) -> String {
+    let module = module_path!().split_once("::").map_or("", |(_, rest)| rest);
+    format!("{module}::{name}")
+}
+
 #[test]
 fn a_killed_save_leaves_the_old_or_new_file_and_no_temporary_one_for_long() {
     let dir = TempDir::new("kill");
@@ -888,7 +895,11 @@ fn a_killed_save_leaves_the_old_or_new_file_and_no_temporary_one_for_long() {
     let mut stale_seen = 0;
     for round in 0..12 {
         let mut child = std::process::Command::new(&exe)
-            .args(["--exact", "save_forever_when_asked", "--test-threads=1"])
+            .args([
+                "--exact",
+                &this_module_test("save_forever_when_asked"),
+                "--test-threads=1",
+            ])
             .env("UNROLL_SAVE_FOREVER", &path)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -2,7 +2,7 @@
 //! index_add narrow_add_assign scatter_add`, on random shapes (empty dims included) and
 //! layouts, for `f32` and `f64`, with non-contiguous index tensors too.
 
-mod common;
+use crate::common;
 
 use common::*;
 use proptest::prelude::*;

@@ -1,6 +1,6 @@
 //! Linear, Embedding, Dropout, the losses, and parameter naming.
 
-mod common;
+use crate::common;
 
 use autograd::{gradcheck, GradCheck, Tape, Var};
 use common::{assert_close, check, panic_message, uniform};

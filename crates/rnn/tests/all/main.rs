@@ -1,0 +1,11 @@
+//! The rnn crate's integration tests, as one test binary (one link instead of one per file):
+//! cells, layers, the fused kernels, modules, files, and parity with PyTorch; `common` holds
+//! their shared helpers.
+
+mod cells;
+mod common;
+mod fused;
+mod io;
+mod layers;
+mod modules;
+mod torch_parity;
