@@ -31,6 +31,7 @@
 mod element;
 mod error;
 mod fmt;
+mod math;
 pub mod ops;
 pub mod pool;
 mod random;

@@ -6,8 +6,12 @@
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
 use crate::element::{Element, Float};
-use crate::ops::fill;
+use rayon::prelude::*;
+
+use crate::ops::{fill, CHUNK_WORK, PARALLEL_THRESHOLD};
+use crate::pool::Buffer;
 use crate::shape::{broadcast_panic, broadcast_shapes};
+use crate::simd::{with_simd, SimdWork};
 use crate::tensor::{StridedIter, Tensor};
 
 // `sigmoid` is defined in `element` with the other scalar math (`f64`'s `fast_sigmoid` is
@@ -28,10 +32,8 @@ impl<T: Element> Tensor<T> {
     /// ```
     pub fn map_to<U: Element, F: Fn(T) -> U + Sync>(&self, f: F) -> Tensor<U> {
         let out = match self.as_slice() {
-            Some(src) => fill(src.len(), 1, |chunk, start| {
-                for (o, &x) in chunk.iter_mut().zip(&src[start..]) {
-                    *o = f(x);
-                }
+            Some(src) => fill_overwrite(src.len(), |chunk, start| {
+                with_simd(MapRow(chunk, &src[start..], &f));
             }),
             None => fill(self.numel(), 1, |chunk, start| {
                 let it = StridedIter::new(&self.shape, &self.strides, self.offset, start);
@@ -56,24 +58,7 @@ impl<T: Element> Tensor<T> {
     ) -> Tensor<V> {
         let shape = broadcast_shapes(&self.shape, &other.shape)
             .unwrap_or_else(|| broadcast_panic(op, &self.shape, &other.shape));
-        let n = crate::shape::numel(&shape);
-        let out = match (self.as_slice(), other.as_slice()) {
-            (Some(a), Some(b)) if self.shape == other.shape => fill(n, 1, |chunk, start| {
-                for ((o, &x), &y) in chunk.iter_mut().zip(&a[start..]).zip(&b[start..]) {
-                    *o = f(x, y);
-                }
-            }),
-            _ => {
-                let (a, b) = (self.broadcast_to(&shape), other.broadcast_to(&shape));
-                fill(n, 1, |chunk, start| {
-                    let ia = StridedIter::new(&a.shape, &a.strides, a.offset, start);
-                    let ib = StridedIter::new(&b.shape, &b.strides, b.offset, start);
-                    for ((o, i), j) in chunk.iter_mut().zip(ia).zip(ib) {
-                        *o = f(a.data[i], b.data[j]);
-                    }
-                })
-            }
-        };
+        let out = zip_rows(self, other, &shape, &f);
         Tensor::from_contiguous(out, shape)
     }
 
@@ -106,6 +91,156 @@ impl<T: Element> Tensor<T> {
     }
 }
 
+/// Like [`fill`], for work whose every output element is written: the buffer is handed out
+/// without zeroing it first (see [`Buffer::for_overwrite`]).
+fn fill_overwrite<U, F>(n: usize, fill_chunk: F) -> Vec<U>
+where
+    U: Element,
+    F: Fn(&mut [U], usize) + Sync,
+{
+    let mut out = Buffer::for_overwrite(n).into_vec();
+    if n < PARALLEL_THRESHOLD {
+        fill_chunk(&mut out, 0);
+    } else {
+        out.par_chunks_mut(CHUNK_WORK)
+            .enumerate()
+            .for_each(|(i, piece)| fill_chunk(piece, i * CHUNK_WORK));
+    }
+    out
+}
+
+/// `out[k] = f(x[k])` over a contiguous run, compiled for the widest vectors.
+struct MapRow<'a, T, U, F>(&'a mut [U], &'a [T], &'a F);
+
+impl<T: Element, U: Element, F: Fn(T) -> U> SimdWork for MapRow<'_, T, U, F> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let MapRow(out, x, f) = self;
+        let n = out.len();
+        for (o, &v) in out.iter_mut().zip(&x[..n]) {
+            *o = f(v);
+        }
+    }
+}
+
+/// `f(a, b)` over `shape`, both operands broadcast to it, as runs along the innermost
+/// dimension: the dimensions are merged where both operands step through them evenly (a
+/// contiguous `[N, C]` and a bias `[C]` are N runs of C, a same-shape pair one run of N·C),
+/// and each run reads its operands with a fixed step, 1 or 0 (broadcast) in the common cases,
+/// which are loops the compiler vectorises. Each element is `f` of the same two values
+/// whatever the run or the thread, so the bits never depend on either.
+fn zip_rows<T, U, V, F>(a: &Tensor<T>, b: &Tensor<U>, shape: &[usize], f: &F) -> Vec<V>
+where
+    T: Element,
+    U: Element,
+    V: Element,
+    F: Fn(T, U) -> V + Sync,
+{
+    let (a, b) = (a.broadcast_to(shape), b.broadcast_to(shape));
+    let dims = merged_dims(shape, [&a.strides, &b.strides]);
+    let ((run, [sa, sb]), outer) = match dims.split_last() {
+        Some((last, outer)) => (*last, outer),
+        None => ((1, [0, 0]), &[][..]), // a scalar
+    };
+    let (da, db) = (&a.data[..], &b.data[..]);
+    fill_overwrite(crate::shape::numel(shape), |chunk, start| {
+        let (mut row, mut at, mut done) = (start / run.max(1), start % run.max(1), 0);
+        while done < chunk.len() {
+            // Where this row of runs starts in each operand.
+            let (mut oa, mut ob, mut rest) = (a.offset, b.offset, row);
+            for &(size, [ta, tb]) in outer.iter().rev() {
+                let i = rest % size;
+                rest /= size;
+                oa += i * ta;
+                ob += i * tb;
+            }
+            let len = (run - at).min(chunk.len() - done);
+            let out = &mut chunk[done..done + len];
+            let (xa, xb) = (&da[oa + at * sa..], &db[ob + at * sb..]);
+            with_simd(ZipRun {
+                out,
+                a: xa,
+                sa,
+                b: xb,
+                sb,
+                f,
+            });
+            done += len;
+            (row, at) = (row + 1, 0);
+        }
+    })
+}
+
+/// The dimensions of `shape` (size-1 ones dropped) as `(size, [stride of each operand])`,
+/// outermost first, with each dimension merged into the next inner one where every operand's
+/// stride over it is the inner one's stride times the inner one's size.
+fn merged_dims(shape: &[usize], strides: [&[usize]; 2]) -> Vec<(usize, [usize; 2])> {
+    let mut dims: Vec<(usize, [usize; 2])> = Vec::with_capacity(shape.len());
+    for d in (0..shape.len()).rev() {
+        if shape[d] == 1 {
+            continue;
+        }
+        let st = [strides[0][d], strides[1][d]];
+        match dims.last_mut() {
+            Some((size, inner)) if (0..2).all(|k| st[k] == inner[k] * *size) => *size *= shape[d],
+            _ => dims.push((shape[d], st)),
+        }
+    }
+    dims.reverse();
+    dims
+}
+
+/// One run of [`zip_rows`]: `out[k] = f(a[k·sa], b[k·sb])`.
+struct ZipRun<'a, T, U, V, F> {
+    out: &'a mut [V],
+    a: &'a [T],
+    sa: usize,
+    b: &'a [U],
+    sb: usize,
+    f: &'a F,
+}
+
+impl<T: Element, U: Element, V: Element, F: Fn(T, U) -> V> SimdWork for ZipRun<'_, T, U, V, F> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let ZipRun {
+            out,
+            a,
+            sa,
+            b,
+            sb,
+            f,
+        } = self;
+        let n = out.len();
+        match (sa, sb) {
+            (1, 1) => {
+                for ((o, &x), &y) in out.iter_mut().zip(&a[..n]).zip(&b[..n]) {
+                    *o = f(x, y);
+                }
+            }
+            (1, 0) => {
+                let y = b[0];
+                for (o, &x) in out.iter_mut().zip(&a[..n]) {
+                    *o = f(x, y);
+                }
+            }
+            (0, 1) => {
+                let x = a[0];
+                for (o, &y) in out.iter_mut().zip(&b[..n]) {
+                    *o = f(x, y);
+                }
+            }
+            _ => {
+                for (k, o) in out.iter_mut().enumerate() {
+                    *o = f(a[k * sa], b[k * sb]);
+                }
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Unary math
 // ---------------------------------------------------------------------------------------------
@@ -121,9 +256,9 @@ impl<T: Float> Tensor<T> {
         self.map(|x| -x)
     }
 
-    /// e^x.
+    /// e^x (within 2 ulp, vectorised: [`Float::vexp`]).
     pub fn exp(&self) -> Self {
-        self.map(T::exp)
+        self.map(T::vexp)
     }
 
     /// Natural logarithm (NaN below 0, -inf at 0).
@@ -131,15 +266,16 @@ impl<T: Float> Tensor<T> {
         self.map(T::ln)
     }
 
-    /// Hyperbolic tangent.
+    /// Hyperbolic tangent (within 2 ulp, vectorised: [`Float::vtanh`]).
     pub fn tanh(&self) -> Self {
-        self.map(T::tanh)
+        self.map(T::vtanh)
     }
 
     /// The logistic function 1 / (1 + e^-x), computed so it never overflows: for x < 0 it is
-    /// e^x / (1 + e^x), whose exponential is at most 1.
+    /// e^x / (1 + e^x), whose exponential is at most 1 (within 2 ulp, vectorised:
+    /// [`Float::vsigmoid`]).
     pub fn sigmoid(&self) -> Self {
-        self.map(sigmoid)
+        self.map(T::vsigmoid)
     }
 
     /// max(x, 0); NaN stays NaN, as in PyTorch.

@@ -18,7 +18,7 @@ pub(crate) const PARALLEL_THRESHOLD: usize = 1 << 17;
 
 /// Work per rayon task once an op is parallel. It depends only on the op's size, never on the
 /// number of threads, so results are bit-identical whatever `RAYON_NUM_THREADS` is.
-const CHUNK_WORK: usize = 1 << 13;
+pub(crate) const CHUNK_WORK: usize = 1 << 13;
 
 /// Builds a vector of `n` outputs, handing `fill_chunk(chunk, start)` consecutive pieces of it
 /// (`start` is the index of the chunk's first element). `work_per_item` is how many input

@@ -8,6 +8,7 @@
 use crate::element::{Element, Float};
 use crate::ops::fill;
 use crate::shape::{numel, resolve_dim, shape_panic, Dim};
+use crate::simd::{with_simd, SimdWork};
 use crate::tensor::{StridedIter, Tensor};
 
 impl<T: Element> Tensor<T> {
@@ -49,6 +50,31 @@ impl<T: Element> Tensor<T> {
             .product();
         let n_out: usize = kept.iter().map(|&d| self.shape[d]).product();
         let runs = run.zip(view.as_slice());
+        // Reducing the leading dims of a contiguous tensor (a bias gradient's `[N, C] → [C]`):
+        // each output still folds its elements in order, but row after row, so that a pass
+        // reads each row once and updates a block of outputs at a time (vectorised), instead
+        // of gathering each output's elements one by one.
+        let leading = (0..rank).all(|d| reduced[d] || (d + 1..rank).all(|e| !reduced[e]));
+        if let (Some(data), true, None) = (self.as_slice(), leading, runs) {
+            let out = fill(n_out, inner, |chunk, start| {
+                let mut acc = vec![init; chunk.len()];
+                for (r, row) in data.chunks_exact(n_out.max(1)).enumerate() {
+                    let row = &row[start..start + chunk.len()];
+                    with_simd(FoldRow(&mut acc, row, &step, r));
+                }
+                for (o, a) in chunk.iter_mut().zip(acc) {
+                    *o = finish(a, inner);
+                }
+            });
+            let shape = if keepdim {
+                (0..rank)
+                    .map(|d| if reduced[d] { 1 } else { self.shape[d] })
+                    .collect()
+            } else {
+                kept.iter().map(|&d| self.shape[d]).collect()
+            };
+            return Tensor::from_contiguous(out, shape);
+        }
         let out = fill(n_out, inner, |chunk, start| {
             if let Some((run, data)) = runs {
                 // Each output reads a contiguous run of the view.
@@ -98,6 +124,20 @@ impl<T: Element> Tensor<T> {
 
     fn all_axes(&self) -> Vec<usize> {
         (0..self.rank()).collect()
+    }
+}
+
+/// One row of a reduction over leading dims: `acc[j] = step(acc[j], row[j], r)`.
+struct FoldRow<'a, A, T, F>(&'a mut [A], &'a [T], &'a F, usize);
+
+impl<A: Copy, T: Element, F: Fn(A, T, usize) -> A> SimdWork for FoldRow<'_, A, T, F> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let FoldRow(acc, row, step, r) = self;
+        for (a, &x) in acc.iter_mut().zip(row) {
+            *a = step(*a, x, r);
+        }
     }
 }
 
