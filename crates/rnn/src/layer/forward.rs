@@ -1,0 +1,303 @@
+//! The forward pass over a whole sequence: [`Layer::forward`] and
+//! [`Layer::forward_with`].
+//!
+//! Per layer, bottom to top, each direction runs one of two ways over the same inputs:
+//!
+//! - **fused** (the built-in cells, the switch on, a non-empty batch): the cell's kernel runs
+//!   the whole sequence as one tape node per direction ([`fused::run`]);
+//! - **composed** (any cell): [`run_direction`] calls [`Cell::step`] once per time step,
+//!   forwards or backwards, each step's ops recorded on the tape.
+//!
+//! Both give the same values and gradients. The directions' outputs are concatenated on the
+//! feature axis (forward first), dropout is applied between layers in training mode, and the
+//! final states of every layer and direction are stacked in the order l0, l0_reverse, l1, ….
+//!
+//! Variable lengths follow PyTorch's packed sequences: [`step_masks`] gives a `[batch, 1]`
+//! validity mask for each step where some sequence has ended (and `None` where none has, so
+//! full batches pay nothing); past its end a sequence keeps its state and outputs zeros, so
+//! its final state is the one at its own last step, and the reverse direction starts there.
+//! Internally, time is always the first axis: a batch-first input is transposed on the way
+//! in and the output on the way out, and an unbatched input runs as a batch of one.
+
+use autograd::Var;
+use tensor::{Float, Tensor};
+
+use super::{Layer, LayerOutput};
+use crate::cell::{Cell, State};
+use crate::dropout::dropout;
+use crate::fused;
+
+impl<T: Float, C: Cell<T>> Layer<T, C> {
+    /// Runs the layer from zero initial states over full-length sequences.
+    #[track_caller]
+    pub fn forward(&self, x: &Var<T>) -> LayerOutput<T, C::State> {
+        self.forward_with(x, None, None)
+    }
+
+    /// Runs the layer.
+    ///
+    /// - `x`: `[seq, batch, input]` (`[batch, seq, input]` if batch_first), or unbatched
+    ///   `[seq, input]`, as PyTorch accepts it, which runs as a batch of one.
+    /// - `init`: the initial state, each part `[layers·D, batch, hidden]` (zeros if `None`);
+    ///   `[layers·D, hidden]` for an unbatched input.
+    /// - `lengths`: the length of each sequence in the batch, for padded batches. As with
+    ///   PyTorch's packed sequences, steps past a sequence's end leave its state unchanged and
+    ///   output zeros, its final state is taken at its own last step, and the reverse direction
+    ///   starts at its own end.
+    ///
+    /// # Panics
+    /// If `x` is not 3-D (or 2-D) with `input_size` features, the sequence is empty (as
+    /// PyTorch), `init` has the wrong shape, or a length is 0 or longer than the sequence, or
+    /// lengths are given for an unbatched input.
+    #[track_caller]
+    pub fn forward_with(
+        &self,
+        x: &Var<T>,
+        init: Option<&C::State>,
+        lengths: Option<&[usize]>,
+    ) -> LayerOutput<T, C::State> {
+        self.run(x, init, lengths, false)
+    }
+
+    /// [`forward_with`](Self::forward_with), where `ended_ok` also allows lengths of 0
+    /// (sequences that ended before this chunk of [`tbptt_with`](Self::tbptt_with)): they keep
+    /// their initial state and output zeros.
+    #[track_caller]
+    pub(super) fn run(
+        &self,
+        x: &Var<T>,
+        init: Option<&C::State>,
+        lengths: Option<&[usize]>,
+        ended_ok: bool,
+    ) -> LayerOutput<T, C::State> {
+        let cfg = &self.config;
+        if !matches!(x.rank(), 2 | 3) || x.shape().last() != Some(&cfg.input_size) {
+            panic!(
+                "Layer::forward: input of shape {:?} does not fit input_size {} (expected \
+                 {}, or [seq, input] unbatched)",
+                x.shape(),
+                cfg.input_size,
+                if cfg.batch_first {
+                    "[batch, seq, input]"
+                } else {
+                    "[seq, batch, input]"
+                }
+            );
+        }
+        let time_dim = usize::from(cfg.batch_first && x.rank() == 3);
+        if x.shape()[time_dim] == 0 {
+            panic!(
+                "Layer::forward: the sequence is empty (input of shape {:?})",
+                x.shape()
+            );
+        }
+        if x.rank() == 2 {
+            return self.forward_unbatched(x, init, lengths);
+        }
+        let x = if cfg.batch_first {
+            x.transpose(0, 1)
+        } else {
+            x.clone()
+        };
+        let (seq, batch) = (x.shape()[0], x.shape()[1]);
+        let masks = lengths.map(|l| step_masks(l, seq, batch, ended_ok));
+        let init_parts = init.map(|s| self.check_init(s, batch));
+        let d = cfg.num_directions();
+
+        // An empty batch runs composed: its outputs are empty either way.
+        let fused = self.is_fused() && batch > 0;
+        let mut input = x.clone();
+        let mut finals: Vec<C::State> = Vec::with_capacity(cfg.num_layers * d);
+        for (l, layer_cells) in self.cells.iter().enumerate() {
+            let init_of = |dir: usize, cell: &C| match &init_parts {
+                Some(parts) => {
+                    C::State::from_parts(parts.iter().map(|p| p.select(0, l * d + dir)).collect())
+                }
+                None => cell.zero_state(x.tape(), batch),
+            };
+            let outputs: Vec<Var<T>> = if fused {
+                let directions = layer_cells
+                    .iter()
+                    .enumerate()
+                    .map(|(dir, cell)| fused::Direction {
+                        fused: cell.fused().expect("checked by is_fused"),
+                        init: init_of(dir, cell).parts(),
+                        reverse: dir == 1,
+                    })
+                    .collect();
+                fused::run(&input, directions, lengths)
+                    .into_iter()
+                    .map(|(out, last)| {
+                        finals.push(C::State::from_parts(last));
+                        out
+                    })
+                    .collect()
+            } else {
+                let steps: Vec<Var<T>> = (0..seq).map(|t| input.select(0, t)).collect();
+                layer_cells
+                    .iter()
+                    .enumerate()
+                    .map(|(dir, cell)| {
+                        let (out, last) = run_direction(
+                            cell,
+                            &steps,
+                            init_of(dir, cell),
+                            masks.as_deref(),
+                            dir == 1,
+                        );
+                        finals.push(last);
+                        Var::stack(&out.iter().collect::<Vec<_>>(), 0)
+                    })
+                    .collect()
+            };
+            input = match &outputs[..] {
+                [only] => only.clone(),
+                [forward, backward] => Var::concat(&[forward, backward], 2),
+                _ => unreachable!("one or two directions"),
+            };
+            if l + 1 < cfg.num_layers && self.is_training() && cfg.dropout > 0.0 {
+                input = dropout(&input, cfg.dropout);
+            }
+        }
+        let mut output = input;
+        if cfg.batch_first {
+            output = output.transpose(0, 1);
+        }
+        let parts = (0..C::State::num_parts())
+            .map(|k| {
+                let per_cell: Vec<Var<T>> = finals.iter().map(|s| s.parts()[k].clone()).collect();
+                Var::stack(&per_cell.iter().collect::<Vec<_>>(), 0)
+            })
+            .collect();
+        LayerOutput {
+            output,
+            state: C::State::from_parts(parts),
+        }
+    }
+
+    /// An unbatched input `[seq, input]` as a batch of one (as PyTorch runs it).
+    #[track_caller]
+    fn forward_unbatched(
+        &self,
+        x: &Var<T>,
+        init: Option<&C::State>,
+        lengths: Option<&[usize]>,
+    ) -> LayerOutput<T, C::State> {
+        if lengths.is_some() {
+            panic!(
+                "Layer::forward: lengths are for a padded batch, not an unbatched input of shape \
+                 {:?}",
+                x.shape()
+            );
+        }
+        let rows = self.config.num_layers * self.config.num_directions();
+        let sizes = self.cells[0][0].state_sizes();
+        let init = init.map(|s| {
+            let parts = s.parts();
+            for (k, (p, size)) in parts.iter().zip(sizes).enumerate() {
+                if p.shape() != [rows, size] {
+                    panic!(
+                        "Layer::forward: for an unbatched input, initial state part {k} must be \
+                         [layers·directions, hidden] = [{rows}, {size}], not {:?}",
+                        p.shape()
+                    );
+                }
+            }
+            C::State::from_parts(parts.iter().map(|p| p.unsqueeze(1)).collect())
+        });
+        let batch_dim = usize::from(!self.config.batch_first);
+        let out = self.forward_with(&x.unsqueeze(batch_dim), init.as_ref(), None);
+        let parts = out.state.parts().iter().map(|p| p.squeeze(1)).collect();
+        LayerOutput {
+            output: out.output.squeeze(batch_dim),
+            state: C::State::from_parts(parts),
+        }
+    }
+
+    #[track_caller]
+    fn check_init(&self, init: &C::State, batch: usize) -> Vec<Var<T>> {
+        let rows = self.config.num_layers * self.config.num_directions();
+        let parts = init.parts();
+        for (k, (p, size)) in parts.iter().zip(self.cells[0][0].state_sizes()).enumerate() {
+            let expected = [rows, batch, size];
+            if p.shape() != expected {
+                panic!(
+                    "Layer::forward: initial state part {k} has shape {:?}, expected {expected:?} \
+                     ([layers·directions, batch, size])",
+                    p.shape()
+                );
+            }
+        }
+        parts
+    }
+}
+
+/// Per-step validity masks `[batch, 1]` for variable lengths; `None` at steps where every
+/// sequence is still running (so full batches pay nothing).
+pub(super) type StepMasks = Vec<Option<Tensor<bool>>>;
+
+#[track_caller]
+pub(super) fn step_masks(lengths: &[usize], seq: usize, batch: usize, ended_ok: bool) -> StepMasks {
+    if lengths.len() != batch {
+        panic!(
+            "Layer::forward: {} lengths for a batch of {batch}",
+            lengths.len()
+        );
+    }
+    let shortest = usize::from(!ended_ok);
+    if let Some(&bad) = lengths.iter().find(|&&l| l < shortest || l > seq) {
+        panic!("Layer::forward: length {bad} is not in {shortest}..={seq} (the sequence length)");
+    }
+    (0..seq)
+        .map(|t| {
+            let valid: Vec<bool> = lengths.iter().map(|&l| t < l).collect();
+            (!valid.iter().all(|&v| v)).then(|| Tensor::from_vec(valid, &[batch, 1]))
+        })
+        .collect()
+}
+
+/// Unrolls one cell over the steps, forwards or backwards. Returns the hidden output at every
+/// step (in time order) and the final state.
+fn run_direction<T: Float, C: Cell<T>>(
+    cell: &C,
+    inputs: &[Var<T>],
+    mut state: C::State,
+    masks: Option<&[Option<Tensor<bool>>]>,
+    reverse: bool,
+) -> (Vec<Var<T>>, C::State) {
+    let seq = inputs.len();
+    let mut outputs: Vec<Option<Var<T>>> = vec![None; seq];
+    let order: Box<dyn Iterator<Item = usize>> = if reverse {
+        Box::new((0..seq).rev())
+    } else {
+        Box::new(0..seq)
+    };
+    let zero = Tensor::<T>::zeros(&[]);
+    for t in order {
+        let next = cell.step(&inputs[t], &state);
+        match masks.and_then(|m| m[t].as_ref()) {
+            // Past its end, a sequence keeps its state and outputs zeros.
+            Some(valid) => {
+                let blended = next
+                    .parts()
+                    .iter()
+                    .zip(state.parts())
+                    .map(|(new, old)| Var::where_cond(valid, new, &old))
+                    .collect();
+                outputs[t] = Some(Var::where_cond(valid, next.hidden(), &zero));
+                state = C::State::from_parts(blended);
+            }
+            None => {
+                outputs[t] = Some(next.hidden().clone());
+                state = next;
+            }
+        }
+    }
+    (
+        outputs
+            .into_iter()
+            .map(|o| o.expect("every step ran"))
+            .collect(),
+        state,
+    )
+}
