@@ -20,9 +20,9 @@ fn bench_dtype<T: Float>(c: &mut Criterion, dtype: &str) {
     let threads = rayon::current_num_threads();
     for shape in SHAPES {
         let [rows, cols] = shape;
-        let a = Tensor::<T>::rand_normal(&shape, 0.0, 1.0, &mut rng);
-        let b = Tensor::<T>::rand_normal(&shape, 0.0, 1.0, &mut rng);
-        let bias = Tensor::<T>::rand_normal(&[cols], 0.0, 1.0, &mut rng);
+        let a = Tensor::<T>::rand_normal(&shape, T::ZERO, T::ONE, &mut rng);
+        let b = Tensor::<T>::rand_normal(&shape, T::ZERO, T::ONE, &mut rng);
+        let bias = Tensor::<T>::rand_normal(&[cols], T::ZERO, T::ONE, &mut rng);
         let mut group = c.benchmark_group(format!("elementwise/{dtype}/{rows}x{cols}"));
         group.throughput(Throughput::Elements((rows * cols) as u64));
         let id = |op: &str| BenchmarkId::new(op, format!("{threads}thr"));

@@ -32,12 +32,9 @@ macro_rules! sigmoid_from {
         #[inline(always)]
         pub(crate) fn $name(x: $t) -> $t {
             let e = $exp(-x.abs());
-            let d = 1.0 + e;
-            if x >= 0.0 {
-                1.0 / d
-            } else {
-                e / d
-            }
+            // One division whatever the sign: the numerator is chosen first.
+            let numerator = if x >= 0.0 { 1.0 } else { e };
+            numerator / (1.0 + e)
         }
     };
 }
@@ -50,14 +47,18 @@ sigmoid_from!(sigmoid_f64, f64, exp_f64);
 #[inline(always)]
 fn scale_f64(y: f64, n: f64) -> f64 {
     let half = (n * 0.5).trunc();
-    let pow = |k: f64| f64::from_bits((((k as i64) + 1023) as u64) << 52);
+    // 2^k from its biased exponent k + 1023, read off the low bits of k + 1023 + 2^52 (a
+    // float add and integer bit operations: no float-to-integer conversion, which does not
+    // vectorise well).
+    let pow =
+        |k: f64| f64::from_bits(((k + (1023.0 + 4_503_599_627_370_496.0)).to_bits() & 0x7ff) << 52);
     y * pow(half) * pow(n - half)
 }
 
 #[inline(always)]
 fn scale_f32(y: f32, n: f32) -> f32 {
     let half = (n * 0.5).trunc();
-    let pow = |k: f32| f32::from_bits((((k as i32) + 127) as u32) << 23);
+    let pow = |k: f32| f32::from_bits(((k + (127.0 + 8_388_608.0)).to_bits() & 0xff) << 23);
     y * pow(half) * pow(n - half)
 }
 

@@ -31,7 +31,8 @@ where
     // Large outputs reuse a pooled buffer (see `pool`): zeroed, then overwritten.
     let mut out = Buffer::zeroed(n).into_vec();
     let work = n.saturating_mul(work_per_item.max(1));
-    if work < PARALLEL_THRESHOLD || n < 2 {
+    // One thread: the work stays here (handing it to rayon's one worker only adds a wake-up).
+    if work < PARALLEL_THRESHOLD || n < 2 || rayon::current_num_threads() < 2 {
         fill_chunk(&mut out, 0);
     } else {
         let chunk = (CHUNK_WORK / work_per_item.max(1)).max(1);
