@@ -35,26 +35,24 @@
 //! baselines on validation: uniform 6.190, unigram 4.769, bigram 3.556 bits/char
 //! step   250  train 2.686 bpc  val 2.651 bpc  (bigram 3.556)  7s
 //! step   500  train 2.402 bpc  val 2.396 bpc  (bigram 3.556)  14s
-//! step  1000  train 2.179 bpc  val 2.208 bpc  (bigram 3.556)  28s
-//! step  1500  train 2.052 bpc  val 2.140 bpc  (bigram 3.556)  42s
+//! step  1000  train 2.180 bpc  val 2.208 bpc  (bigram 3.556)  28s
+//! step  1500  train 2.051 bpc  val 2.140 bpc  (bigram 3.556)  42s
 //! step  2000  train 2.007 bpc  val 2.089 bpc  (bigram 3.556)  57s
-//! step  2500  train 1.950 bpc  val 2.071 bpc  (bigram 3.556)  71s
+//! step  2500  train 1.950 bpc  val 2.072 bpc  (bigram 3.556)  71s
 //! --- final sample (temperature 0.8) ---
 //! ROMEO.
-//! Good sole, the matter, could not better parron
-//! That I must charmity, faints of the man unders the cousin, and it poise,
-//! To the good means s here than sad thy breath.
-//!
-//! [Exit.]
-//!
-//! LADY MACBETH.
+//! Good sole, the matter, could not better report
+//! That I must charmity, dead; I present
+//! Of begge thee told our seen read laws thee,
+//! That he be
+//! faith.
 //! ...
 //! | model                   | validation bits/char |
 //! |-------------------------|----------------------|
 //! | uniform                 |                6.190 |
 //! | unigram (add-one)       |                4.769 |
 //! | bigram (add-one)        |                3.556 |
-//! | lstm 1x256 (2500 steps) |                2.071 |
+//! | lstm 1x256 (2500 steps) |                2.072 |
 //! ```
 //!
 //! The network is below the bigram by the first evaluation (step 250, 7 s) and ends 1.5 bits
