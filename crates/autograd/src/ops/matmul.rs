@@ -41,6 +41,13 @@ impl<T: Float> Var<T> {
             },
             move |g| {
                 let g = g.reshape(&g_shape_b);
+                if is_transposed_matrix(&b2) && a_for_b.rank() == 2 {
+                    // `x.linear(&w)` multiplies by `wᵀ`, a view: its gradient is made in
+                    // `w`'s own layout, (gᵀ · A)ᵀ, so that the transpose's backward hands `w`
+                    // a contiguous gradient. (Aᵀ · g would reach `w` transposed, and adding
+                    // that to `w`'s gradient reads it across rows, a cache miss an element.)
+                    return g.transpose(-1, -2).matmul(&a_for_b).transpose(-1, -2);
+                }
                 a_for_b
                     .transpose(-1, -2)
                     .matmul(&g)
@@ -56,6 +63,12 @@ impl<T: Float> Var<T> {
     pub fn linear(&self, weight: impl IntoVar<T>) -> Var<T> {
         self.matmul(self.lift(weight).t())
     }
+}
+
+/// Whether `t` is the transpose of a contiguous matrix (`w.t()`), a view.
+fn is_transposed_matrix<T: Float>(t: &Tensor<T>) -> bool {
+    let (shape, strides) = (t.shape(), t.strides());
+    t.rank() == 2 && shape[0] > 1 && shape[1] > 1 && strides == [1, shape[0]]
 }
 
 fn promote<T: Float>(t: &Tensor<T>, lhs: bool) -> Tensor<T> {
