@@ -654,3 +654,46 @@ fn display_abbreviates_big_tensors() {
     assert!(!full.contains("..."));
     assert_eq!(full.lines().count(), 11);
 }
+
+/// Elementwise ops read views (transposes, narrows, selects, permutes, broadcasts) in runs
+/// along their innermost dims: each result must equal the same op on a contiguous copy, bit
+/// for bit, whatever the view's strides.
+#[test]
+fn elementwise_ops_on_views_equal_the_ops_on_contiguous_copies() {
+    let mut rng = tensor::Rng::seed_from_u64(3);
+    let base = Tensor::<f32>::rand_normal(&[6, 5, 8], 0.0, 1.0, &mut rng);
+    let other = Tensor::<f32>::rand_normal(&[8, 8, 8], 0.0, 1.0, &mut rng);
+    let views = [
+        base.permute(&[2, 1, 0]),
+        base.narrow(2, 3, 4).permute(&[0, 2, 1]).transpose(0, 1),
+        base.select(1, 2).t().unsqueeze(1).broadcast_to(&[8, 5, 6]),
+        base.narrow(0, 1, 4)
+            .narrow(2, 1, 6)
+            .permute(&[2, 0, 1])
+            .narrow(1, 0, 1),
+    ];
+    for (k, v) in views.iter().enumerate() {
+        let c = v.contiguous();
+        let bits = |t: &Tensor<f32>| t.to_vec().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&v.tanh()), bits(&c.tanh()), "view {k}: tanh");
+        assert_eq!(bits(&v.exp()), bits(&c.exp()), "view {k}: exp");
+        let [d0, d1, d2] = [v.shape()[0], v.shape()[1], v.shape()[2]];
+        let o = other.narrow(0, 0, d0).narrow(1, 0, d1).narrow(2, 0, d2);
+        assert_eq!(
+            bits(&(v + &o)),
+            bits(&(&c + &o.contiguous())),
+            "view {k}: add"
+        );
+        assert_eq!(
+            bits(&(&o * v)),
+            bits(&(&o.contiguous() * &c)),
+            "view {k}: mul"
+        );
+        let row = other.select(0, 1).select(0, 2).narrow(0, 0, d2);
+        assert_eq!(
+            bits(&(v - &row)),
+            bits(&(&c - &row)),
+            "view {k}: broadcast sub"
+        );
+    }
+}

@@ -44,12 +44,12 @@ impl<T: Element> Tensor<T> {
             Some(src) => fill_overwrite(src.len(), |chunk, start| {
                 with_simd(MapRow(chunk, &src[start..], &f));
             }),
-            None => fill(self.numel(), 1, |chunk, start| {
-                let it = StridedIter::new(&self.shape, &self.strides, self.offset, start);
-                for (o, i) in chunk.iter_mut().zip(it) {
-                    *o = f(self.data[i]);
-                }
-            }),
+            // A view (a gate's `chunk` of a row, a transpose): as runs along its innermost
+            // dims, paired with a 0-d operand that every run reads with step 0.
+            None => {
+                let none = Tensor::from_vec(vec![T::default()], &[]);
+                zip_rows(self, &none, &self.shape, &|x, _: T| f(x))
+            }
         };
         Tensor::from_contiguous(out, self.shape.clone())
     }
