@@ -397,7 +397,8 @@ impl<T: Float> Tensor<T> {
             StridedIter::new(&t.shape[..r - 2], &t.strides[..r - 2], t.offset, 0).collect()
         };
         let (a_offsets, b_offsets) = (offsets(&a), offsets(&b));
-        let mut out = vec![T::ZERO; numel(&batch) * m * n];
+        // Every element is written (`gemm_into` with beta 0 ignores what was there): no memset.
+        let mut out = crate::pool::Buffer::for_overwrite(numel(&batch) * m * n).into_vec();
         let one = |(i, c): (usize, &mut [T])| {
             gemm_into(
                 T::ONE,

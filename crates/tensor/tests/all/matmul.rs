@@ -341,3 +341,16 @@ fn large_2d_f32() {
 fn large_2d_f64() {
     large_2d_case::<f64>().unwrap();
 }
+
+/// A product's output may come from the buffer pool with a dropped tensor's values still in
+/// it: every element must be overwritten, including for an empty inner dimension (all zeros).
+#[test]
+fn a_pooled_output_buffer_never_leaks_old_values() {
+    for k in [0, 3] {
+        drop(Tensor::<f32>::full(&[128, 256], f32::NAN)); // 128 KB back to the pool
+        let a = Tensor::<f32>::ones(&[128, k]);
+        let b = Tensor::<f32>::ones(&[k, 256]);
+        let c = a.matmul(&b);
+        assert!(c.to_vec().iter().all(|&x| x == k as f32), "k = {k}");
+    }
+}
