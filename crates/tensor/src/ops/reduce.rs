@@ -6,7 +6,10 @@
 //! a contiguous run add it in [`LANES`] interleaved partial sums (see [`sum_run`]).
 
 use crate::element::{Element, Float};
-use crate::ops::fill;
+use rayon::prelude::*;
+
+use crate::ops::{fill, PARALLEL_THRESHOLD};
+use crate::pool::Buffer;
 use crate::shape::{numel, resolve_dim, shape_panic, Dim};
 use crate::simd::{with_simd, SimdWork};
 use crate::tensor::{StridedIter, Tensor};
@@ -55,17 +58,26 @@ impl<T: Element> Tensor<T> {
         // reads each row once and updates a block of outputs at a time (vectorised), instead
         // of gathering each output's elements one by one.
         let leading = (0..rank).all(|d| reduced[d] || (d + 1..rank).all(|e| !reduced[e]));
-        if let (Some(data), true, None) = (self.as_slice(), leading, runs) {
-            let out = fill(n_out, inner, |chunk, start| {
+        if let (Some(data), true, None, true) = (self.as_slice(), leading, runs, n_out > 1) {
+            // Blocks of columns, whatever the number of rows, so that each pass over a row
+            // updates a block worth a vector loop (a block per task on several threads).
+            let block = |(b, chunk): (usize, &mut [U])| {
+                let start = b * COLUMN_BLOCK;
                 let mut acc = vec![init; chunk.len()];
-                for (r, row) in data.chunks_exact(n_out.max(1)).enumerate() {
+                for (r, row) in data.chunks_exact(n_out).enumerate() {
                     let row = &row[start..start + chunk.len()];
                     with_simd(FoldRow(&mut acc, row, &step, r));
                 }
                 for (o, a) in chunk.iter_mut().zip(acc) {
                     *o = finish(a, inner);
                 }
-            });
+            };
+            let mut out = Buffer::zeroed(n_out).into_vec();
+            let split = n_out * inner >= PARALLEL_THRESHOLD && rayon::current_num_threads() > 1;
+            match split {
+                true => out.par_chunks_mut(COLUMN_BLOCK).enumerate().for_each(block),
+                false => out.chunks_mut(COLUMN_BLOCK).enumerate().for_each(block),
+            }
             let shape = if keepdim {
                 (0..rank)
                     .map(|d| if reduced[d] { 1 } else { self.shape[d] })
@@ -126,6 +138,9 @@ impl<T: Element> Tensor<T> {
         (0..self.rank()).collect()
     }
 }
+
+/// Outputs per block of a reduction over leading dims.
+const COLUMN_BLOCK: usize = 256;
 
 /// One row of a reduction over leading dims: `acc[j] = step(acc[j], row[j], r)`.
 struct FoldRow<'a, A, T, F>(&'a mut [A], &'a [T], &'a F, usize);

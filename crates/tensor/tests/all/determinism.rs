@@ -1,4 +1,4 @@
-//! Large ops (elementwise over more than 131072 elements, reductions, softmax, batched and large
+//! Large ops (elementwise, which splits across threads from 2^20 elements, reductions, softmax, batched and large
 //! 2-D matmul) give bit-identical results on 1 and on 2 rayon threads; and the sums, which
 //! promise an order (a sequential row-major fold per output, or 16 interleaved partial sums
 //! over a contiguous run), equal a fold in that order bit for bit.
@@ -144,4 +144,37 @@ fn random_tensors_do_not_depend_on_threads() {
         (bits(&u), bits(&n), rng.state())
     };
     assert!(on_threads(1, draw) == on_threads(2, draw));
+}
+
+/// Elementwise ops big enough to split across threads (2^20 elements and more), with runs
+/// that do not divide the pieces each thread gets (rows of 1001), so pieces start mid-run,
+/// and a reduction over leading dims of the same size: on 2 threads as on 1, bit for bit.
+#[test]
+fn ops_split_mid_run_give_the_same_bits_on_two_threads() {
+    let run = || {
+        let mut rng = Rng::seed_from_u64(9);
+        let x = Tensor::<f32>::rand_normal(&[1100, 1001], 0.0, 1.0, &mut rng);
+        let bias = Tensor::<f32>::rand_normal(&[1001], 0.0, 1.0, &mut rng);
+        let xt = x.t(); // a strided view: runs along its inner dim step by 1001
+        [
+            &x + &bias,
+            xt.exp(),
+            &xt * &xt.contiguous(),
+            x.sigmoid(),
+            x.sum(&[0], false),
+        ]
+        .map(|t| bits(&t))
+    };
+    let (one, two) = (on_threads(1, run), on_threads(2, run));
+    for (k, (a, b)) in one.iter().zip(&two).enumerate() {
+        assert!(a == b, "result {k} differs between 1 and 2 threads");
+    }
+    // And the split values are the right ones: the bias added to the last row.
+    let mut rng = Rng::seed_from_u64(9);
+    let x = Tensor::<f32>::rand_normal(&[1100, 1001], 0.0, 1.0, &mut rng);
+    let bias = Tensor::<f32>::rand_normal(&[1001], 0.0, 1.0, &mut rng);
+    let want: Vec<u64> = (x.select(0, 1099).to_vec().iter().zip(bias.to_vec()))
+        .map(|(a, b)| ((a + b) as f64).to_bits())
+        .collect();
+    assert_eq!(&two[0][1099 * 1001..], &want[..]);
 }

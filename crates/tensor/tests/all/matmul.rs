@@ -344,13 +344,20 @@ fn large_2d_f64() {
 
 /// A product's output may come from the buffer pool with a dropped tensor's values still in
 /// it: every element must be overwritten, including for an empty inner dimension (all zeros).
+/// Other tests run in parallel and may take the pooled buffer first, so each case retries
+/// until its product did get the dropped buffer (seen by its address), or the test proves
+/// nothing.
 #[test]
 fn a_pooled_output_buffer_never_leaks_old_values() {
     for k in [0, 3] {
-        drop(Tensor::<f32>::full(&[128, 256], f32::NAN)); // 128 KB back to the pool
-        let a = Tensor::<f32>::ones(&[128, k]);
-        let b = Tensor::<f32>::ones(&[k, 256]);
-        let c = a.matmul(&b);
-        assert!(c.to_vec().iter().all(|&x| x == k as f32), "k = {k}");
+        let reused = (0..50).any(|_| {
+            let stale = Tensor::<f32>::full(&[128, 256], f32::NAN); // 128 KB
+            let at = stale.as_slice().expect("contiguous").as_ptr();
+            drop(stale); // back to the pool
+            let c = Tensor::<f32>::ones(&[128, k]).matmul(&Tensor::ones(&[k, 256]));
+            assert!(c.to_vec().iter().all(|&x| x == k as f32), "k = {k}");
+            c.as_slice().expect("contiguous").as_ptr() == at
+        });
+        assert!(reused, "k = {k}: the product never got the pooled buffer");
     }
 }
