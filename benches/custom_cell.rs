@@ -1,13 +1,13 @@
 //! A cell the library does not ship, against the built-in one: the training step (forward
 //! over the sequence, `output.sum()`, backward) of an LSTM cell written by a user with tensor
 //! ops, run composed (op by op on the tape), beside the built-in LSTM composed and fused, at
-//! the configurations of `shared/bench/torch_custom_cell_bench.py` (float32, seq-first, one
+//! the configurations of `benches/torch_custom_cell_bench.py` (float32, seq-first, one
 //! layer), whose PyTorch side is the same cell in a Python loop (eager and TorchScript) and
 //! `nn.LSTM`.
 //!
 //! ```text
 //! RAYON_NUM_THREADS=1 cargo bench --bench custom_cell
-//! python3 shared/bench/torch_custom_cell_bench.py --threads 1
+//! python3 benches/torch_custom_cell_bench.py --threads 1
 //! ```
 
 use std::hint::black_box;
