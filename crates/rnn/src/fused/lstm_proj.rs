@@ -34,6 +34,7 @@ use tensor::{Float, Tensor};
 
 use super::grads::column_sums;
 use super::lstm::{cell_backward, cell_forward};
+use super::seq::add_to_rows;
 use super::{node_inputs, slice, Direction};
 
 /// One direction's inputs, owned so that the backward can read them later.
@@ -90,9 +91,7 @@ impl<T: Float> Inputs<T> {
     fn cell_bias(&self) -> Vec<T> {
         let mut bias = vec![T::ZERO; 4 * self.dims().hidden];
         for b in [&self.b_ih, &self.b_hh].into_iter().flatten() {
-            for (acc, v) in bias.iter_mut().zip(slice(b)) {
-                *acc += *v;
-            }
+            add_to_rows(&mut bias, slice(b));
         }
         bias
     }

@@ -53,6 +53,13 @@ impl<T: Element> Tensor<T> {
             .product();
         let n_out: usize = kept.iter().map(|&d| self.shape[d]).product();
         let runs = run.zip(view.as_slice());
+        let shape: Vec<usize> = if keepdim {
+            (0..rank)
+                .map(|d| if reduced[d] { 1 } else { self.shape[d] })
+                .collect()
+        } else {
+            kept.iter().map(|&d| self.shape[d]).collect()
+        };
         // Reducing the leading dims of a contiguous tensor (a bias gradient's `[N, C] → [C]`):
         // each output still folds its elements in order, but row after row, so that a pass
         // reads each row once and updates a block of outputs at a time (vectorised), instead
@@ -80,13 +87,6 @@ impl<T: Element> Tensor<T> {
                 true => out.par_chunks_mut(COLUMN_BLOCK).enumerate().for_each(block),
                 false => out.chunks_mut(COLUMN_BLOCK).enumerate().for_each(block),
             }
-            let shape = if keepdim {
-                (0..rank)
-                    .map(|d| if reduced[d] { 1 } else { self.shape[d] })
-                    .collect()
-            } else {
-                kept.iter().map(|&d| self.shape[d]).collect()
-            };
             return Tensor::from_contiguous(out, shape);
         }
         let out = fill(n_out, inner, |chunk, start| {
@@ -110,13 +110,6 @@ impl<T: Element> Tensor<T> {
                 *o = finish(acc, inner);
             }
         });
-        let shape = if keepdim {
-            (0..rank)
-                .map(|d| if reduced[d] { 1 } else { self.shape[d] })
-                .collect()
-        } else {
-            kept.iter().map(|&d| self.shape[d]).collect()
-        };
         Tensor::from_contiguous(out, shape)
     }
 
