@@ -48,10 +48,13 @@ mod ops;
 pub mod optim;
 mod param;
 mod tape;
+mod trace;
 mod var;
 
 pub use clip::{clip_grad_norm, clip_grad_value};
 pub use gradcheck::{gradcheck, ElementCheck, GradCheck, GradcheckReport, Operand};
+pub use ops::elementwise::{Binary, Reads, Unary};
 pub use param::Param;
 pub use tape::{Gradients, NodeInfo, Tape};
+pub use trace::{Prim, TraceInput, TracedOp};
 pub use var::{IntoVar, Var};

@@ -45,12 +45,18 @@ pub(crate) struct Node<T: Float> {
     pub retain: bool,
     /// The parameter this leaf stands for.
     pub param: Option<Param<T>>,
+    /// On a tracing tape: the op as data, set by the op after recording.
+    pub prim: Option<crate::trace::Prim<T>>,
+    /// On a tracing tape: for each input, its value if it is a constant (`None` otherwise);
+    /// empty elsewhere.
+    pub consts: Vec<Option<Tensor<T>>>,
 }
 
 pub(crate) struct TapeInner<T: Float> {
     pub nodes: RefCell<Vec<Node<T>>>,
     grad_enabled: Cell<bool>,
     anomaly: Cell<bool>,
+    pub(crate) tracing: Cell<bool>,
     /// Each parameter enters a tape once: its address → its leaf's node id.
     param_nodes: RefCell<HashMap<usize, usize>>,
 }
@@ -114,6 +120,7 @@ impl<T: Float> Tape<T> {
                 nodes: RefCell::new(Vec::new()),
                 grad_enabled: Cell::new(true),
                 anomaly: Cell::new(false),
+                tracing: Cell::new(false),
                 param_nodes: RefCell::new(HashMap::new()),
             }),
         }
@@ -131,6 +138,8 @@ impl<T: Float> Tape<T> {
             backward: None,
             retain: true,
             param: None,
+            prim: None,
+            consts: vec![],
         });
         Var::new(self.clone(), value, Some(id))
     }
@@ -158,6 +167,8 @@ impl<T: Float> Tape<T> {
             backward: None,
             retain: true,
             param: Some(param.clone()),
+            prim: None,
+            consts: vec![],
         });
         self.inner.param_nodes.borrow_mut().insert(key, id);
         Var::new(self.clone(), value, Some(id))
@@ -200,6 +211,13 @@ impl<T: Float> Tape<T> {
         if !recorded {
             return self.constant(value);
         }
+        let consts = match self.inner.tracing.get() {
+            true => inputs
+                .iter()
+                .map(|v| v.node.is_none().then(|| v.value.clone()))
+                .collect(),
+            false => vec![],
+        };
         let id = self.push(Node {
             op,
             inputs: ids,
@@ -207,6 +225,8 @@ impl<T: Float> Tape<T> {
             backward: Some(backward),
             retain: false,
             param: None,
+            prim: None,
+            consts,
         });
         Var::new(self.clone(), value, Some(id))
     }

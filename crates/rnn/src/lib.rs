@@ -47,6 +47,7 @@
 
 pub mod attention;
 mod cell;
+mod compiled;
 mod dropout;
 mod fused;
 mod gru;
@@ -62,6 +63,7 @@ mod rnn_cell;
 
 pub use attention::{padding_mask, AdditiveAttention, Attended, DotAttention};
 pub use cell::{Cell, State};
+pub use compiled::Path;
 pub use dropout::{dropout, Dropout};
 pub use fused::{release_buffers, Fused};
 pub use gru::GruCell;

@@ -3,6 +3,7 @@
 
 use tensor::{Float, Tensor};
 
+use crate::trace::Prim;
 use crate::var::{IntoVar, Var};
 
 impl<T: Float> Var<T> {
@@ -18,6 +19,7 @@ impl<T: Float> Var<T> {
             move |g| g.sum_to(&sa),
             move |g| g.sum_to(&sb),
         )
+        .traced(|| Prim::Binary(Binary::Add))
     }
 
     /// a − b.  ∂/∂a = g,  ∂/∂b = −g.
@@ -32,6 +34,7 @@ impl<T: Float> Var<T> {
             move |g| g.sum_to(&sa),
             move |g| g.neg().sum_to(&sb),
         )
+        .traced(|| Prim::Binary(Binary::Sub))
     }
 
     /// a · b.  ∂/∂a = g · b,  ∂/∂b = g · a.
@@ -50,6 +53,7 @@ impl<T: Float> Var<T> {
             },
             move |g| g.mul(&a_val).sum_to(b_val.shape()),
         )
+        .traced(|| Prim::Binary(Binary::Mul))
     }
 
     /// a / b.  ∂/∂a = g / b,  ∂/∂b = −g · a / b² = −g · y / b.
@@ -66,6 +70,7 @@ impl<T: Float> Var<T> {
             move |g| g.div(&b_val).sum_to(&sa),
             move |g| g.mul(&y_out).div(&b_val2).neg().sum_to(b_val2.shape()),
         )
+        .traced(|| Prim::Binary(Binary::Div))
     }
 
     /// max(a, b) elementwise.  The gradient goes to the larger input; on a tie each gets g/2
@@ -115,6 +120,7 @@ impl<T: Float> Var<T> {
     /// x + s.  ∂/∂x = g.
     pub fn add_scalar(&self, s: T) -> Var<T> {
         self.unary("add_scalar", self.value.add_scalar(s), |g| g.clone())
+            .traced(|| Prim::AddScalar(s))
     }
 
     /// x · s.  ∂/∂x = s · g.
@@ -122,68 +128,71 @@ impl<T: Float> Var<T> {
         self.unary("mul_scalar", self.value.mul_scalar(s), move |g| {
             g.mul_scalar(s)
         })
+        .traced(|| Prim::MulScalar(s))
     }
 
     /// −x.  ∂/∂x = −g.
     pub fn neg(&self) -> Var<T> {
-        self.unary("neg", self.value.neg(), |g| g.neg())
+        self.apply_unary(Unary::Neg)
     }
 
     /// 1 / x.  ∂/∂x = −g / x² = −g · y².
     pub fn recip(&self) -> Var<T> {
-        let y = self.value.map(|x| T::ONE / x);
-        let y_out = y.clone();
-        self.unary("recip", y, move |g| g.mul(&y_out.square()).neg())
+        self.apply_unary(Unary::Recip)
     }
 
     /// e^x.  ∂/∂x = g · e^x = g · y.
     pub fn exp(&self) -> Var<T> {
-        let y = self.value.exp();
-        let y_out = y.clone();
-        self.unary("exp", y, move |g| g.mul(&y_out))
+        self.apply_unary(Unary::Exp)
     }
 
     /// ln x.  ∂/∂x = g / x.
     pub fn log(&self) -> Var<T> {
-        let x = self.value.clone();
-        self.unary("log", x.log(), move |g| g.div(&x))
+        self.apply_unary(Unary::Log)
     }
 
     /// tanh x.  ∂/∂x = g · (1 − tanh²x) = g · (1 − y²).
     pub fn tanh(&self) -> Var<T> {
-        let y = self.value.tanh();
-        let y_out = y.clone();
-        self.unary("tanh", y, move |g| {
-            g.zip_map(&y_out, "tanh", |g, y| g * (T::ONE - y * y))
-        })
+        self.apply_unary(Unary::Tanh)
     }
 
     /// σ(x) = 1 / (1 + e^−x).  ∂/∂x = g · σ(x)(1 − σ(x)) = g · y(1 − y).
     pub fn sigmoid(&self) -> Var<T> {
-        let y = self.value.sigmoid();
-        let y_out = y.clone();
-        self.unary("sigmoid", y, move |g| {
-            g.zip_map(&y_out, "sigmoid", |g, y| g * y * (T::ONE - y))
-        })
+        self.apply_unary(Unary::Sigmoid)
     }
 
     /// max(x, 0).  ∂/∂x = g where x > 0, else 0 (0 at the kink, as PyTorch).
     pub fn relu(&self) -> Var<T> {
-        let y = self.value.relu();
-        let y_out = y.clone();
-        self.unary("relu", y, move |g| {
-            g.zip_map(&y_out, "relu", |g, y| if y > T::ZERO { g } else { T::ZERO })
-        })
+        self.apply_unary(Unary::Relu)
     }
 
     /// √x.  ∂/∂x = g / (2√x) = g / (2y).
     pub fn sqrt(&self) -> Var<T> {
-        let y = self.value.sqrt();
-        let y_out = y.clone();
-        let two = T::from_f64(2.0);
-        self.unary("sqrt", y, move |g| {
-            g.zip_map(&y_out, "sqrt", move |g, y| g / (two * y))
+        self.apply_unary(Unary::Sqrt)
+    }
+
+    /// x².  ∂/∂x = 2 g x.
+    pub fn square(&self) -> Var<T> {
+        self.apply_unary(Unary::Square)
+    }
+
+    /// |x|.  ∂/∂x = g · sign(x)  (0 at x = 0, as PyTorch).
+    pub fn abs(&self) -> Var<T> {
+        self.apply_unary(Unary::Abs)
+    }
+
+    /// Any [`Unary`] op: its forward, and its rule [`Unary::grad`] applied to each element of
+    /// `g` with the value the rule reads ([`Unary::reads`]).
+    pub fn apply_unary(&self, op: Unary) -> Var<T> {
+        let y = op.forward(&self.value);
+        let read = match op.reads() {
+            Reads::Input => self.value.clone(),
+            Reads::Output => y.clone(),
+        };
+        self.unary(op.name(), y, move |g| {
+            g.zip_map(&read, op.name(), move |g, r| op.grad(g, r))
         })
+        .traced(|| Prim::Unary(op))
     }
 
     /// x^p.  ∂/∂x = g · p · x^(p−1)  (0 when p = 0, as PyTorch).
@@ -194,31 +203,6 @@ impl<T: Float> Var<T> {
                 return g.zeros_like();
             }
             g.zip_map(&x, "powf", move |g, x| g * p * x.powf(p - T::ONE))
-        })
-    }
-
-    /// x².  ∂/∂x = 2 g x.
-    pub fn square(&self) -> Var<T> {
-        let x = self.value.clone();
-        let two = T::from_f64(2.0);
-        self.unary("square", x.square(), move |g| {
-            g.zip_map(&x, "square", move |g, x| two * g * x)
-        })
-    }
-
-    /// |x|.  ∂/∂x = g · sign(x)  (0 at x = 0, as PyTorch).
-    pub fn abs(&self) -> Var<T> {
-        let x = self.value.clone();
-        self.unary("abs", x.abs(), move |g| {
-            g.zip_map(&x, "abs", |g, x| {
-                if x > T::ZERO {
-                    g
-                } else if x < T::ZERO {
-                    -g
-                } else {
-                    T::ZERO
-                }
-            })
         })
     }
 
@@ -257,5 +241,219 @@ impl<T: Float> Var<T> {
             move |g| Tensor::where_cond(&ca, g, &za).sum_to(&sa),
             move |g| Tensor::where_cond(&cb, &zb, g).sum_to(&sb),
         )
+    }
+}
+
+/// The elementwise functions of one input, each with its forward and its derivative rule side
+/// by side. The tape's ops ([`Var::tanh`], ...) and compiled cells (`rnn`'s compiler) both
+/// run these, so each rule is written once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unary {
+    /// −x
+    Neg,
+    /// e^x
+    Exp,
+    /// ln x
+    Log,
+    /// tanh x
+    Tanh,
+    /// σ(x)
+    Sigmoid,
+    /// max(x, 0)
+    Relu,
+    /// √x
+    Sqrt,
+    /// 1 / x
+    Recip,
+    /// x²
+    Square,
+    /// |x|
+    Abs,
+}
+
+/// Which value a [`Unary`] rule reads besides the gradient: the op's input or its output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reads {
+    /// The input x.
+    Input,
+    /// The output y.
+    Output,
+}
+
+impl Unary {
+    /// Every op, in declaration order.
+    pub const ALL: [Unary; 10] = [
+        Unary::Neg,
+        Unary::Exp,
+        Unary::Log,
+        Unary::Tanh,
+        Unary::Sigmoid,
+        Unary::Relu,
+        Unary::Sqrt,
+        Unary::Recip,
+        Unary::Square,
+        Unary::Abs,
+    ];
+
+    /// The op's name on the tape, equal to its method's.
+    pub fn name(self) -> &'static str {
+        match self {
+            Unary::Neg => "neg",
+            Unary::Exp => "exp",
+            Unary::Log => "log",
+            Unary::Tanh => "tanh",
+            Unary::Sigmoid => "sigmoid",
+            Unary::Relu => "relu",
+            Unary::Sqrt => "sqrt",
+            Unary::Recip => "recip",
+            Unary::Square => "square",
+            Unary::Abs => "abs",
+        }
+    }
+
+    /// y = f(x) for every element (`tensor`'s vectorised functions).
+    pub fn forward<T: Float>(self, x: &Tensor<T>) -> Tensor<T> {
+        match self {
+            Unary::Neg => x.neg(),
+            Unary::Exp => x.exp(),
+            Unary::Log => x.log(),
+            Unary::Tanh => x.tanh(),
+            Unary::Sigmoid => x.sigmoid(),
+            Unary::Relu => x.relu(),
+            Unary::Sqrt => x.sqrt(),
+            Unary::Recip => x.map(|v| T::ONE / v),
+            Unary::Square => x.square(),
+            Unary::Abs => x.abs(),
+        }
+    }
+
+    /// y = f(x) for one element: the same function as [`forward`](Self::forward)'s, bit for
+    /// bit (inline, so a loop over it vectorises).
+    #[inline(always)]
+    pub fn eval<T: Float>(self, x: T) -> T {
+        match self {
+            Unary::Neg => -x,
+            Unary::Exp => x.vexp(),
+            Unary::Log => x.ln(),
+            Unary::Tanh => x.vtanh(),
+            Unary::Sigmoid => x.vsigmoid(),
+            Unary::Relu => {
+                if x > T::ZERO || x.is_nan() {
+                    x
+                } else {
+                    T::ZERO
+                }
+            }
+            Unary::Sqrt => x.sqrt(),
+            Unary::Recip => T::ONE / x,
+            Unary::Square => x * x,
+            Unary::Abs => x.abs(),
+        }
+    }
+
+    /// What [`grad`](Self::grad) reads: the input or the output.
+    pub fn reads(self) -> Reads {
+        match self {
+            Unary::Log | Unary::Square | Unary::Abs => Reads::Input,
+            _ => Reads::Output,
+        }
+    }
+
+    /// The rule: ∂L/∂x from g = ∂L/∂y and `r`, the value [`reads`](Self::reads) names.
+    ///
+    /// ```text
+    /// neg      −g                 exp      g · y
+    /// log      g / x              tanh     g · (1 − y²)
+    /// sigmoid  g · y (1 − y)      relu     g where y > 0, else 0
+    /// sqrt     g / (2y)           recip    −g · y²
+    /// square   2 g x              abs      g · sign(x)  (0 at 0)
+    /// ```
+    #[inline(always)]
+    pub fn grad<T: Float>(self, g: T, r: T) -> T {
+        match self {
+            Unary::Neg => -g,
+            Unary::Exp => g * r,
+            Unary::Log => g / r,
+            Unary::Tanh => g * (T::ONE - r * r),
+            Unary::Sigmoid => g * r * (T::ONE - r),
+            Unary::Relu => {
+                if r > T::ZERO {
+                    g
+                } else {
+                    T::ZERO
+                }
+            }
+            Unary::Sqrt => g / (T::from_f64(2.0) * r),
+            Unary::Recip => -(g * (r * r)),
+            Unary::Square => T::from_f64(2.0) * g * r,
+            Unary::Abs => {
+                if r > T::ZERO {
+                    g
+                } else if r < T::ZERO {
+                    -g
+                } else {
+                    T::ZERO
+                }
+            }
+        }
+    }
+}
+
+/// The binary arithmetic ops' rules, for one element of the broadcast output: what the
+/// tape's [`Var::add`], [`Var::sub`], [`Var::mul`] and [`Var::div`] apply before `sum_to`
+/// undoes the broadcast, and what compiled cells apply row by row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binary {
+    /// a + b.  ∂/∂a = g,  ∂/∂b = g.
+    Add,
+    /// a − b.  ∂/∂a = g,  ∂/∂b = −g.
+    Sub,
+    /// a · b.  ∂/∂a = g · b,  ∂/∂b = g · a.
+    Mul,
+    /// a / b.  ∂/∂a = g / b,  ∂/∂b = −g · a / b² = −g · y / b.
+    Div,
+}
+
+impl Binary {
+    /// The op's name on the tape.
+    pub fn name(self) -> &'static str {
+        match self {
+            Binary::Add => "add",
+            Binary::Sub => "sub",
+            Binary::Mul => "mul",
+            Binary::Div => "div",
+        }
+    }
+
+    /// y = a ∘ b for one element.
+    #[inline(always)]
+    pub fn eval<T: Float>(self, a: T, b: T) -> T {
+        match self {
+            Binary::Add => a + b,
+            Binary::Sub => a - b,
+            Binary::Mul => a * b,
+            Binary::Div => a / b,
+        }
+    }
+
+    /// ∂L/∂a from g, the operands and the output y.
+    #[inline(always)]
+    pub fn grad_a<T: Float>(self, g: T, _a: T, b: T, _y: T) -> T {
+        match self {
+            Binary::Add | Binary::Sub => g,
+            Binary::Mul => g * b,
+            Binary::Div => g / b,
+        }
+    }
+
+    /// ∂L/∂b from g, the operands and the output y.
+    #[inline(always)]
+    pub fn grad_b<T: Float>(self, g: T, a: T, b: T, y: T) -> T {
+        match self {
+            Binary::Add => g,
+            Binary::Sub => -g,
+            Binary::Mul => g * a,
+            Binary::Div => -(g * y / b),
+        }
     }
 }

@@ -5,6 +5,7 @@
 
 use tensor::{Float, Tensor};
 
+use crate::trace::Prim;
 use crate::var::{IntoVar, Var};
 
 impl<T: Float> Var<T> {
@@ -55,6 +56,7 @@ impl<T: Float> Var<T> {
                     .reshape(&sb)
             },
         )
+        .traced(|| Prim::Matmul)
     }
 
     /// x · Wᵀ for a `weight` in PyTorch's `[out, in]` layout (`torch.nn.functional.linear`

@@ -3,6 +3,7 @@
 
 use tensor::{resolve_dim, Dim, Float, Tensor};
 
+use crate::trace::Prim;
 use crate::var::Var;
 
 /// The input shape with the reduced axes set to 1 (the `keepdim` shape).
@@ -14,15 +15,25 @@ fn keepdim_shape<D: Dim>(op: &str, shape: &[usize], axes: &[D]) -> Vec<usize> {
     kept
 }
 
+/// The one dim `axes` names, resolved, or `None` for several (or none).
+fn one_axis<D: Dim>(op: &str, axes: &[D], rank: usize) -> Option<usize> {
+    match axes {
+        [a] => Some(resolve_dim(op, *a, rank)),
+        _ => None,
+    }
+}
+
 impl<T: Float> Var<T> {
     /// Σ over `axes`.  ∂/∂x = g, broadcast back over the summed axes.
     #[track_caller]
     pub fn sum<D: Dim>(&self, axes: &[D], keepdim: bool) -> Var<T> {
         let shape = self.shape().to_vec();
         let kept = keepdim_shape("sum", &shape, axes);
+        let one_dim = one_axis("sum", axes, self.rank());
         self.unary("sum", self.value.sum(axes, keepdim), move |g| {
             g.reshape(&kept).broadcast_to(&shape)
         })
+        .traced_if(one_dim.map(|dim| Prim::Sum { dim, keepdim }))
     }
 
     /// Σ of all elements (a 0-d result).  ∂/∂x = g everywhere.
@@ -39,9 +50,11 @@ impl<T: Float> Var<T> {
         let shape = self.shape().to_vec();
         let kept = keepdim_shape("mean", &shape, axes);
         let n = T::from_f64((tensor::numel(&shape) / tensor::numel(&kept).max(1)) as f64);
+        let one_dim = one_axis("mean", axes, self.rank());
         self.unary("mean", self.value.mean(axes, keepdim), move |g| {
             g.reshape(&kept).div_scalar(n).broadcast_to(&shape)
         })
+        .traced_if(one_dim.map(|dim| Prim::Mean { dim, keepdim }))
     }
 
     /// Mean of all elements (a 0-d result).  ∂/∂x = g / n.

@@ -4,6 +4,7 @@
 
 use tensor::{resolve_dim, Dim, Float};
 
+use crate::trace::Prim;
 use crate::var::Var;
 
 impl<T: Float> Var<T> {
@@ -51,12 +52,14 @@ impl<T: Float> Var<T> {
         self.unary("transpose", self.value.transpose(a, b), move |g| {
             g.transpose(a, b)
         })
+        .traced(|| Prim::Transpose(a, b))
     }
 
     /// Transpose of a 2-D variable.  ∂/∂x = gᵀ.
     #[track_caller]
     pub fn t(&self) -> Var<T> {
         self.unary("t", self.value.t(), |g| g.t())
+            .traced(|| Prim::T)
     }
 
     /// The slice `start..start + len` along `dim`.  ∂/∂x = g in that slice, 0 elsewhere.
@@ -66,6 +69,7 @@ impl<T: Float> Var<T> {
         self.unary_slice("narrow", self.value.narrow(d, start, len), d, start, |g| {
             g.clone()
         })
+        .traced(|| Prim::Narrow { dim: d, start, len })
     }
 
     /// The entry `index` along `dim`, that dim removed.  ∂/∂x = g at that entry, 0 elsewhere.

@@ -4,6 +4,7 @@
 
 use tensor::{resolve_dim, Dim, Float, Tensor};
 
+use crate::trace::Prim;
 use crate::var::{Rule, Var};
 
 impl<T: Float> Var<T> {
@@ -28,7 +29,7 @@ impl<T: Float> Var<T> {
                 Box::new(move |g: &Tensor<T>| g.narrow(d, s, len).contiguous()) as Rule<T>
             })
             .collect();
-        Var::with_rules("concat", vars, value, rules)
+        Var::with_rules("concat", vars, value, rules).traced(|| Prim::Concat(d))
     }
 
     /// Joins same-shaped variables along a new dim.  ∂/∂xᵢ = g's entry i along that dim.

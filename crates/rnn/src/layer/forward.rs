@@ -24,6 +24,7 @@ use tensor::{Float, Tensor};
 
 use super::{Layer, LayerOutput};
 use crate::cell::{Cell, State};
+use crate::compiled;
 use crate::dropout::dropout;
 use crate::fused;
 
@@ -115,6 +116,12 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
                 }
                 None => cell.zero_state(x.tape(), batch),
             };
+            let programs: Option<Vec<_>> = match fused || batch == 0 {
+                true => None,
+                false => (0..layer_cells.len())
+                    .map(|dir| self.program(l, dir, batch))
+                    .collect(),
+            };
             let outputs: Vec<Var<T>> = if fused {
                 let directions = layer_cells
                     .iter()
@@ -128,6 +135,15 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
                 fused::run(&input, directions, lengths)
                     .into_iter()
                     .map(|(out, last)| {
+                        finals.push(C::State::from_parts(last));
+                        out
+                    })
+                    .collect()
+            } else if let Some(programs) = programs {
+                (layer_cells.iter().zip(&programs).enumerate())
+                    .map(|(dir, (cell, program))| {
+                        let init = init_of(dir, cell).parts();
+                        let (out, last) = compiled::run(&input, program, &init, lengths, dir == 1);
                         finals.push(C::State::from_parts(last));
                         out
                     })

@@ -48,11 +48,13 @@ pub use stream::Stream;
 pub use tbptt::Chunk;
 
 use std::cell::Cell as Flag;
+use std::sync::Arc;
 
 use autograd::{Param, Tape, Var};
 use tensor::{Float, Rng, Tensor};
 
 use crate::cell::{Cell, State};
+use crate::compiled::{self, Path};
 use crate::gru::GruCell;
 use crate::lstm::LstmCell;
 use crate::module::Module;
@@ -65,6 +67,9 @@ pub struct Layer<T: Float, C: Cell<T>> {
     config: LayerConfig,
     training: Flag<bool>,
     use_fused: Flag<bool>,
+    use_compiled: Flag<bool>,
+    /// The compiled programs, one per layer and direction (see [`crate::compiled`]).
+    programs: compiled::Cache<T>,
     _marker: std::marker::PhantomData<T>,
 }
 
@@ -157,6 +162,8 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
             config,
             training: Flag::new(true),
             use_fused: Flag::new(true),
+            use_compiled: Flag::new(true),
+            programs: Default::default(),
             _marker: std::marker::PhantomData,
         };
         // Full names (`weight_hh_l1_reverse`), so gradcheck reports and tape graphs say which.
@@ -198,6 +205,62 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
     /// Whether this layer runs fused kernels: the switch is on and its cells have one.
     pub fn is_fused(&self) -> bool {
         self.use_fused.get() && self.cells[0][0].fused().is_some()
+    }
+
+    /// Whether cells without a fused kernel (or with the fused switch off) run compiled (the
+    /// default): `false` forces the composed path, where every op of every step is on the
+    /// tape for you to read. [`explain`](Self::explain) says which path runs.
+    pub fn set_compiled(&self, on: bool) {
+        self.use_compiled.set(on);
+    }
+
+    /// Which path each layer and direction runs, and on the composed path, why: the op of
+    /// `step` the compiler stopped at. Traces the step for a batch of 2 (the forward traces
+    /// for its own batch size, and keeps the program).
+    ///
+    /// ```
+    /// use rnn::{Layer, LayerConfig, Path};
+    /// use tensor::Rng;
+    /// let lstm = Layer::<f32, _>::lstm(LayerConfig::new(3, 4), &mut Rng::seed_from_u64(0));
+    /// assert_eq!(lstm.explain()[0].2, Path::Fused);
+    /// lstm.set_fused(false);
+    /// assert!(matches!(lstm.explain()[0].2, Path::Compiled { .. }));
+    /// lstm.set_compiled(false);
+    /// assert!(matches!(lstm.explain()[0].2, Path::Composed(_)));
+    /// ```
+    pub fn explain(&self) -> Vec<(usize, usize, Path)> {
+        let mut out = Vec::new();
+        for (l, cells) in self.cells.iter().enumerate() {
+            for (d, cell) in cells.iter().enumerate() {
+                let path = if self.is_fused() {
+                    Path::Fused
+                } else if !self.use_compiled.get() {
+                    Path::Composed("the compiled path is switched off (set_compiled)".into())
+                } else {
+                    match compiled::compile(cell, 2) {
+                        Ok(p) => Path::Compiled {
+                            hoisted: p.hoisted_ops(),
+                            per_step: p.len(),
+                        },
+                        Err(why) => Path::Composed(why),
+                    }
+                };
+                out.push((l, d, path));
+            }
+        }
+        out
+    }
+
+    /// The compiled program of layer `l`'s direction `d` for `batch` rows, cached; `None` if
+    /// the compiled path is off or the step does not compile.
+    fn program(&self, l: usize, d: usize, batch: usize) -> Option<Arc<compiled::Program<T>>> {
+        if !self.use_compiled.get() {
+            return None;
+        }
+        let cell = &self.cells[l][d];
+        let key = compiled::Key::of(cell, batch, self.is_training());
+        let slot = l * self.config.num_directions() + d;
+        compiled::program(&self.programs, slot, cell, key).ok()
     }
 }
 

@@ -6,7 +6,7 @@
 
 use autograd::{gradcheck, Tape, Var};
 use proptest::prelude::*;
-use rnn::{Cell, Layer, LayerConfig, Module, Nonlinearity, State};
+use rnn::{Cell, Layer, LayerConfig, Module, Nonlinearity, Path, State};
 use tensor::{Rng, Tensor};
 
 #[derive(Clone, Debug)]
@@ -138,21 +138,29 @@ fn max_diff(a: &[f64], b: &[f64]) -> f64 {
         .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
 }
 
+/// The three paths on one layer: the fused kernel, the cell's `step` compiled, and composed.
 fn compare<C: Cell<f64>>(layer: Layer<f64, C>, s: &Setup) -> Result<(), TestCaseError> {
     prop_assert!(layer.is_fused());
     let fused = run(&layer, s);
     layer.set_fused(false);
+    let path = layer.explain().remove(0).2;
+    prop_assert!(matches!(path, Path::Compiled { .. }), "{}", path);
+    let compiled = run(&layer, s);
+    layer.set_compiled(false);
     let composed = run(&layer, s);
-    for (k, (a, b)) in fused.iter().zip(&composed).enumerate() {
-        prop_assert_eq!(a.shape(), b.shape());
-        let worst = max_diff(&a.to_vec(), &b.to_vec());
-        prop_assert!(
-            worst <= 1e-12,
-            "result {} differs by {:e} ({:?})",
-            k,
-            worst,
-            s
-        );
+    for (path, results) in [("fused", &fused), ("compiled", &compiled)] {
+        for (k, (a, b)) in results.iter().zip(&composed).enumerate() {
+            prop_assert_eq!(a.shape(), b.shape());
+            let worst = max_diff(&a.to_vec(), &b.to_vec());
+            prop_assert!(
+                worst <= 1e-12,
+                "{} result {} differs from composed by {:e} ({:?})",
+                path,
+                k,
+                worst,
+                s
+            );
+        }
     }
     Ok(())
 }

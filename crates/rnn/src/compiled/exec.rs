@@ -1,0 +1,839 @@
+//! Running a [`Program`] over one direction of a sequence, as one tape node.
+//!
+//! ```text
+//! run        replay the hoisted part on the caller's tape (parameter-only values once,
+//!            x-dependent ones over all T·B rows), pack each weight once, run the
+//!            forward loop, record the node
+//! forward    for each step (in this direction's order), for each block of rows:
+//!              slots ← the state's rows, the hoisted values' rows of this step
+//!              every instruction, in order, each writing its own slot
+//!              the state ← the state_out slots (rows still running), output ← h
+//!              keep the slots the backward reads
+//! backward   for each step in reverse, for each block of rows:
+//!              seed the state_out slots' gradients (the next step's, the output's)
+//!              every instruction's rule, in reverse, into its operands' gradients
+//!              the state's gradient ← the state_in slots'
+//!            then each weight's gradient as one product over all steps: dW = dPᵀ A
+//! ```
+//!
+//! A block's slots live in one buffer (the arena), slot after slot, `[rows, width]` each.
+//! An instruction's operands are always earlier slots than its result (the trace is in
+//! order), so one split of the arena gives the operands to read and the result to write.
+
+use std::sync::Arc;
+
+use autograd::{Binary, Unary, Var};
+use tensor::ops::matmul::{gemm_into, MatRef};
+use tensor::ops::packed::{gemm_packed, PackedMat};
+use tensor::simd::{with_simd, SimdWork};
+use tensor::{Float, Tensor};
+
+use super::{Instr, Operand, PreArg, PreOp, Program, Source};
+
+/// A block holds at most this many elements (rows × all slots' widths), unless one row is
+/// wider: its slots stay in the core's L2 cache from one instruction to the next.
+const BLOCK_ELEMENTS: usize = 1 << 15;
+
+/// Runs `program` (one cell's compiled step) over `x` (`[T, B, I]`) from the state `init`,
+/// forwards or in `reverse`, and records it as one node. Returns the outputs `[T, B, H]` and
+/// the final state's parts.
+pub(crate) fn run<T: Float>(
+    x: &Var<T>,
+    program: &Arc<Program<T>>,
+    init: &[Var<T>],
+    lengths: Option<&[usize]>,
+    reverse: bool,
+) -> (Var<T>, Vec<Var<T>>) {
+    let (steps, batch) = (x.shape()[0], x.shape()[1]);
+    let tape = x.tape();
+    let x_rows = x.reshape(&[steps * batch, x.shape()[2]]);
+    // The hoisted part, on the caller's tape: its backward is the tape's.
+    let mut pre: Vec<Var<T>> = Vec::with_capacity(program.pre.len());
+    for op in &program.pre {
+        let v = match op {
+            PreOp::X => x_rows.clone(),
+            PreOp::Param(k) => tape.param(&program.params[*k]),
+            PreOp::Op(prim, args) => {
+                let args: Vec<Var<T>> = (args.iter())
+                    .map(|a| match a {
+                        PreArg::Pre(k) => pre[*k].clone(),
+                        PreArg::Const(t) => tape.constant(t.clone()),
+                    })
+                    .collect();
+                prim.apply(&args.iter().collect::<Vec<_>>())
+            }
+        };
+        pre.push(v);
+    }
+    // The node's inputs: the hoisted rows, the initial state, the parameter-only sources.
+    let mut vars: Vec<Var<T>> = (program.hoisted.iter())
+        .map(|&(k, _)| pre[k].clone())
+        .collect();
+    vars.extend(init.iter().cloned());
+    let mut source_input = Vec::with_capacity(program.sources.len());
+    for src in &program.sources {
+        source_input.push(match src {
+            Source::Pre(k) => {
+                vars.push(pre[*k].clone());
+                Some(vars.len() - 1)
+            }
+            Source::Const(_) => None,
+        });
+    }
+    let keep = tape.grad_enabled() && vars.iter().any(Var::requires_grad);
+    let sources: Vec<Tensor<T>> = (program.sources.iter())
+        .map(|s| match s {
+            Source::Pre(k) => pre[*k].value().contiguous(),
+            Source::Const(t) => t.contiguous(),
+        })
+        .collect();
+    let mut packed: Vec<Option<PackedMat<T>>> = vec![None; sources.len()];
+    for instr in &program.instrs {
+        if let Instr::Matmul(_, w, _) = instr {
+            let [k, n] = <[usize; 2]>::try_from(sources[*w].shape()).expect("2-D");
+            packed[*w]
+                .get_or_insert_with(|| PackedMat::pack(MatRef::new(slice(&sources[*w]), k, n)));
+        }
+    }
+    let exec = Exec {
+        prog: program.clone(),
+        steps,
+        batch,
+        hoisted: (program.hoisted.iter())
+            .map(|&(k, _)| pre[k].value().contiguous())
+            .collect(),
+        sources,
+        packed,
+        source_input,
+        lengths: lengths.map(<[usize]>::to_vec),
+        reverse,
+        keep,
+    };
+    let init_values: Vec<Tensor<T>> = init.iter().map(|v| v.value().contiguous()).collect();
+    let (value, saved) = exec.forward(&init_values);
+    let out_width = program.width[program.state_out[0]];
+    let part_widths: Vec<usize> = program
+        .state_out
+        .iter()
+        .map(|&s| program.width[s])
+        .collect();
+    let needs: Vec<bool> = vars.iter().map(Var::requires_grad).collect();
+    let n_hoisted = program.hoisted.len();
+    let refs: Vec<&Var<T>> = vars.iter().collect();
+    let total = value.len();
+    let node = Var::custom_op(
+        "compiled_sequence",
+        &refs,
+        Tensor::from_vec(value, &[total]),
+        move |g| {
+            let g = g.contiguous();
+            exec.backward(slice(&g), &saved, &needs, n_hoisted)
+        },
+    );
+    let output = node
+        .narrow(0, 0, steps * batch * out_width)
+        .reshape(&[steps, batch, out_width]);
+    let mut at = steps * batch * out_width;
+    let finals = (part_widths.iter())
+        .map(|&w| {
+            let part = node.narrow(0, at, batch * w).reshape(&[batch, w]);
+            at += batch * w;
+            part
+        })
+        .collect();
+    (output, finals)
+}
+
+fn slice<T: Float>(t: &Tensor<T>) -> &[T] {
+    t.as_slice().expect("made contiguous")
+}
+
+/// Everything one direction's loops read, owned, so the backward can run later.
+struct Exec<T: Float> {
+    prog: Arc<Program<T>>,
+    steps: usize,
+    batch: usize,
+    /// Per hoisted value: all steps' rows, `[T·B, width]`.
+    hoisted: Vec<Tensor<T>>,
+    /// Per source: its value (contiguous).
+    sources: Vec<Tensor<T>>,
+    /// Per source on the right of a product: it packed for [`gemm_packed`].
+    packed: Vec<Option<PackedMat<T>>>,
+    /// Per source: its place among the node's inputs (`None` for constants).
+    source_input: Vec<Option<usize>>,
+    lengths: Option<Vec<usize>>,
+    reverse: bool,
+    /// Whether a backward may follow: the forward then keeps the slots it reads.
+    keep: bool,
+}
+
+/// An operand as a block sees it: rows of a slot (`width` 1 broadcasts along the row), or a
+/// source broadcast over the rows (one element, or one row).
+#[derive(Clone, Copy)]
+enum View<'a, T> {
+    Rows(&'a [T], usize),
+    Bcast(&'a [T]),
+}
+
+/// One row of an operand: a run of values, or one value for the whole row.
+#[derive(Clone, Copy)]
+enum RowArg<'a, T> {
+    Run(&'a [T]),
+    One(T),
+}
+
+impl<'a, T: Float> View<'a, T> {
+    #[inline(always)]
+    fn row(self, r: usize) -> RowArg<'a, T> {
+        match self {
+            View::Rows(s, 1) => RowArg::One(s[r]),
+            View::Rows(s, w) => RowArg::Run(&s[r * w..][..w]),
+            View::Bcast([one]) => RowArg::One(*one),
+            View::Bcast(s) => RowArg::Run(s),
+        }
+    }
+}
+
+impl<T: Float> RowArg<'_, T> {
+    #[inline(always)]
+    fn at(self, j: usize) -> T {
+        match self {
+            RowArg::Run(s) => s[j],
+            RowArg::One(v) => v,
+        }
+    }
+}
+
+/// Runs `$body` with `$u` bound to `$op` as a constant in each arm, so every op gets its own
+/// loop with the rule inlined and no branch on the op inside.
+macro_rules! each_unary {
+    ($op:expr, |$u:ident| $body:expr) => {
+        match $op {
+            Unary::Neg => {
+                let $u = Unary::Neg;
+                $body
+            }
+            Unary::Exp => {
+                let $u = Unary::Exp;
+                $body
+            }
+            Unary::Log => {
+                let $u = Unary::Log;
+                $body
+            }
+            Unary::Tanh => {
+                let $u = Unary::Tanh;
+                $body
+            }
+            Unary::Sigmoid => {
+                let $u = Unary::Sigmoid;
+                $body
+            }
+            Unary::Relu => {
+                let $u = Unary::Relu;
+                $body
+            }
+            Unary::Sqrt => {
+                let $u = Unary::Sqrt;
+                $body
+            }
+            Unary::Recip => {
+                let $u = Unary::Recip;
+                $body
+            }
+            Unary::Square => {
+                let $u = Unary::Square;
+                $body
+            }
+            Unary::Abs => {
+                let $u = Unary::Abs;
+                $body
+            }
+        }
+    };
+}
+
+macro_rules! each_binary {
+    ($op:expr, |$b:ident| $body:expr) => {
+        match $op {
+            Binary::Add => {
+                let $b = Binary::Add;
+                $body
+            }
+            Binary::Sub => {
+                let $b = Binary::Sub;
+                $body
+            }
+            Binary::Mul => {
+                let $b = Binary::Mul;
+                $body
+            }
+            Binary::Div => {
+                let $b = Binary::Div;
+                $body
+            }
+        }
+    };
+}
+
+/// `out = f(a, b)` over one row.
+#[inline(always)]
+fn zip_row<T: Float>(out: &mut [T], a: RowArg<'_, T>, b: RowArg<'_, T>, f: impl Fn(T, T) -> T) {
+    match (a, b) {
+        (RowArg::Run(a), RowArg::Run(b)) => {
+            for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+                *o = f(x, y);
+            }
+        }
+        (RowArg::Run(a), RowArg::One(y)) => {
+            for (o, &x) in out.iter_mut().zip(a) {
+                *o = f(x, y);
+            }
+        }
+        (RowArg::One(x), RowArg::Run(b)) => {
+            for (o, &y) in out.iter_mut().zip(b) {
+                *o = f(x, y);
+            }
+        }
+        (RowArg::One(x), RowArg::One(y)) => out.fill(f(x, y)),
+    }
+}
+
+/// The arena's slots before `out` (to read) and `out`'s own (to write).
+fn split_out<'a, T: Float>(
+    p: &Program<T>,
+    arena: &'a mut [T],
+    rows: usize,
+    out: usize,
+) -> (&'a mut [T], &'a mut [T]) {
+    let (lo, hi) = arena.split_at_mut(p.offset[out] * rows);
+    (lo, &mut hi[..p.width[out] * rows])
+}
+
+/// Slot `s`'s rows in an arena (or the part of one before a later slot).
+fn slot_of<'a, T: Float>(p: &Program<T>, arena: &'a [T], rows: usize, s: usize) -> &'a [T] {
+    &arena[p.offset[s] * rows..][..p.width[s] * rows]
+}
+
+fn slot_mut<'a, T: Float>(
+    p: &Program<T>,
+    arena: &'a mut [T],
+    rows: usize,
+    s: usize,
+) -> &'a mut [T] {
+    &mut arena[p.offset[s] * rows..][..p.width[s] * rows]
+}
+
+/// One block's forward: every instruction over `rows` rows, under [`with_simd`].
+struct ForwardBlock<'a, T: Float> {
+    exec: &'a Exec<T>,
+    arena: &'a mut [T],
+    rows: usize,
+}
+
+impl<T: Float> SimdWork for ForwardBlock<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let ForwardBlock { exec, arena, rows } = self;
+        let p = &*exec.prog;
+        for instr in &p.instrs {
+            match instr {
+                Instr::Unary(op, a, out) => {
+                    let (lo, y) = split_out(p, arena, rows, *out);
+                    let x = slot_of(p, lo, rows, *a);
+                    each_unary!(*op, |u| {
+                        for (o, &v) in y.iter_mut().zip(x) {
+                            *o = u.eval(v);
+                        }
+                    });
+                }
+                Instr::AddScalar(s, a, out) => {
+                    let (lo, y) = split_out(p, arena, rows, *out);
+                    for (o, &v) in y.iter_mut().zip(slot_of(p, lo, rows, *a)) {
+                        *o = v + *s;
+                    }
+                }
+                Instr::MulScalar(s, a, out) => {
+                    let (lo, y) = split_out(p, arena, rows, *out);
+                    for (o, &v) in y.iter_mut().zip(slot_of(p, lo, rows, *a)) {
+                        *o = v * *s;
+                    }
+                }
+                Instr::Binary(op, a, b, out) => {
+                    let w = p.width[*out];
+                    let (lo, y) = split_out(p, arena, rows, *out);
+                    let (va, vb) = (exec.view(lo, rows, *a), exec.view(lo, rows, *b));
+                    each_binary!(*op, |bin| {
+                        for (r, y_r) in y.chunks_exact_mut(w).enumerate() {
+                            zip_row(y_r, va.row(r), vb.row(r), |x, z| bin.eval(x, z));
+                        }
+                    });
+                }
+                Instr::Matmul(a, src, out) => {
+                    let (lo, y) = split_out(p, arena, rows, *out);
+                    let w = exec.packed[*src].as_ref().expect("packed in run");
+                    gemm_packed(slot_of(p, lo, rows, *a), rows, w, T::ZERO, y);
+                }
+                Instr::Narrow(a, start, len, out) => {
+                    let wa = p.width[*a];
+                    let (lo, y) = split_out(p, arena, rows, *out);
+                    let x = slot_of(p, lo, rows, *a);
+                    for (y_r, x_r) in y.chunks_exact_mut(*len).zip(x.chunks_exact(wa)) {
+                        y_r.copy_from_slice(&x_r[*start..][..*len]);
+                    }
+                }
+                Instr::Concat(parts, out) => {
+                    let w = p.width[*out];
+                    let (lo, y) = split_out(p, arena, rows, *out);
+                    let mut at = 0;
+                    for &s in parts {
+                        let ws = p.width[s];
+                        let x = slot_of(p, lo, rows, s);
+                        for (y_r, x_r) in y.chunks_exact_mut(w).zip(x.chunks_exact(ws)) {
+                            y_r[at..][..ws].copy_from_slice(x_r);
+                        }
+                        at += ws;
+                    }
+                }
+                Instr::Sum(a, mean, out) => {
+                    let wa = p.width[*a];
+                    let (lo, y) = split_out(p, arena, rows, *out);
+                    let x = slot_of(p, lo, rows, *a);
+                    let n = T::from_f64(wa as f64);
+                    for (o, x_r) in y.iter_mut().zip(x.chunks_exact(wa)) {
+                        let s = x_r.iter().fold(T::ZERO, |acc, &v| acc + v);
+                        *o = if *mean { s / n } else { s };
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<T: Float> Exec<T> {
+    /// The time steps in this direction's order.
+    fn order(&self) -> impl DoubleEndedIterator<Item = usize> + '_ {
+        (0..self.steps).map(move |k| match self.reverse {
+            true => self.steps - 1 - k,
+            false => k,
+        })
+    }
+
+    fn valid(&self, t: usize, b: usize) -> bool {
+        self.lengths.as_ref().is_none_or(|l| t < l[b])
+    }
+
+    /// Rows per block: a fixed partition of the batch, whatever the thread count.
+    fn block_rows(&self) -> usize {
+        let fit = (BLOCK_ELEMENTS / self.prog.columns.max(1)).max(1);
+        if fit >= self.batch {
+            self.batch
+        } else {
+            (fit / 8 * 8).max(8).min(self.batch)
+        }
+    }
+
+    fn view<'a>(&'a self, arena: &'a [T], rows: usize, o: Operand) -> View<'a, T> {
+        match o {
+            Operand::Slot(s) => View::Rows(slot_of(&self.prog, arena, rows, s), self.prog.width[s]),
+            Operand::Src(i) => View::Bcast(slice(&self.sources[i])),
+        }
+    }
+
+    /// The forward loop. Returns the node's value (the outputs `[T, B, H]`, then each final
+    /// state part `[B, w]`) and, per slot the backward reads, its value at every step.
+    fn forward(&self, init: &[Tensor<T>]) -> (Vec<T>, Vec<Vec<T>>) {
+        let p = &*self.prog;
+        let (steps, batch) = (self.steps, self.batch);
+        let mut state: Vec<Vec<T>> = init.iter().map(|t| slice(t).to_vec()).collect();
+        let out_w = p.width[p.state_out[0]];
+        let parts_len: usize = p.state_out.iter().map(|&s| batch * p.width[s]).sum();
+        let mut value = vec![T::ZERO; steps * batch * out_w + parts_len];
+        let mut saved: Vec<Vec<T>> = (0..p.width.len())
+            .map(|s| match self.keep && p.saved[s] {
+                true => vec![T::ZERO; steps * batch * p.width[s]],
+                false => vec![],
+            })
+            .collect();
+        let block = self.block_rows();
+        let mut arena = vec![T::ZERO; block * p.columns];
+        for t in self.order() {
+            for r0 in (0..batch).step_by(block) {
+                let rows = block.min(batch - r0);
+                let arena = &mut arena[..rows * p.columns];
+                for (k, &s) in p.state_in.iter().enumerate() {
+                    let w = p.width[s];
+                    slot_mut(p, arena, rows, s).copy_from_slice(&state[k][r0 * w..][..rows * w]);
+                }
+                for (h, &(_, s)) in p.hoisted.iter().enumerate() {
+                    let w = p.width[s];
+                    let src = &slice(&self.hoisted[h])[(t * batch + r0) * w..][..rows * w];
+                    slot_mut(p, arena, rows, s).copy_from_slice(src);
+                }
+                with_simd(ForwardBlock {
+                    exec: self,
+                    arena: &mut *arena,
+                    rows,
+                });
+                for (k, &s) in p.state_out.iter().enumerate() {
+                    let w = p.width[s];
+                    let new = slot_of(p, arena, rows, s);
+                    for r in 0..rows {
+                        if self.valid(t, r0 + r) {
+                            state[k][(r0 + r) * w..][..w].copy_from_slice(&new[r * w..][..w]);
+                        }
+                    }
+                }
+                for r in (0..rows).filter(|&r| self.valid(t, r0 + r)) {
+                    let b = r0 + r;
+                    value[(t * batch + b) * out_w..][..out_w]
+                        .copy_from_slice(&state[0][b * out_w..][..out_w]);
+                }
+                for (s, keep) in saved.iter_mut().enumerate() {
+                    if !keep.is_empty() {
+                        let w = p.width[s];
+                        keep[(t * batch + r0) * w..][..rows * w]
+                            .copy_from_slice(slot_of(p, arena, rows, s));
+                    }
+                }
+            }
+        }
+        let mut at = steps * batch * out_w;
+        for part in &state {
+            value[at..][..part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        (value, saved)
+    }
+
+    /// The backward loop, from `g`, the gradient of the node's value. Returns a gradient per
+    /// node input (`None` where `needs` says none is wanted).
+    fn backward(
+        &self,
+        g: &[T],
+        saved: &[Vec<T>],
+        needs: &[bool],
+        n_hoisted: usize,
+    ) -> Vec<Option<Tensor<T>>> {
+        let p = &*self.prog;
+        let (steps, batch) = (self.steps, self.batch);
+        let out_w = p.width[p.state_out[0]];
+        let mut at = steps * batch * out_w;
+        let mut carried: Vec<Vec<T>> = (p.state_out.iter())
+            .map(|&s| {
+                let part = g[at..][..batch * p.width[s]].to_vec();
+                at += part.len();
+                part
+            })
+            .collect();
+        let mut next = carried.clone();
+        let mut hoisted_grads: Vec<Vec<T>> = (p.hoisted.iter().enumerate())
+            .map(|(h, &(_, s))| match needs[h] {
+                true => vec![T::ZERO; steps * batch * p.width[s]],
+                false => vec![],
+            })
+            .collect();
+        let needs_source = |i: usize| self.source_input[i].is_some_and(|k| needs[k]);
+        // Per source: the gradient of a broadcast operand, summed over rows and steps.
+        let mut source_grads: Vec<Vec<T>> = (0..self.sources.len())
+            .map(|i| match needs_source(i) {
+                true => vec![T::ZERO; self.sources[i].numel()],
+                false => vec![],
+            })
+            .collect();
+        // Per product whose weight wants a gradient: its dP at every step, `[T·B, n]`.
+        let mut dp: Vec<Vec<T>> = (p.instrs.iter())
+            .map(|instr| match instr {
+                Instr::Matmul(_, w, out) if needs_source(*w) => {
+                    vec![T::ZERO; steps * batch * p.width[*out]]
+                }
+                _ => vec![],
+            })
+            .collect();
+        let packed_t: Vec<Option<PackedMat<T>>> = (self.sources.iter().enumerate())
+            .map(|(i, src)| {
+                self.packed[i].as_ref().map(|_| {
+                    let [k, n] = <[usize; 2]>::try_from(src.shape()).expect("2-D");
+                    PackedMat::pack(MatRef::new(slice(src), k, n).t())
+                })
+            })
+            .collect();
+        let block = self.block_rows();
+        let mut garena = vec![T::ZERO; block * p.columns];
+        let mut tmp = vec![T::ZERO; p.width.iter().copied().max().unwrap_or(0)];
+        for t in self.order().rev() {
+            for r0 in (0..batch).step_by(block) {
+                let rows = block.min(batch - r0);
+                let ga = &mut garena[..rows * p.columns];
+                ga.fill(T::ZERO);
+                // Seeds: the next step's state gradient, and the output's.
+                for (k, &s) in p.state_out.iter().enumerate() {
+                    let w = p.width[s];
+                    let gs = slot_mut(p, ga, rows, s);
+                    for r in (0..rows).filter(|&r| self.valid(t, r0 + r)) {
+                        let b = r0 + r;
+                        let dst = &mut gs[r * w..][..w];
+                        for (d, &c) in dst.iter_mut().zip(&carried[k][b * w..][..w]) {
+                            *d += c;
+                        }
+                        if k == 0 {
+                            let go = &g[(t * batch + b) * out_w..][..out_w];
+                            for (d, &c) in dst.iter_mut().zip(go) {
+                                *d += c;
+                            }
+                        }
+                    }
+                }
+                let val = |s: usize| -> &[T] {
+                    let w = p.width[s];
+                    &saved[s][(t * batch + r0) * w..][..rows * w]
+                };
+                for (i, instr) in p.instrs.iter().enumerate().rev() {
+                    self.instr_backward(
+                        instr,
+                        ga,
+                        rows,
+                        &val,
+                        &mut source_grads,
+                        &packed_t,
+                        &mut tmp,
+                    );
+                    if let (Instr::Matmul(_, _, out), false) = (instr, dp[i].is_empty()) {
+                        let w = p.width[*out];
+                        dp[i][(t * batch + r0) * w..][..rows * w]
+                            .copy_from_slice(slot_of(p, ga, rows, *out));
+                    }
+                }
+                for (k, &s) in p.state_in.iter().enumerate() {
+                    let w = p.width[s];
+                    let gs = slot_of(p, ga, rows, s);
+                    for r in 0..rows {
+                        let b = r0 + r;
+                        let src = match self.valid(t, b) {
+                            true => &gs[r * w..][..w],
+                            false => &carried[k][b * w..][..w],
+                        };
+                        next[k][b * w..][..w].copy_from_slice(src);
+                    }
+                }
+                for (h, &(_, s)) in p.hoisted.iter().enumerate() {
+                    if !hoisted_grads[h].is_empty() {
+                        let w = p.width[s];
+                        hoisted_grads[h][(t * batch + r0) * w..][..rows * w]
+                            .copy_from_slice(slot_of(p, ga, rows, s));
+                    }
+                }
+            }
+            std::mem::swap(&mut carried, &mut next);
+        }
+        // The weights' gradients, one product each over all steps: dWᵀ = dPᵀ A, made as
+        // [n, k] so the parameter (whose transpose the product used) gets it in its layout.
+        let mut weight_grads: Vec<Option<Vec<T>>> = vec![None; self.sources.len()];
+        for (i, instr) in p.instrs.iter().enumerate() {
+            if let (Instr::Matmul(a, w, out), false) = (instr, dp[i].is_empty()) {
+                let (k, n, m) = (p.width[*a], p.width[*out], steps * batch);
+                let acc = weight_grads[*w].get_or_insert_with(|| vec![T::ZERO; n * k]);
+                gemm_into(
+                    T::ONE,
+                    MatRef::new(&dp[i], m, n).t(),
+                    MatRef::new(&saved[*a], m, k),
+                    T::ONE,
+                    acc,
+                );
+            }
+        }
+        let mut grads: Vec<Option<Tensor<T>>> = vec![None; needs.len()];
+        for (h, gh) in hoisted_grads.into_iter().enumerate() {
+            if needs[h] {
+                let w = p.width[p.hoisted[h].1];
+                grads[h] = Some(Tensor::from_vec(gh, &[steps * batch, w]));
+            }
+        }
+        for (k, part) in carried.into_iter().enumerate() {
+            if needs[n_hoisted + k] {
+                let w = p.width[p.state_in[k]];
+                grads[n_hoisted + k] = Some(Tensor::from_vec(part, &[batch, w]));
+            }
+        }
+        for (i, (bcast, weight)) in source_grads.into_iter().zip(weight_grads).enumerate() {
+            let Some(input) = self.source_input[i].filter(|&k| needs[k]) else {
+                continue;
+            };
+            let shape = self.sources[i].shape();
+            // A view: the parameter this is the transpose of gets it contiguous.
+            let mut total = match weight {
+                Some(wt) => Tensor::from_vec(wt, &[shape[1], shape[0]]).t(),
+                None => Tensor::zeros(shape),
+            };
+            if bcast.iter().any(|&v| v != T::ZERO) {
+                total = &total + &Tensor::from_vec(bcast, shape);
+            }
+            grads[input] = Some(total);
+        }
+        grads
+    }
+
+    /// One instruction's rule over a block: from its result's gradient into its operands'
+    /// (slots in `ga`, or broadcast sources' sums in `source_grads`).
+    #[allow(clippy::too_many_arguments)]
+    fn instr_backward<'v>(
+        &self,
+        instr: &Instr<T>,
+        ga: &mut [T],
+        rows: usize,
+        val: &dyn Fn(usize) -> &'v [T],
+        source_grads: &mut [Vec<T>],
+        packed_t: &[Option<PackedMat<T>>],
+        tmp: &mut [T],
+    ) where
+        T: 'v,
+    {
+        let p = &*self.prog;
+        match instr {
+            Instr::Unary(op, a, out) => {
+                let (lo, g) = split_out(p, ga, rows, *out);
+                let r = match op.reads() {
+                    autograd::Reads::Input => val(*a),
+                    autograd::Reads::Output => val(*out),
+                };
+                let gx = slot_mut(p, lo, rows, *a);
+                each_unary!(*op, |u| {
+                    for ((d, &g), &r) in gx.iter_mut().zip(&*g).zip(r) {
+                        *d += u.grad(g, r);
+                    }
+                });
+            }
+            Instr::AddScalar(_, a, out) => {
+                let (lo, g) = split_out(p, ga, rows, *out);
+                for (d, &g) in slot_mut(p, lo, rows, *a).iter_mut().zip(&*g) {
+                    *d += g;
+                }
+            }
+            Instr::MulScalar(s, a, out) => {
+                let (lo, g) = split_out(p, ga, rows, *out);
+                for (d, &g) in slot_mut(p, lo, rows, *a).iter_mut().zip(&*g) {
+                    *d += g * *s;
+                }
+            }
+            Instr::Binary(op, a, b, out) => {
+                let w = p.width[*out];
+                let (lo, g) = split_out(p, ga, rows, *out);
+                // The values the rules read (a placeholder where a rule reads none).
+                let none: &[T] = &[T::ZERO];
+                let value = |o: &Operand| match o {
+                    Operand::Slot(s) if p.saved[*s] => View::Rows(val(*s), p.width[*s]),
+                    Operand::Slot(_) => View::Bcast(none),
+                    Operand::Src(i) => View::Bcast(slice(&self.sources[*i])),
+                };
+                let (va, vb) = (value(a), value(b));
+                let vy = match p.saved[*out] {
+                    true => View::Rows(val(*out), w),
+                    false => View::Bcast(none),
+                };
+                for (side, operand) in [(0, a), (1, b)] {
+                    let target = match operand {
+                        Operand::Slot(s) => Target::Rows(slot_mut(p, lo, rows, *s), p.width[*s]),
+                        Operand::Src(i) if !source_grads[*i].is_empty() => {
+                            Target::Sum(&mut source_grads[*i])
+                        }
+                        Operand::Src(_) => continue,
+                    };
+                    each_binary!(*op, |bin| {
+                        binary_grad(g, w, va, vb, vy, target, tmp, |g, x, z, y| match side {
+                            0 => bin.grad_a(g, x, z, y),
+                            _ => bin.grad_b(g, x, z, y),
+                        })
+                    });
+                }
+            }
+            Instr::Matmul(a, w, out) => {
+                let (lo, g) = split_out(p, ga, rows, *out);
+                let wt = packed_t[*w].as_ref().expect("packed for the backward");
+                gemm_packed(g, rows, wt, T::ONE, slot_mut(p, lo, rows, *a));
+            }
+            Instr::Narrow(a, start, len, out) => {
+                let wa = p.width[*a];
+                let (lo, g) = split_out(p, ga, rows, *out);
+                let gx = slot_mut(p, lo, rows, *a);
+                for (d_r, g_r) in gx.chunks_exact_mut(wa).zip(g.chunks_exact(*len)) {
+                    for (d, &g) in d_r[*start..][..*len].iter_mut().zip(g_r) {
+                        *d += g;
+                    }
+                }
+            }
+            Instr::Concat(parts, out) => {
+                let w = p.width[*out];
+                let (lo, g) = split_out(p, ga, rows, *out);
+                let mut at = 0;
+                for &s in parts {
+                    let ws = p.width[s];
+                    let gx = slot_mut(p, lo, rows, s);
+                    for (d_r, g_r) in gx.chunks_exact_mut(ws).zip(g.chunks_exact(w)) {
+                        for (d, &g) in d_r.iter_mut().zip(&g_r[at..][..ws]) {
+                            *d += g;
+                        }
+                    }
+                    at += ws;
+                }
+            }
+            Instr::Sum(a, mean, out) => {
+                let wa = p.width[*a];
+                let (lo, g) = split_out(p, ga, rows, *out);
+                let n = T::from_f64(wa as f64);
+                let gx = slot_mut(p, lo, rows, *a);
+                for (d_r, &g) in gx.chunks_exact_mut(wa).zip(&*g) {
+                    let g = if *mean { g / n } else { g };
+                    for d in d_r {
+                        *d += g;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where a binary op's rule sends one operand's gradient: its slot's rows (`width` 1: each
+/// row's sum), or a broadcast source's running sum (one element, or one row).
+enum Target<'a, T> {
+    Rows(&'a mut [T], usize),
+    Sum(&'a mut [T]),
+}
+
+/// Applies `rule(g, a, b, y)` to every element of a `[rows, w]` result and adds each row of
+/// it into `target`, summed where the operand was broadcast.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn binary_grad<T: Float>(
+    g: &[T],
+    w: usize,
+    a: View<'_, T>,
+    b: View<'_, T>,
+    y: View<'_, T>,
+    target: Target<'_, T>,
+    tmp: &mut [T],
+    rule: impl Fn(T, T, T, T) -> T,
+) {
+    let tmp = &mut tmp[..w];
+    let mut target = target;
+    for (r, g_r) in g.chunks_exact(w).enumerate() {
+        let (ar, br, yr) = (a.row(r), b.row(r), y.row(r));
+        for (j, (d, &g)) in tmp.iter_mut().zip(g_r).enumerate() {
+            *d = rule(g, ar.at(j), br.at(j), yr.at(j));
+        }
+        match &mut target {
+            Target::Rows(t, tw) if *tw == w => {
+                for (d, &c) in t[r * w..][..w].iter_mut().zip(&*tmp) {
+                    *d += c;
+                }
+            }
+            Target::Rows(t, _) => t[r] += tmp.iter().fold(T::ZERO, |s, &c| s + c),
+            Target::Sum(t) if t.len() == w => {
+                for (d, &c) in t.iter_mut().zip(&*tmp) {
+                    *d += c;
+                }
+            }
+            Target::Sum(t) => t[0] += tmp.iter().fold(T::ZERO, |s, &c| s + c),
+        }
+    }
+}
