@@ -1,82 +1,36 @@
-//! A cell the library does not ship, against the built-in one: the training step (forward
-//! over the sequence, `output.sum()`, backward) of an LSTM cell written by a user with tensor
-//! ops, run composed (op by op on the tape), beside the built-in LSTM composed and fused, at
-//! the configurations of `benches/torch_custom_cell_bench.py` (float32, seq-first, one
-//! layer), whose PyTorch side is the same cell in a Python loop (eager and TorchScript) and
-//! `nn.LSTM`.
+//! Cells the library does not ship, composed and compiled, and the built-in LSTM compiled from
+//! its `step` against its hand-fused kernel: the training step (forward over the sequence,
+//! `output.sum()`, backward) and the inference forward (no tape kept), at the configurations
+//! of `benches/torch_custom_cell_bench.py` (float32, seq-first, one layer). Its PyTorch side
+//! is the `user_lstm` cell in a Python loop (eager and TorchScript) and `nn.LSTM`;
+//! `benches/compare_pytorch --custom` prints the ratios.
 //!
 //! ```text
-//! RAYON_NUM_THREADS=1 cargo bench --bench custom_cell
+//! RAYON_NUM_THREADS=1 cargo bench --bench custom_cell                       # every row
+//! RAYON_NUM_THREADS=1 cargo bench --bench custom_cell -- 'small/(mgu|lstm)' # some
 //! python3 benches/torch_custom_cell_bench.py --threads 1
 //! ```
+//!
+//! Rows are `custom_cell/{config}/{cell}_{path}/{mode}/{threads}thr`: `path` is `composed`
+//! (op by op on the tape), `compiled` (the traced step) or `fused` (the built-in kernel).
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use unroll::autograd::{Param, Tape, Var};
-use unroll::rnn::{Cell, Layer, LayerConfig, Module};
+use unroll::autograd::Tape;
+use unroll::rnn::{Cell, Layer, LayerConfig, Module, Path};
 use unroll::tensor::{Rng, Tensor};
 
+#[path = "common/cells.rs"]
+mod cells;
+use cells::{IndRnn, LnLstm, Mgu, UserLstm};
+
 /// (name, batch, seq_len, input, hidden), as in the PyTorch script.
-const CONFIGS: [(&str, usize, usize, usize, usize); 2] =
-    [("small", 16, 50, 32, 64), ("medium", 32, 100, 128, 256)];
-
-/// The PyTorch script's `LSTMCell`, written the way a user writes a cell.
-struct UserLstm {
-    w_ih: Param<f32>,
-    w_hh: Param<f32>,
-    b_ih: Param<f32>,
-    b_hh: Param<f32>,
-}
-
-impl UserLstm {
-    fn new(input: usize, hidden: usize, rng: &mut Rng) -> Self {
-        let mut p = |name: &str, shape: &[usize], scale: f32| {
-            Param::new(name, Tensor::rand_normal(shape, 0.0, scale, rng))
-        };
-        UserLstm {
-            w_ih: p("w_ih", &[4 * hidden, input], 0.1),
-            w_hh: p("w_hh", &[4 * hidden, hidden], 0.1),
-            b_ih: p("b_ih", &[4 * hidden], 0.0),
-            b_hh: p("b_hh", &[4 * hidden], 0.0),
-        }
-    }
-}
-
-impl Cell<f32> for UserLstm {
-    type State = (Var<f32>, Var<f32>);
-
-    fn input_size(&self) -> usize {
-        self.w_ih.shape()[1]
-    }
-
-    fn hidden_size(&self) -> usize {
-        self.w_hh.shape()[1]
-    }
-
-    fn step(&self, x: &Var<f32>, (h, c): &(Var<f32>, Var<f32>)) -> (Var<f32>, Var<f32>) {
-        let gates = x.linear(&self.w_ih) + &self.b_ih + h.linear(&self.w_hh) + &self.b_hh;
-        let [i, f, g, o] = <[Var<f32>; 4]>::try_from(gates.chunk(4, -1)).expect("four gates");
-        let (i, f, g, o) = (i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid());
-        let c = &f * c + &i * &g;
-        let h = &o * &c.tanh();
-        (h, c)
-    }
-}
-
-impl Module<f32> for UserLstm {
-    fn named_params(&self) -> Vec<(String, Param<f32>)> {
-        [
-            ("w_ih", &self.w_ih),
-            ("w_hh", &self.w_hh),
-            ("b_ih", &self.b_ih),
-            ("b_hh", &self.b_hh),
-        ]
-        .into_iter()
-        .map(|(n, p)| (n.to_string(), p.clone()))
-        .collect()
-    }
-}
+const CONFIGS: [(&str, usize, usize, usize, usize); 3] = [
+    ("small", 16, 50, 32, 64),
+    ("medium", 32, 100, 128, 256),
+    ("large", 64, 200, 256, 512),
+];
 
 fn train_step<C: Cell<f32>>(layer: &Layer<f32, C>, x: &Tensor<f32>) {
     for p in layer.params() {
@@ -87,31 +41,62 @@ fn train_step<C: Cell<f32>>(layer: &Layer<f32, C>, x: &Tensor<f32>) {
     black_box(out.output.sum_all().backward());
 }
 
-fn bench_custom_cell(c: &mut Criterion) {
+fn forward<C: Cell<f32>>(layer: &Layer<f32, C>, x: &Tensor<f32>) {
+    let tape = Tape::new();
+    tape.no_grad(|| black_box(layer.forward(&tape.constant(x.clone())).output));
+}
+
+/// Benchmarks `layer` on `paths` (each a name and the switches that select it), both modes.
+fn bench_paths<C: Cell<f32>>(
+    c: &mut Criterion,
+    config: &str,
+    cell: &str,
+    layer: &Layer<f32, C>,
+    x: &Tensor<f32>,
+    paths: &[&str],
+) {
     let threads = rayon::current_num_threads();
+    let mut group = c.benchmark_group(format!("custom_cell/{config}"));
+    group.sample_size(10);
+    for &path in paths {
+        layer.set_fused(path == "fused");
+        layer.set_compiled(path == "compiled");
+        let runs = match (path, &layer.explain()[0].2) {
+            ("fused", Path::Fused) | ("composed", Path::Composed(_)) => true,
+            ("compiled", Path::Compiled { .. }) => true,
+            (_, other) => panic!("{cell} {path}: runs {other}"),
+        };
+        assert!(runs);
+        for (mode, run) in [
+            (
+                "train_step",
+                train_step::<C> as fn(&Layer<f32, C>, &Tensor<f32>),
+            ),
+            ("forward", forward::<C>),
+        ] {
+            let id = BenchmarkId::new(format!("{cell}_{path}/{mode}"), format!("{threads}thr"));
+            group.bench_function(id, |bench| bench.iter(|| run(layer, x)));
+        }
+    }
+    group.finish();
+}
+
+fn bench_custom_cell(c: &mut Criterion) {
     for (config, b, t, i, h) in CONFIGS {
         let mut rng = Rng::seed_from_u64(0);
         let x = Tensor::<f32>::rand_normal(&[t, b, i], 0.0, 1.0, &mut rng);
-        let user = Layer::new(LayerConfig::new(i, h), &mut rng, |input, rng| {
-            UserLstm::new(input, h, rng)
-        });
-        let mut rng = Rng::seed_from_u64(0);
-        let builtin = Layer::lstm(LayerConfig::new(i, h), &mut rng);
-        let mut group = c.benchmark_group(format!("custom_cell/{config}"));
-        group.sample_size(10);
-        let id = |what: &str| BenchmarkId::new(what, format!("{threads}thr"));
-        group.bench_function(id("user_lstm_composed"), |bench| {
-            bench.iter(|| train_step(&user, &x))
-        });
-        builtin.set_fused(false);
-        group.bench_function(id("lstm_composed"), |bench| {
-            bench.iter(|| train_step(&builtin, &x))
-        });
-        builtin.set_fused(true);
-        group.bench_function(id("lstm_fused"), |bench| {
-            bench.iter(|| train_step(&builtin, &x))
-        });
-        group.finish();
+        let cfg = LayerConfig::new(i, h);
+        let both = ["composed", "compiled"];
+        let builtin = Layer::lstm(cfg.clone(), &mut rng);
+        bench_paths(c, config, "lstm", &builtin, &x, &["fused", "compiled"]);
+        let user = Layer::new(cfg.clone(), &mut rng, |i, rng| UserLstm::new(i, h, rng));
+        bench_paths(c, config, "user_lstm", &user, &x, &both);
+        let mgu = Layer::new(cfg.clone(), &mut rng, |i, rng| Mgu::new(i, h, rng));
+        bench_paths(c, config, "mgu", &mgu, &x, &both);
+        let indrnn = Layer::new(cfg.clone(), &mut rng, |i, rng| IndRnn::new(i, h, rng));
+        bench_paths(c, config, "indrnn", &indrnn, &x, &both);
+        let ln_lstm = Layer::new(cfg, &mut rng, |i, rng| LnLstm::new(i, h, rng));
+        bench_paths(c, config, "ln_lstm", &ln_lstm, &x, &both);
     }
 }
 

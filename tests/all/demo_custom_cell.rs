@@ -12,6 +12,8 @@ fn the_custom_cell_tour_does_what_the_guide_says() {
     assert!(report.gradcheck_error < 1e-6, "{report:?}");
     // The hand-written backward is the composed cell's, up to rounding.
     assert!(report.fused_vs_composed < 1e-12, "{report:?}");
+    // The compiled step is the composed one, up to rounding.
+    assert!(report.compiled_vs_composed < 1e-12, "{report:?}");
     let (first, last) = (
         report.train_loss[0],
         *report.train_loss.last().expect("epochs"),

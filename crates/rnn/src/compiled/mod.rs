@@ -295,15 +295,19 @@ pub(crate) fn program<T: Float, C: Cell<T>>(
     result
 }
 
-/// Traces `cell.step` at `batch` rows, twice with different inputs, and builds its program.
-/// The thread's generator is put back afterwards (a step may draw from it).
+/// Traces `cell.step` at `batch` rows three times, with different inputs (random; their
+/// negation; random at a larger scale), and builds its program if the traces agree. The
+/// thread's generator is put back afterwards (a step may draw from it).
 pub(crate) fn compile<T: Float, C: Cell<T>>(cell: &C, batch: usize) -> Result<Program<T>, String> {
     let saved_rng = crate::module::rng_state();
-    let traces = [1u64, 2].map(|seed| trace(cell, batch, seed));
+    // The generator runs on from trace to trace, so a random draw in `step` differs.
+    let traces =
+        [(1u64, 1.0), (1, -1.0), (2, 3.0)].map(|(seed, scale)| trace(cell, batch, seed, scale));
     crate::module::set_rng_state(saved_rng);
-    let [(a, outputs, params), (b, _, _)] = traces;
-    let (a, b) = (a?, b?);
+    let [(a, outputs, params), (b, _, _), (c, _, _)] = traces;
+    let (a, b, c) = (a?, b?, c?);
     build::same_program(&a, &b)?;
+    build::same_program(&a, &c)?;
     let parts = C::State::num_parts();
     let mut program = build::build(&a, build::Leaves { parts }, &outputs, batch)?;
     program.params = params;
@@ -318,16 +322,19 @@ type Traced<T> = (
     Vec<Param<T>>,
 );
 
-/// One trace of `step` on random inputs drawn from `seed`.
-fn trace<T: Float, C: Cell<T>>(cell: &C, batch: usize, seed: u64) -> Traced<T> {
+/// One trace of `step` on random inputs drawn from `seed`, `x_t` from U(−1, 1) times `scale`.
+fn trace<T: Float, C: Cell<T>>(cell: &C, batch: usize, seed: u64, scale: f64) -> Traced<T> {
     let mut rng = Rng::seed_from_u64(seed);
     let tape = Tape::<T>::tracing();
-    let x = tape.var(Tensor::rand_uniform(
-        &[batch, cell.input_size()],
-        T::from_f64(-1.0),
-        T::ONE,
-        &mut rng,
-    ));
+    let x = tape.var(
+        Tensor::rand_uniform(
+            &[batch, cell.input_size()],
+            T::from_f64(-1.0),
+            T::ONE,
+            &mut rng,
+        )
+        .mul_scalar(T::from_f64(scale)),
+    );
     let parts: Vec<Var<T>> = (cell.state_sizes().into_iter())
         .map(|size| {
             tape.var(Tensor::rand_uniform(

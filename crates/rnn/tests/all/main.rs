@@ -4,6 +4,7 @@
 
 mod cells;
 mod common;
+mod compiled;
 mod fused;
 mod io;
 mod layers;
