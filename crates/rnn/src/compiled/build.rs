@@ -160,8 +160,89 @@ pub(super) fn build<T: Float>(
         };
         p.state_out.push(slot);
     }
+    fold_sums_into_products(&mut p);
     p.finish();
     Ok(p)
+}
+
+/// `a + x W` (or `x W + a`), where the product is used only by that sum and `a` has the
+/// product's shape, becomes one instruction: `a` is copied into the result and the product
+/// added onto it (the `x_t W_ihᵀ + h W_hhᵀ` of most cells: one pass over the gates fewer,
+/// forward and backward).
+fn fold_sums_into_products<T: Float>(p: &mut Program<T>) {
+    let mut uses = vec![0usize; p.width.len()];
+    for instr in &p.instrs {
+        for s in instr_operands(instr) {
+            uses[s] += 1;
+        }
+    }
+    for &s in &p.state_out {
+        uses[s] += 1;
+    }
+    // The instruction that writes each slot.
+    let mut writer: Vec<Option<usize>> = vec![None; p.width.len()];
+    for (i, instr) in p.instrs.iter().enumerate() {
+        writer[instr_out(instr)] = Some(i);
+    }
+    let mut removed = vec![false; p.instrs.len()];
+    for i in 0..p.instrs.len() {
+        let Instr::Binary(autograd::Binary::Add, Operand::Slot(x), Operand::Slot(y), out) =
+            p.instrs[i]
+        else {
+            continue;
+        };
+        let product = |m: usize| match writer[m].map(|j| (j, &p.instrs[j])) {
+            Some((j, Instr::Matmul(a, w, None, _))) if uses[m] == 1 && !removed[j] => {
+                Some((j, *a, *w))
+            }
+            _ => None,
+        };
+        let (m, other) = match (product(y), product(x)) {
+            (Some(found), _) if x != y && p.width[x] == p.width[y] => (found, x),
+            (None, Some(found)) if x != y && p.width[x] == p.width[y] => (found, y),
+            _ => continue,
+        };
+        let (j, a, w) = m;
+        removed[j] = true;
+        p.instrs[i] = Instr::Matmul(a, w, Some(other), out);
+    }
+    let mut k = 0;
+    p.instrs.retain(|_| {
+        k += 1;
+        !removed[k - 1]
+    });
+}
+
+/// The slots an instruction reads.
+fn instr_operands<T: Float>(instr: &Instr<T>) -> Vec<usize> {
+    let slot = |o: &Operand| match o {
+        Operand::Slot(s) => Some(*s),
+        Operand::Src(_) => None,
+    };
+    match instr {
+        Instr::Unary(_, a, _)
+        | Instr::AddScalar(_, a, _)
+        | Instr::MulScalar(_, a, _)
+        | Instr::Narrow(a, _, _, _)
+        | Instr::Sum(a, _, _) => vec![*a],
+        Instr::Binary(_, a, b, _) => [slot(a), slot(b)].into_iter().flatten().collect(),
+        Instr::Matmul(a, _, acc, _) => [Some(*a), *acc].into_iter().flatten().collect(),
+        Instr::Concat(parts, _) => parts.clone(),
+    }
+}
+
+/// The slot an instruction writes.
+fn instr_out<T: Float>(instr: &Instr<T>) -> usize {
+    match instr {
+        Instr::Unary(_, _, out)
+        | Instr::AddScalar(_, _, out)
+        | Instr::MulScalar(_, _, out)
+        | Instr::Binary(_, _, _, out)
+        | Instr::Matmul(_, _, _, out)
+        | Instr::Narrow(_, _, _, out)
+        | Instr::Concat(_, out)
+        | Instr::Sum(_, _, out) => *out,
+    }
 }
 
 /// The slot that holds, at each step, that step's rows of the pre value `pre`.
@@ -294,7 +375,7 @@ fn instr<T: Float>(
                 Some(Operand::Src(src)) => src,
                 _ => unreachable!("row_wise checked the right side"),
             };
-            Instr::Matmul(slot(&operands[0])?, w, out)
+            Instr::Matmul(slot(&operands[0])?, w, None, out)
         }
         Prim::Narrow { start, len, .. } => Instr::Narrow(slot(&operands[0])?, *start, *len, out),
         Prim::Concat(_) => Instr::Concat(operands.iter().map(slot).collect::<Result<_, _>>()?, out),

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use autograd::{Binary, Unary, Var};
 use tensor::ops::matmul::{gemm_into, MatRef};
 use tensor::ops::packed::{gemm_packed, PackedMat};
+use tensor::pool::Buffer;
 use tensor::simd::{with_simd, SimdWork};
 use tensor::{Float, Tensor};
 
@@ -89,7 +90,7 @@ pub(crate) fn run<T: Float>(
         .collect();
     let mut packed: Vec<Option<PackedMat<T>>> = vec![None; sources.len()];
     for instr in &program.instrs {
-        if let Instr::Matmul(_, w, _) = instr {
+        if let Instr::Matmul(_, w, _, _) = instr {
             let [k, n] = <[usize; 2]>::try_from(sources[*w].shape()).expect("2-D");
             packed[*w]
                 .get_or_insert_with(|| PackedMat::pack(MatRef::new(slice(&sources[*w]), k, n)));
@@ -370,10 +371,17 @@ impl<T: Float> SimdWork for ForwardBlock<'_, T> {
                         }
                     });
                 }
-                Instr::Matmul(a, src, out) => {
+                Instr::Matmul(a, src, acc, out) => {
                     let (lo, y) = split_out(p, arena, rows, *out);
                     let w = exec.packed[*src].as_ref().expect("packed in run");
-                    gemm_packed(slot_of(p, lo, rows, *a), rows, w, T::ZERO, y);
+                    let beta = match acc {
+                        Some(s) => {
+                            y.copy_from_slice(slot_of(p, lo, rows, *s));
+                            T::ONE
+                        }
+                        None => T::ZERO,
+                    };
+                    gemm_packed(slot_of(p, lo, rows, *a), rows, w, beta, y);
                 }
                 Instr::Narrow(a, start, len, out) => {
                     let wa = p.width[*a];
@@ -443,17 +451,19 @@ impl<T: Float> Exec<T> {
 
     /// The forward loop. Returns the node's value (the outputs `[T, B, H]`, then each final
     /// state part `[B, w]`) and, per slot the backward reads, its value at every step.
-    fn forward(&self, init: &[Tensor<T>]) -> (Vec<T>, Vec<Vec<T>>) {
+    fn forward(&self, init: &[Tensor<T>]) -> (Vec<T>, Vec<Buffer<T>>) {
         let p = &*self.prog;
         let (steps, batch) = (self.steps, self.batch);
         let mut state: Vec<Vec<T>> = init.iter().map(|t| slice(t).to_vec()).collect();
         let out_w = p.width[p.state_out[0]];
         let parts_len: usize = p.state_out.iter().map(|&s| batch * p.width[s]).sum();
-        let mut value = vec![T::ZERO; steps * batch * out_w + parts_len];
-        let mut saved: Vec<Vec<T>> = (0..p.width.len())
+        // Pooled buffers: a training step's arrays are the size of the last one's.
+        let mut value = Buffer::zeroed(steps * batch * out_w + parts_len).into_vec();
+        // Every row of every step is written before the backward reads it.
+        let mut saved: Vec<Buffer<T>> = (0..p.width.len())
             .map(|s| match self.keep && p.saved[s] {
-                true => vec![T::ZERO; steps * batch * p.width[s]],
-                false => vec![],
+                true => Buffer::for_overwrite(steps * batch * p.width[s]),
+                false => Buffer::with_capacity(0),
             })
             .collect();
         let block = self.block_rows();
@@ -512,7 +522,7 @@ impl<T: Float> Exec<T> {
     fn backward(
         &self,
         g: &[T],
-        saved: &[Vec<T>],
+        saved: &[Buffer<T>],
         needs: &[bool],
         n_hoisted: usize,
     ) -> Vec<Option<Tensor<T>>> {
@@ -528,9 +538,10 @@ impl<T: Float> Exec<T> {
             })
             .collect();
         let mut next = carried.clone();
+        // Written in full, every row of every step, as the steps go by.
         let mut hoisted_grads: Vec<Vec<T>> = (p.hoisted.iter().enumerate())
             .map(|(h, &(_, s))| match needs[h] {
-                true => vec![T::ZERO; steps * batch * p.width[s]],
+                true => Buffer::for_overwrite(steps * batch * p.width[s]).into_vec(),
                 false => vec![],
             })
             .collect();
@@ -543,12 +554,12 @@ impl<T: Float> Exec<T> {
             })
             .collect();
         // Per product whose weight wants a gradient: its dP at every step, `[T·B, n]`.
-        let mut dp: Vec<Vec<T>> = (p.instrs.iter())
+        let mut dp: Vec<Buffer<T>> = (p.instrs.iter())
             .map(|instr| match instr {
-                Instr::Matmul(_, w, out) if needs_source(*w) => {
-                    vec![T::ZERO; steps * batch * p.width[*out]]
+                Instr::Matmul(_, w, _, out) if needs_source(*w) => {
+                    Buffer::for_overwrite(steps * batch * p.width[*out])
                 }
-                _ => vec![],
+                _ => Buffer::with_capacity(0),
             })
             .collect();
         let packed_t: Vec<Option<PackedMat<T>>> = (self.sources.iter().enumerate())
@@ -589,22 +600,17 @@ impl<T: Float> Exec<T> {
                     let w = p.width[s];
                     &saved[s][(t * batch + r0) * w..][..rows * w]
                 };
-                for (i, instr) in p.instrs.iter().enumerate().rev() {
-                    self.instr_backward(
-                        instr,
-                        ga,
-                        rows,
-                        &val,
-                        &mut source_grads,
-                        &packed_t,
-                        &mut tmp,
-                    );
-                    if let (Instr::Matmul(_, _, out), false) = (instr, dp[i].is_empty()) {
-                        let w = p.width[*out];
-                        dp[i][(t * batch + r0) * w..][..rows * w]
-                            .copy_from_slice(slot_of(p, ga, rows, *out));
-                    }
-                }
+                with_simd(BackwardBlock {
+                    exec: self,
+                    ga: &mut *ga,
+                    rows,
+                    val: &val,
+                    source_grads: &mut source_grads,
+                    packed_t: &packed_t,
+                    tmp: &mut tmp,
+                    dp: &mut dp,
+                    dp_at: t * batch + r0,
+                });
                 for (k, &s) in p.state_in.iter().enumerate() {
                     let w = p.width[s];
                     let gs = slot_of(p, ga, rows, s);
@@ -631,7 +637,7 @@ impl<T: Float> Exec<T> {
         // [n, k] so the parameter (whose transpose the product used) gets it in its layout.
         let mut weight_grads: Vec<Option<Vec<T>>> = vec![None; self.sources.len()];
         for (i, instr) in p.instrs.iter().enumerate() {
-            if let (Instr::Matmul(a, w, out), false) = (instr, dp[i].is_empty()) {
+            if let (Instr::Matmul(a, w, _, out), false) = (instr, dp[i].is_empty()) {
                 let (k, n, m) = (p.width[*a], p.width[*out], steps * batch);
                 let acc = weight_grads[*w].get_or_insert_with(|| vec![T::ZERO; n * k]);
                 gemm_into(
@@ -677,6 +683,7 @@ impl<T: Float> Exec<T> {
     /// One instruction's rule over a block: from its result's gradient into its operands'
     /// (slots in `ga`, or broadcast sources' sums in `source_grads`).
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn instr_backward<'v>(
         &self,
         instr: &Instr<T>,
@@ -747,8 +754,13 @@ impl<T: Float> Exec<T> {
                     });
                 }
             }
-            Instr::Matmul(a, w, out) => {
+            Instr::Matmul(a, w, acc, out) => {
                 let (lo, g) = split_out(p, ga, rows, *out);
+                if let Some(s) = acc {
+                    for (d, &g) in slot_mut(p, lo, rows, *s).iter_mut().zip(&*g) {
+                        *d += g;
+                    }
+                }
                 let wt = packed_t[*w].as_ref().expect("packed for the backward");
                 gemm_packed(g, rows, wt, T::ONE, slot_mut(p, lo, rows, *a));
             }
@@ -788,6 +800,44 @@ impl<T: Float> Exec<T> {
                         *d += g;
                     }
                 }
+            }
+        }
+    }
+}
+
+/// One block's backward: every instruction's rule, in reverse, under [`with_simd`]; each
+/// product's result gradient is also kept (in `dp`, at row `dp_at`) for its weight's.
+struct BackwardBlock<'a, 'v, T: Float> {
+    exec: &'a Exec<T>,
+    ga: &'a mut [T],
+    rows: usize,
+    val: &'a dyn Fn(usize) -> &'v [T],
+    source_grads: &'a mut [Vec<T>],
+    packed_t: &'a [Option<PackedMat<T>>],
+    tmp: &'a mut [T],
+    dp: &'a mut [Buffer<T>],
+    dp_at: usize,
+}
+
+impl<T: Float> SimdWork for BackwardBlock<'_, '_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let p = &*self.exec.prog;
+        for (i, instr) in p.instrs.iter().enumerate().rev() {
+            self.exec.instr_backward(
+                instr,
+                self.ga,
+                self.rows,
+                self.val,
+                self.source_grads,
+                self.packed_t,
+                self.tmp,
+            );
+            if let (Instr::Matmul(_, _, _, out), false) = (instr, self.dp[i].is_empty()) {
+                let w = p.width[*out];
+                self.dp[i][self.dp_at * w..][..self.rows * w]
+                    .copy_from_slice(slot_of(p, self.ga, self.rows, *out));
             }
         }
     }

@@ -84,8 +84,9 @@ enum Instr<T: Float> {
     AddScalar(T, usize, usize),
     MulScalar(T, usize, usize),
     Binary(autograd::Binary, Operand, Operand, usize),
-    /// `slot [rows, k] · source [k, n]`.
-    Matmul(usize, usize, usize),
+    /// `slot [rows, k] · source [k, n]`, plus a slot of `[rows, n]` if the third field names
+    /// one (a product and the sum it feeds, folded into one instruction by `build`).
+    Matmul(usize, usize, Option<usize>, usize),
     /// Columns `start..start + len`.
     Narrow(usize, usize, usize, usize),
     Concat(Vec<usize>, usize),
@@ -184,7 +185,7 @@ impl<T: Float> Program<T> {
                         }
                     }
                 }
-                Instr::Matmul(a, _, _) => saved[*a] = true,
+                Instr::Matmul(a, _, _, _) => saved[*a] = true,
                 _ => {}
             }
         }
