@@ -189,10 +189,18 @@ impl<T: Float> Var<T> {
             Reads::Input => self.value.clone(),
             Reads::Output => y.clone(),
         };
-        self.unary(op.name(), y, move |g| {
-            g.zip_map(&read, op.name(), move |g, r| op.grad(g, r))
-        })
-        .traced(|| Prim::Unary(op))
+        // One closure per op, so each rule is inlined into its loop with no branch on `op`.
+        macro_rules! rule {
+            ($($variant:ident),*) => {
+                match op {
+                    $(Unary::$variant => self.unary(op.name(), y, move |g| {
+                        g.zip_map(&read, op.name(), |g, r| Unary::$variant.grad(g, r))
+                    }),)*
+                }
+            };
+        }
+        rule!(Neg, Exp, Log, Tanh, Sigmoid, Relu, Sqrt, Recip, Square, Abs)
+            .traced(|| Prim::Unary(op))
     }
 
     /// x^p.  ∂/∂x = g · p · x^(p−1)  (0 when p = 0, as PyTorch).

@@ -232,7 +232,7 @@ fn instr_operands<T: Float>(instr: &Instr<T>) -> Vec<usize> {
 }
 
 /// The slot an instruction writes.
-fn instr_out<T: Float>(instr: &Instr<T>) -> usize {
+pub(super) fn instr_out<T: Float>(instr: &Instr<T>) -> usize {
     match instr {
         Instr::Unary(_, _, out)
         | Instr::AddScalar(_, _, out)

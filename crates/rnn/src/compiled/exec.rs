@@ -20,6 +20,7 @@
 //! An instruction's operands are always earlier slots than its result (the trace is in
 //! order), so one split of the arena gives the operands to read and the result to write.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use autograd::{Binary, Unary, Var};
@@ -29,11 +30,16 @@ use tensor::pool::Buffer;
 use tensor::simd::{with_simd, SimdWork};
 use tensor::{Float, Tensor};
 
+use super::build::instr_out;
 use super::{Instr, Operand, PreArg, PreOp, Program, Source};
 
 /// A block holds at most this many elements (rows × all slots' widths), unless one row is
 /// wider: its slots stay in the core's L2 cache from one instruction to the next.
 const BLOCK_ELEMENTS: usize = 1 << 15;
+
+/// A step's rows split across two threads from this many multiply-adds in its products (the
+/// handoff costs a few microseconds; a step this size takes tens).
+const SPLIT_MACS: usize = 1 << 20;
 
 /// Runs `program` (one cell's compiled step) over `x` (`[T, B, I]`) from the state `init`,
 /// forwards or in `reverse`, and records it as one node. Returns the outputs `[T, B, H]` and
@@ -449,6 +455,26 @@ impl<T: Float> Exec<T> {
         }
     }
 
+    /// Where this step's rows are split between two threads: the first row of the second
+    /// half, at a block boundary (`batch` when the step runs on one thread). The blocks are
+    /// the same either way, and each block's arithmetic is its own, so the result does not
+    /// depend on the split.
+    fn split_row(&self) -> usize {
+        let block = self.block_rows();
+        let blocks = self.batch.div_ceil(block);
+        let macs: usize = (self.prog.instrs.iter())
+            .map(|i| match i {
+                Instr::Matmul(a, _, _, out) => self.prog.width[*a] * self.prog.width[*out],
+                _ => 0,
+            })
+            .sum::<usize>()
+            * self.batch;
+        match rayon::current_num_threads() >= 2 && blocks >= 2 && macs >= SPLIT_MACS {
+            true => (blocks / 2 * block).min(self.batch),
+            false => self.batch,
+        }
+    }
+
     /// The forward loop. Returns the node's value (the outputs `[T, B, H]`, then each final
     /// state part `[B, w]`) and, per slot the backward reads, its value at every step.
     fn forward(&self, init: &[Tensor<T>]) -> (Vec<T>, Vec<Buffer<T>>) {
@@ -467,46 +493,46 @@ impl<T: Float> Exec<T> {
             })
             .collect();
         let block = self.block_rows();
-        let mut arena = vec![T::ZERO; block * p.columns];
+        let mut arenas = [vec![T::ZERO; block * p.columns], vec![]];
+        let mid = self.split_row();
+        if mid < batch {
+            arenas[1] = vec![T::ZERO; block * p.columns];
+        }
         for t in self.order() {
-            for r0 in (0..batch).step_by(block) {
-                let rows = block.min(batch - r0);
-                let arena = &mut arena[..rows * p.columns];
-                for (k, &s) in p.state_in.iter().enumerate() {
-                    let w = p.width[s];
-                    slot_mut(p, arena, rows, s).copy_from_slice(&state[k][r0 * w..][..rows * w]);
-                }
-                for (h, &(_, s)) in p.hoisted.iter().enumerate() {
-                    let w = p.width[s];
-                    let src = &slice(&self.hoisted[h])[(t * batch + r0) * w..][..rows * w];
-                    slot_mut(p, arena, rows, s).copy_from_slice(src);
-                }
-                with_simd(ForwardBlock {
-                    exec: self,
-                    arena: &mut *arena,
-                    rows,
+            // This step's rows of everything it writes, cut at `mid`.
+            let (state_a, state_b) = split_rows(state.iter_mut().map(|v| &mut v[..]), mid, |k| {
+                p.width[p.state_in[k]]
+            });
+            let value_t = &mut value[t * batch * out_w..][..batch * out_w];
+            let (value_a, value_b) = value_t.split_at_mut(mid * out_w);
+            let saved_t = saved
+                .iter_mut()
+                .enumerate()
+                .map(|(s, v)| match v.is_empty() {
+                    true => &mut v[..],
+                    false => &mut v[t * batch * p.width[s]..][..batch * p.width[s]],
                 });
-                for (k, &s) in p.state_out.iter().enumerate() {
-                    let w = p.width[s];
-                    let new = slot_of(p, arena, rows, s);
-                    for r in 0..rows {
-                        if self.valid(t, r0 + r) {
-                            state[k][(r0 + r) * w..][..w].copy_from_slice(&new[r * w..][..w]);
-                        }
-                    }
-                }
-                for r in (0..rows).filter(|&r| self.valid(t, r0 + r)) {
-                    let b = r0 + r;
-                    value[(t * batch + b) * out_w..][..out_w]
-                        .copy_from_slice(&state[0][b * out_w..][..out_w]);
-                }
-                for (s, keep) in saved.iter_mut().enumerate() {
-                    if !keep.is_empty() {
-                        let w = p.width[s];
-                        keep[(t * batch + r0) * w..][..rows * w]
-                            .copy_from_slice(slot_of(p, arena, rows, s));
-                    }
-                }
+            let (saved_a, saved_b) = split_rows(saved_t, mid, |s| p.width[s]);
+            let [arena_a, arena_b] = &mut arenas;
+            let first = Half {
+                rows: 0..mid,
+                state: state_a,
+                value: value_a,
+                saved: saved_a,
+            };
+            if mid < batch {
+                let second = Half {
+                    rows: mid..batch,
+                    state: state_b,
+                    value: value_b,
+                    saved: saved_b,
+                };
+                crate::fused::team::join(
+                    || self.forward_rows(t, first, arena_a),
+                    || self.forward_rows(t, second, arena_b),
+                );
+            } else {
+                self.forward_rows(t, first, arena_a);
             }
         }
         let mut at = steps * batch * out_w;
@@ -515,6 +541,55 @@ impl<T: Float> Exec<T> {
             at += part.len();
         }
         (value, saved)
+    }
+
+    /// Step `t`'s forward over the rows of `half`, block by block.
+    fn forward_rows(&self, t: usize, half: Half<'_, T>, arena: &mut [T]) {
+        let p = &*self.prog;
+        let (batch, block) = (self.batch, self.block_rows());
+        let Half {
+            rows: range,
+            mut state,
+            value,
+            mut saved,
+        } = half;
+        let out_w = p.width[p.state_out[0]];
+        for r0 in range.clone().step_by(block) {
+            let rows = block.min(range.end - r0);
+            let at = r0 - range.start; // this block's first row within the half
+            let arena = &mut arena[..rows * p.columns];
+            for (k, &s) in p.state_in.iter().enumerate() {
+                let w = p.width[s];
+                slot_mut(p, arena, rows, s).copy_from_slice(&state[k][at * w..][..rows * w]);
+            }
+            for (h, &(_, s)) in p.hoisted.iter().enumerate() {
+                let w = p.width[s];
+                let src = &slice(&self.hoisted[h])[(t * batch + r0) * w..][..rows * w];
+                slot_mut(p, arena, rows, s).copy_from_slice(src);
+            }
+            with_simd(ForwardBlock {
+                exec: self,
+                arena: &mut *arena,
+                rows,
+            });
+            for (k, &s) in p.state_out.iter().enumerate() {
+                let w = p.width[s];
+                let new = slot_of(p, arena, rows, s);
+                for r in (0..rows).filter(|&r| self.valid(t, r0 + r)) {
+                    state[k][(at + r) * w..][..w].copy_from_slice(&new[r * w..][..w]);
+                }
+            }
+            for r in (0..rows).filter(|&r| self.valid(t, r0 + r)) {
+                value[(at + r) * out_w..][..out_w]
+                    .copy_from_slice(&state[0][(at + r) * out_w..][..out_w]);
+            }
+            for (s, keep) in saved.iter_mut().enumerate() {
+                if !keep.is_empty() {
+                    let w = p.width[s];
+                    keep[at * w..][..rows * w].copy_from_slice(slot_of(p, arena, rows, s));
+                }
+            }
+        }
     }
 
     /// The backward loop, from `g`, the gradient of the node's value. Returns a gradient per
@@ -546,11 +621,18 @@ impl<T: Float> Exec<T> {
             })
             .collect();
         let needs_source = |i: usize| self.source_input[i].is_some_and(|k| needs[k]);
-        // Per source: the gradient of a broadcast operand, summed over rows and steps.
-        let mut source_grads: Vec<Vec<T>> = (0..self.sources.len())
-            .map(|i| match needs_source(i) {
-                true => vec![T::ZERO; self.sources[i].numel()],
-                false => vec![],
+        let block = self.block_rows();
+        let blocks = batch.div_ceil(block);
+        // Per block of rows, per source: the gradient of a broadcast operand, summed over the
+        // block's rows and the steps (then over the blocks, in order, whatever the threads).
+        let mut source_grads: Vec<Vec<Vec<T>>> = (0..blocks)
+            .map(|_| {
+                (0..self.sources.len())
+                    .map(|i| match needs_source(i) {
+                        true => vec![T::ZERO; self.sources[i].numel()],
+                        false => vec![],
+                    })
+                    .collect()
             })
             .collect();
         // Per product whose weight wants a gradient: its dP at every step, `[T·B, n]`.
@@ -570,66 +652,66 @@ impl<T: Float> Exec<T> {
                 })
             })
             .collect();
-        let block = self.block_rows();
-        let mut garena = vec![T::ZERO; block * p.columns];
-        let mut tmp = vec![T::ZERO; p.width.iter().copied().max().unwrap_or(0)];
+        let widest = p.width.iter().copied().max().unwrap_or(0);
+        let mid = self.split_row();
+        let scratch = |on: bool| match on {
+            true => (vec![T::ZERO; block * p.columns], vec![T::ZERO; widest]),
+            false => (vec![], vec![]),
+        };
+        let mut scratches = [scratch(true), scratch(mid < batch)];
         for t in self.order().rev() {
-            for r0 in (0..batch).step_by(block) {
-                let rows = block.min(batch - r0);
-                let ga = &mut garena[..rows * p.columns];
-                ga.fill(T::ZERO);
-                // Seeds: the next step's state gradient, and the output's.
-                for (k, &s) in p.state_out.iter().enumerate() {
-                    let w = p.width[s];
-                    let gs = slot_mut(p, ga, rows, s);
-                    for r in (0..rows).filter(|&r| self.valid(t, r0 + r)) {
-                        let b = r0 + r;
-                        let dst = &mut gs[r * w..][..w];
-                        for (d, &c) in dst.iter_mut().zip(&carried[k][b * w..][..w]) {
-                            *d += c;
-                        }
-                        if k == 0 {
-                            let go = &g[(t * batch + b) * out_w..][..out_w];
-                            for (d, &c) in dst.iter_mut().zip(go) {
-                                *d += c;
-                            }
-                        }
+            let (next_a, next_b) = split_rows(next.iter_mut().map(|v| &mut v[..]), mid, |k| {
+                p.width[p.state_in[k]]
+            });
+            let hoisted_t =
+                (hoisted_grads.iter_mut().enumerate()).map(|(h, v)| match v.is_empty() {
+                    true => &mut v[..],
+                    false => {
+                        let w = p.width[p.hoisted[h].1];
+                        &mut v[t * batch * w..][..batch * w]
                     }
-                }
-                let val = |s: usize| -> &[T] {
-                    let w = p.width[s];
-                    &saved[s][(t * batch + r0) * w..][..rows * w]
-                };
-                with_simd(BackwardBlock {
-                    exec: self,
-                    ga: &mut *ga,
-                    rows,
-                    val: &val,
-                    source_grads: &mut source_grads,
-                    packed_t: &packed_t,
-                    tmp: &mut tmp,
-                    dp: &mut dp,
-                    dp_at: t * batch + r0,
                 });
-                for (k, &s) in p.state_in.iter().enumerate() {
-                    let w = p.width[s];
-                    let gs = slot_of(p, ga, rows, s);
-                    for r in 0..rows {
-                        let b = r0 + r;
-                        let src = match self.valid(t, b) {
-                            true => &gs[r * w..][..w],
-                            false => &carried[k][b * w..][..w],
-                        };
-                        next[k][b * w..][..w].copy_from_slice(src);
+            let (hoisted_a, hoisted_b) = split_rows(hoisted_t, mid, |h| p.width[p.hoisted[h].1]);
+            let dp_t = dp
+                .iter_mut()
+                .zip(&p.instrs)
+                .map(|(v, instr)| match v.is_empty() {
+                    true => &mut v[..],
+                    false => {
+                        let w = p.width[instr_out(instr)];
+                        &mut v[t * batch * w..][..batch * w]
                     }
-                }
-                for (h, &(_, s)) in p.hoisted.iter().enumerate() {
-                    if !hoisted_grads[h].is_empty() {
-                        let w = p.width[s];
-                        hoisted_grads[h][(t * batch + r0) * w..][..rows * w]
-                            .copy_from_slice(slot_of(p, ga, rows, s));
-                    }
-                }
+                });
+            let (dp_a, dp_b) = split_rows(dp_t, mid, |i| p.width[instr_out(&p.instrs[i])]);
+            let (sources_a, sources_b) = source_grads.split_at_mut(mid.div_ceil(block));
+            let [scratch_a, scratch_b] = &mut scratches;
+            let step = StepGrads {
+                g,
+                saved,
+                carried: &carried,
+                packed_t: &packed_t,
+            };
+            let first = HalfGrads {
+                rows: 0..mid,
+                next: next_a,
+                hoisted: hoisted_a,
+                dp: dp_a,
+                sources: sources_a,
+            };
+            if mid < batch {
+                let second = HalfGrads {
+                    rows: mid..batch,
+                    next: next_b,
+                    hoisted: hoisted_b,
+                    dp: dp_b,
+                    sources: sources_b,
+                };
+                crate::fused::team::join(
+                    || self.backward_rows(t, &step, first, scratch_a),
+                    || self.backward_rows(t, &step, second, scratch_b),
+                );
+            } else {
+                self.backward_rows(t, &step, first, scratch_a);
             }
             std::mem::swap(&mut carried, &mut next);
         }
@@ -662,11 +744,17 @@ impl<T: Float> Exec<T> {
                 grads[n_hoisted + k] = Some(Tensor::from_vec(part, &[batch, w]));
             }
         }
-        for (i, (bcast, weight)) in source_grads.into_iter().zip(weight_grads).enumerate() {
+        for (i, weight) in weight_grads.into_iter().enumerate() {
             let Some(input) = self.source_input[i].filter(|&k| needs[k]) else {
                 continue;
             };
             let shape = self.sources[i].shape();
+            let mut bcast = vec![T::ZERO; self.sources[i].numel()];
+            for per_block in &source_grads {
+                for (d, &v) in bcast.iter_mut().zip(&per_block[i]) {
+                    *d += v;
+                }
+            }
             // A view: the parameter this is the transpose of gets it contiguous.
             let mut total = match weight {
                 Some(wt) => Tensor::from_vec(wt, &[shape[1], shape[0]]).t(),
@@ -678,6 +766,83 @@ impl<T: Float> Exec<T> {
             grads[input] = Some(total);
         }
         grads
+    }
+
+    /// Step `t`'s backward over the rows of `half`, block by block.
+    fn backward_rows(
+        &self,
+        t: usize,
+        step: &StepGrads<'_, T>,
+        half: HalfGrads<'_, T>,
+        (garena, tmp): &mut (Vec<T>, Vec<T>),
+    ) {
+        let p = &*self.prog;
+        let (batch, block) = (self.batch, self.block_rows());
+        let out_w = p.width[p.state_out[0]];
+        let HalfGrads {
+            rows: range,
+            mut next,
+            mut hoisted,
+            mut dp,
+            sources,
+        } = half;
+        for (b, r0) in range.clone().step_by(block).enumerate() {
+            let rows = block.min(range.end - r0);
+            let at = r0 - range.start;
+            let ga = &mut garena[..rows * p.columns];
+            ga.fill(T::ZERO);
+            // Seeds: the next step's state gradient, and the output's.
+            for (k, &s) in p.state_out.iter().enumerate() {
+                let w = p.width[s];
+                let gs = slot_mut(p, ga, rows, s);
+                for r in (0..rows).filter(|&r| self.valid(t, r0 + r)) {
+                    let row = r0 + r;
+                    let dst = &mut gs[r * w..][..w];
+                    for (d, &c) in dst.iter_mut().zip(&step.carried[k][row * w..][..w]) {
+                        *d += c;
+                    }
+                    if k == 0 {
+                        let go = &step.g[(t * batch + row) * out_w..][..out_w];
+                        for (d, &c) in dst.iter_mut().zip(go) {
+                            *d += c;
+                        }
+                    }
+                }
+            }
+            let val = |s: usize| -> &[T] {
+                let w = p.width[s];
+                &step.saved[s][(t * batch + r0) * w..][..rows * w]
+            };
+            with_simd(BackwardBlock {
+                exec: self,
+                ga: &mut *ga,
+                rows,
+                val: &val,
+                source_grads: &mut sources[b],
+                packed_t: step.packed_t,
+                tmp: &mut tmp[..],
+                dp: &mut dp,
+                dp_at: at,
+            });
+            for (k, &s) in p.state_in.iter().enumerate() {
+                let w = p.width[s];
+                let gs = slot_of(p, ga, rows, s);
+                for r in 0..rows {
+                    let row = r0 + r;
+                    let src = match self.valid(t, row) {
+                        true => &gs[r * w..][..w],
+                        false => &step.carried[k][row * w..][..w],
+                    };
+                    next[k][(at + r) * w..][..w].copy_from_slice(src);
+                }
+            }
+            for (h, &(_, s)) in p.hoisted.iter().enumerate() {
+                if !hoisted[h].is_empty() {
+                    let w = p.width[s];
+                    hoisted[h][at * w..][..rows * w].copy_from_slice(slot_of(p, ga, rows, s));
+                }
+            }
+        }
     }
 
     /// One instruction's rule over a block: from its result's gradient into its operands'
@@ -806,8 +971,9 @@ impl<T: Float> Exec<T> {
 }
 
 /// One block's backward: every instruction's rule, in reverse, under [`with_simd`]; each
-/// product's result gradient is also kept (in `dp`, at row `dp_at`) for its weight's.
-struct BackwardBlock<'a, 'v, T: Float> {
+/// product's result gradient is also kept (in `dp`, from row `dp_at` of the half) for its
+/// weight's.
+struct BackwardBlock<'a, 'b, 'v, T: Float> {
     exec: &'a Exec<T>,
     ga: &'a mut [T],
     rows: usize,
@@ -815,11 +981,12 @@ struct BackwardBlock<'a, 'v, T: Float> {
     source_grads: &'a mut [Vec<T>],
     packed_t: &'a [Option<PackedMat<T>>],
     tmp: &'a mut [T],
-    dp: &'a mut [Buffer<T>],
+    /// Per instruction: its result gradient's rows of this half at this step, or empty.
+    dp: &'a mut [&'b mut [T]],
     dp_at: usize,
 }
 
-impl<T: Float> SimdWork for BackwardBlock<'_, '_, T> {
+impl<T: Float> SimdWork for BackwardBlock<'_, '_, '_, T> {
     type Output = ();
     #[inline(always)]
     fn run(self) {
@@ -841,6 +1008,51 @@ impl<T: Float> SimdWork for BackwardBlock<'_, '_, T> {
             }
         }
     }
+}
+
+/// One thread's share of a forward step: its rows, and those rows of the state, of the step's
+/// output and of each kept slot at this step (empty for slots not kept).
+struct Half<'a, T> {
+    rows: Range<usize>,
+    state: Vec<&'a mut [T]>,
+    value: &'a mut [T],
+    saved: Vec<&'a mut [T]>,
+}
+
+/// What every share of a backward step reads.
+struct StepGrads<'a, T: Float> {
+    g: &'a [T],
+    saved: &'a [Buffer<T>],
+    carried: &'a [Vec<T>],
+    packed_t: &'a [Option<PackedMat<T>>],
+}
+
+/// One thread's share of a backward step: its rows, and those rows of the state's gradient
+/// (for the step before), of each hoisted value's and product's gradient at this step, and
+/// its blocks' sums for the broadcast sources.
+struct HalfGrads<'a, T> {
+    rows: Range<usize>,
+    next: Vec<&'a mut [T]>,
+    hoisted: Vec<&'a mut [T]>,
+    dp: Vec<&'a mut [T]>,
+    sources: &'a mut [Vec<Vec<T>>],
+}
+
+/// Cuts each `[B, width(k)]` slice of `parts` at row `mid` (empty slices stay empty on both
+/// sides).
+#[allow(clippy::type_complexity)]
+fn split_rows<'a, T: 'a>(
+    parts: impl Iterator<Item = &'a mut [T]>,
+    mid: usize,
+    width: impl Fn(usize) -> usize,
+) -> (Vec<&'a mut [T]>, Vec<&'a mut [T]>) {
+    parts
+        .enumerate()
+        .map(|(k, v)| match v.is_empty() {
+            true => (v, &mut [][..]),
+            false => v.split_at_mut(mid * width(k)),
+        })
+        .unzip()
 }
 
 /// Where a binary op's rule sends one operand's gradient: its slot's rows (`width` 1: each

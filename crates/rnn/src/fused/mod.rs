@@ -60,7 +60,7 @@ mod pack;
 mod rnn;
 mod seq;
 mod split;
-mod team;
+pub(crate) mod team;
 
 use std::sync::Arc;
 

@@ -64,7 +64,7 @@ struct Job<'a> {
 /// else a rayon worker (as `rayon::join`), which then lingers for the next call. As with
 /// `rayon::join`, both halves always run, and a panic in either reaches the caller (the
 /// first half's, if both panic) once both are done.
-pub(super) fn join<A, B, RA, RB>(a: A, b: B) -> (RA, RB)
+pub(crate) fn join<A, B, RA, RB>(a: A, b: B) -> (RA, RB)
 where
     A: FnOnce() -> RA + Send,
     B: FnOnce() -> RB + Send,

@@ -1645,7 +1645,10 @@ fn f32_compiled_matches_composed_to_rounding() {
 /// The compiled path on one thread and on two gives the same bits, with products large
 /// enough to split across threads (≥ 2²⁴ multiply-adds): the hoisted x W_ihᵀ over all
 /// 32 · 16 rows, [512, 96] × [96, 512] ≈ 2.5e7, and the weight gradients over all steps
-/// (dW_ih = dPᵀ X ≈ 2.5e7, dW_hh = dPᵀ H ≈ 3.4e7).
+/// (dW_ih = dPᵀ X ≈ 2.5e7, dW_hh = dPᵀ H ≈ 3.4e7); and with each step's rows split between
+/// the two threads (the layer-norm LSTM with 128 units has about 7,200 columns of slots, so
+/// its blocks are 8 rows: 2 blocks, and 16 · 128 · 512 = 2²⁰ multiply-adds per step, the
+/// threshold for splitting).
 #[test]
 fn compiled_path_gives_the_same_bits_on_one_and_two_threads() {
     let (seq, batch, input, hidden) = (32, 16, 96, 128);
