@@ -118,7 +118,7 @@ fn the_guide_shows_what_the_example_prints() {
     let printed = example_output("custom_cell");
     let printed: Vec<&str> = printed.lines().collect();
     let blocks = output_blocks(&guide);
-    assert_eq!(blocks.len(), 3, "the guide's output blocks");
+    assert_eq!(blocks.len(), 4, "the guide's output blocks");
     for block in blocks {
         // Each line of the block is printed, in order; a line of `...` skips any lines.
         let mut at = 0;

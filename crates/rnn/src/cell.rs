@@ -96,7 +96,8 @@ pub trait Cell<T: Float>: Module<T> {
 
     /// A fused kernel for a whole sequence, which [`Layer`](crate::Layer) uses instead of
     /// calling [`step`](Self::step) at every time step. The built-in cells return theirs;
-    /// your own cells keep this default (`None`) and run composed, op by op. (To give your cell
+    /// your own cells keep this default (`None`) and run compiled from their `step` (see
+    /// [`Layer::explain`](crate::Layer::explain)), or composed, op by op. (To give your cell
     /// a fused backward, write it with [`autograd::Var::custom_op`] inside `step`.)
     fn fused(&self) -> Option<crate::fused::Fused<'_, T>> {
         None

@@ -3,8 +3,9 @@
 //! backward written by the cell's author.
 //!
 //! ```text
-//! trace      step runs once on a tracing tape (x_t, the state's parts and the parameters
-//!            as leaves); every op is recorded as data (autograd::Prim)         build.rs
+//! trace      step runs on a tracing tape (x_t, the state's parts and the parameters as
+//!            leaves; three times, on different inputs, which must agree); every op is
+//!            recorded as data (autograd::Prim)                                 build.rs
 //! classify   each value by what it depends on: constants < parameters < x_t < the state
 //! hoist      parameter-only values: replayed once per sequence on the caller's tape
 //!            x_t-dependent values: replayed once over all T·B rows (x_t W_ihᵀ for every
@@ -23,8 +24,9 @@
 //!
 //! - Only ops that treat each row of the batch alone are compiled ([`build`]'s `row_wise`);
 //!   anything else, an op with no `Prim`, or a step whose trace changes with its inputs'
-//!   values (traced twice with different inputs to find out) makes the layer fall back to the
-//!   composed path, and [`Layer::explain`](crate::Layer::explain) says which op and why.
+//!   values (traced three times with different inputs to find out: a check that catches
+//!   most such steps, not a proof) makes the layer fall back to the composed path, and
+//!   [`Layer::explain`](crate::Layer::explain) says which op and why.
 //! - What the step reads besides the tape (a constant, a frozen parameter's value) is baked
 //!   into the program: programs are cached per batch size, training mode and the versions of
 //!   the frozen parameters, and traced again when any of them changes.
@@ -32,6 +34,9 @@
 //!   gradient enters that step's ops, as on the composed path.
 //! - Compiled and composed paths agree to rounding (1e-12 in f64 in the tests); the order of
 //!   additions in a product or a sum may differ.
+//! - Results are bit-identical on one and two threads: a step's rows are split between
+//!   threads only at block boundaries, blocks are the same either way, and sums across
+//!   blocks (a bias's gradient) are taken per block, then over the blocks in order.
 
 mod build;
 mod exec;

@@ -1,14 +1,16 @@
 //! The forward pass over a whole sequence: [`Layer::forward`] and
 //! [`Layer::forward_with`].
 //!
-//! Per layer, bottom to top, each direction runs one of two ways over the same inputs:
+//! Per layer, bottom to top, each direction runs one of three ways over the same inputs:
 //!
 //! - **fused** (the built-in cells, the switch on, a non-empty batch): the cell's kernel runs
 //!   the whole sequence as one tape node per direction ([`fused::run`]);
+//! - **compiled** (any other cell whose `step` compiles, the switch on): the traced step runs
+//!   the whole sequence as one tape node per direction ([`compiled::run`]);
 //! - **composed** (any cell): [`run_direction`] calls [`Cell::step`] once per time step,
 //!   forwards or backwards, each step's ops recorded on the tape.
 //!
-//! Both give the same values and gradients. The directions' outputs are concatenated on the
+//! All three give the same values and gradients. The directions' outputs are concatenated on the
 //! feature axis (forward first), dropout is applied between layers in training mode, and the
 //! final states of every layer and direction are stacked in the order l0, l0_reverse, l1, ….
 //!

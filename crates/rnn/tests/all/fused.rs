@@ -1,6 +1,6 @@
-//! The fused kernels against the composed cells: the same numbers to 1e-12 in f64 (both use
-//! the exact tanh and sigmoid in f64, and differ only in the order of a few additions), on
-//! random configurations of every built-in cell — layers, directions, batch-first, variable
+//! The fused kernels, and the built-in cells' `step` compiled, against the composed cells:
+//! the same numbers to 1e-12 in f64 (all use the exact tanh and sigmoid in f64, and differ
+//! only in the order of a few additions), on random configurations of every built-in cell — layers, directions, batch-first, variable
 //! lengths, given or zero initial states — for outputs, final states and every gradient; and
 //! the fused path's gradients against finite differences.
 

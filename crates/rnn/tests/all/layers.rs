@@ -867,6 +867,7 @@ fn empty_sequence_panics() {
 fn empty_sequence_panics_composed() {
     let layer = small_lstm();
     layer.set_fused(false);
+    layer.set_compiled(false);
     layer.forward(&input(&[0, 2, 3]));
 }
 

@@ -95,20 +95,23 @@ fn config(case: &Value) -> LayerConfig {
 
 /// Runs a layer case: loads weights, runs forward with the fixture's initial state (and
 /// lengths, if it has them), backward with the fixture's upstream gradients, and compares
-/// everything, on the fused path and then on the composed one.
+/// everything, on the fused path, then on the cell's `step` compiled, then composed.
 fn check_layer<T: Float, C: Cell<T>>(layer: Layer<T, C>, case: &Value, tol: f64) {
     assert!(layer.is_fused(), "built-in cells run fused by default");
     check_layer_path(&layer, case, tol);
     layer.set_fused(false);
+    assert!(matches!(layer.explain()[0].2, rnn::Path::Compiled { .. }));
+    check_layer_path(&layer, case, tol);
+    layer.set_compiled(false);
     check_layer_path(&layer, case, tol);
 }
 
-/// The comparison, on whichever path (fused or composed) the layer is set to.
+/// The comparison, on whichever path (fused, compiled or composed) the layer is set to.
 fn check_layer_path<T: Float, C: Cell<T>>(layer: &Layer<T, C>, case: &Value, tol: f64) {
-    let path = if layer.is_fused() {
-        "fused"
-    } else {
-        "composed"
+    let path = match layer.explain().remove(0).2 {
+        rnn::Path::Fused => "fused",
+        rnn::Path::Compiled { .. } => "compiled",
+        rnn::Path::Composed(_) => "composed",
     };
     let check = |what: &str, actual: &Tensor<T>, f: &HashMap<String, Tensor<T>>| {
         let label = format!("{} ({path}) {what}", case["name"].as_str().unwrap());
