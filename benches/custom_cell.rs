@@ -23,7 +23,10 @@ use unroll::tensor::{Rng, Tensor};
 
 #[path = "common/cells.rs"]
 mod cells;
-use cells::{IndRnn, LnLstm, Mgu, UserLstm};
+#[path = "../crates/rnn/tests/all/custom_cells.rs"]
+mod custom_cells;
+use cells::UserLstm;
+use custom_cells::{IndRnn, LnLstm, Mgu};
 
 /// (name, batch, seq_len, input, hidden), as in the PyTorch script.
 const CONFIGS: [(&str, usize, usize, usize, usize); 3] = [
@@ -93,7 +96,7 @@ fn bench_custom_cell(c: &mut Criterion) {
         bench_paths(c, config, "user_lstm", &user, &x, &both);
         let mgu = Layer::new(cfg.clone(), &mut rng, |i, rng| Mgu::new(i, h, rng));
         bench_paths(c, config, "mgu", &mgu, &x, &both);
-        let indrnn = Layer::new(cfg.clone(), &mut rng, |i, rng| IndRnn::new(i, h, rng));
+        let indrnn = Layer::new(cfg.clone(), &mut rng, |i, rng| IndRnn::new(i, h, true, rng));
         bench_paths(c, config, "indrnn", &indrnn, &x, &both);
         let ln_lstm = Layer::new(cfg, &mut rng, |i, rng| LnLstm::new(i, h, rng));
         bench_paths(c, config, "ln_lstm", &ln_lstm, &x, &both);

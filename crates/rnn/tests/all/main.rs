@@ -5,6 +5,7 @@
 mod cells;
 mod common;
 mod compiled;
+mod custom_cells;
 mod fused;
 mod io;
 mod layers;
