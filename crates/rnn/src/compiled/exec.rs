@@ -117,7 +117,7 @@ pub(crate) fn run<T: Float>(
         keep,
     };
     let init_values: Vec<Tensor<T>> = init.iter().map(|v| v.value().contiguous()).collect();
-    let (value, saved) = exec.forward(&init_values);
+    let (value, saved) = loops::forward(&exec, &init_values);
     let out_width = program.width[program.state_out[0]];
     let part_widths: Vec<usize> = program
         .state_out
@@ -134,7 +134,7 @@ pub(crate) fn run<T: Float>(
         Tensor::from_vec(value, &[total]),
         move |g| {
             let g = g.contiguous();
-            exec.backward(slice(&g), &saved, &needs, n_hoisted)
+            loops::backward(&exec, &g, &saved, &needs, n_hoisted)
         },
     );
     let output = node
@@ -149,6 +149,87 @@ pub(crate) fn run<T: Float>(
         })
         .collect();
     (output, finals)
+}
+
+/// The loops, compiled once, here, for `f32` and `f64`.
+///
+/// Called generically, `Exec::<T>::forward` and `backward` (every instruction's kernel, three
+/// times over for [`with_simd`]'s instruction sets) would be compiled again in every crate
+/// that runs a layer, examples and test binaries included: about a minute of a fresh
+/// `cargo test`. So the generic entry points look `T` up and call these non-generic
+/// functions, whose code is this crate's. (Arguments are `&Vec`s, not slices: `Any` looks up
+/// sized types only.)
+#[allow(clippy::ptr_arg)]
+mod loops {
+    use std::any::Any;
+
+    use tensor::pool::Buffer;
+    use tensor::{Float, Tensor};
+
+    use super::Exec;
+
+    type Forward<T> = (Vec<T>, Vec<Buffer<T>>);
+
+    /// [`Exec::forward`] through the non-generic functions below.
+    pub(super) fn forward<T: Float>(exec: &Exec<T>, init: &Vec<Tensor<T>>) -> Forward<T> {
+        let (exec, init): (&dyn Any, &dyn Any) = (exec, init);
+        let out: Box<dyn Any> = match (exec.downcast_ref(), init.downcast_ref()) {
+            (Some(e), Some(i)) => Box::new(forward_f32(e, i)),
+            _ => match (exec.downcast_ref(), init.downcast_ref()) {
+                (Some(e), Some(i)) => Box::new(forward_f64(e, i)),
+                _ => unreachable!("Layer::program compiles for f32 and f64 only"),
+            },
+        };
+        *out.downcast().expect("the result of the same T")
+    }
+
+    /// [`Exec::backward`] through the non-generic functions below.
+    pub(super) fn backward<T: Float>(
+        exec: &Exec<T>,
+        g: &Tensor<T>,
+        saved: &Vec<Buffer<T>>,
+        needs: &[bool],
+        n_hoisted: usize,
+    ) -> Vec<Option<Tensor<T>>> {
+        let (exec, g, saved): (&dyn Any, &dyn Any, &dyn Any) = (exec, g, saved);
+        let out: Box<dyn Any> = match (exec.downcast_ref(), g.downcast_ref(), saved.downcast_ref())
+        {
+            (Some(e), Some(g), Some(s)) => Box::new(backward_f32(e, g, s, needs, n_hoisted)),
+            _ => match (exec.downcast_ref(), g.downcast_ref(), saved.downcast_ref()) {
+                (Some(e), Some(g), Some(s)) => Box::new(backward_f64(e, g, s, needs, n_hoisted)),
+                _ => unreachable!("Layer::program compiles for f32 and f64 only"),
+            },
+        };
+        *out.downcast().expect("the result of the same T")
+    }
+
+    fn forward_f32(exec: &Exec<f32>, init: &Vec<Tensor<f32>>) -> Forward<f32> {
+        exec.forward(init)
+    }
+
+    fn forward_f64(exec: &Exec<f64>, init: &Vec<Tensor<f64>>) -> Forward<f64> {
+        exec.forward(init)
+    }
+
+    fn backward_f32(
+        exec: &Exec<f32>,
+        g: &Tensor<f32>,
+        saved: &Vec<Buffer<f32>>,
+        needs: &[bool],
+        n_hoisted: usize,
+    ) -> Vec<Option<Tensor<f32>>> {
+        exec.backward(super::slice(g), saved, needs, n_hoisted)
+    }
+
+    fn backward_f64(
+        exec: &Exec<f64>,
+        g: &Tensor<f64>,
+        saved: &Vec<Buffer<f64>>,
+        needs: &[bool],
+        n_hoisted: usize,
+    ) -> Vec<Option<Tensor<f64>>> {
+        exec.backward(super::slice(g), saved, needs, n_hoisted)
+    }
 }
 
 fn slice<T: Float>(t: &Tensor<T>) -> &[T] {

@@ -47,6 +47,7 @@ pub use config::LayerConfig;
 pub use stream::Stream;
 pub use tbptt::Chunk;
 
+use std::any::TypeId;
 use std::cell::Cell as Flag;
 use std::sync::Arc;
 
@@ -254,7 +255,9 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
     /// The compiled program of layer `l`'s direction `d` for `batch` rows, cached; `None` if
     /// the compiled path is off or the step does not compile.
     fn program(&self, l: usize, d: usize, batch: usize) -> Option<Arc<compiled::Program<T>>> {
-        if !self.use_compiled.get() {
+        // The compiled loops exist for f32 and f64 (`compiled::exec::loops`).
+        let float = [TypeId::of::<f32>(), TypeId::of::<f64>()].contains(&TypeId::of::<T>());
+        if !self.use_compiled.get() || !float {
             return None;
         }
         let cell = &self.cells[l][d];
