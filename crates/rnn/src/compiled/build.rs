@@ -214,7 +214,7 @@ fn fold_sums_into_products<T: Float>(p: &mut Program<T>) {
 }
 
 /// The slots an instruction reads.
-fn instr_operands<T: Float>(instr: &Instr<T>) -> Vec<usize> {
+pub(super) fn instr_operands<T: Float>(instr: &Instr<T>) -> Vec<usize> {
     let slot = |o: &Operand| match o {
         Operand::Slot(s) => Some(*s),
         Operand::Src(_) => None,

@@ -155,8 +155,26 @@ impl<T: Float> Program<T> {
         self.sources.len() - 1
     }
 
-    /// Lays the slots out and marks the ones whose values the backward reads.
+    /// Lays the slots out (those nothing reads or writes any more, such as a product folded
+    /// into the sum it fed, take no room) and marks the ones whose values the backward reads.
     fn finish(&mut self) {
+        let mut used = vec![false; self.width.len()];
+        for instr in &self.instrs {
+            for s in build::instr_operands(instr) {
+                used[s] = true;
+            }
+            used[build::instr_out(instr)] = true;
+        }
+        let boundary = (self.state_in.iter().chain(&self.state_out))
+            .chain(self.hoisted.iter().map(|(_, s)| s));
+        for &s in boundary {
+            used[s] = true;
+        }
+        for (w, used) in self.width.iter_mut().zip(used) {
+            if !used {
+                *w = 0;
+            }
+        }
         let mut at = 0;
         self.offset = (self.width.iter())
             .map(|w| {
