@@ -282,16 +282,6 @@ impl<'a, T: Float> View<'a, T> {
     }
 }
 
-impl<T: Float> RowArg<'_, T> {
-    #[inline(always)]
-    fn at(self, j: usize) -> T {
-        match self {
-            RowArg::Run(s) => s[j],
-            RowArg::One(v) => v,
-        }
-    }
-}
-
 /// Runs `$body` with `$u` bound to `$op` as a constant in each arm, so every op gets its own
 /// loop with the rule inlined and no branch on the op inside.
 macro_rules! each_unary {
@@ -736,7 +726,8 @@ impl<T: Float> Exec<T> {
         let widest = p.width.iter().copied().max().unwrap_or(0);
         let mid = self.split_row();
         let scratch = |on: bool| match on {
-            true => (vec![T::ZERO; block * p.columns], vec![T::ZERO; widest]),
+            // Scratch for the binary rules: a row of results and three of broadcast operands.
+            true => (vec![T::ZERO; block * p.columns], vec![T::ZERO; 4 * widest]),
             false => (vec![], vec![]),
         };
         let mut scratches = [scratch(true), scratch(mid < batch)];
@@ -1144,7 +1135,9 @@ enum Target<'a, T> {
 }
 
 /// Applies `rule(g, a, b, y)` to every element of a `[rows, w]` result and adds each row of
-/// it into `target`, summed where the operand was broadcast.
+/// it into `target`, summed where the operand was broadcast. `scratch` holds four rows: the
+/// results, and the operands that are one value for a whole row, spread out, so the loop
+/// over a row reads four plain runs and vectorises.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn binary_grad<T: Float>(
@@ -1154,29 +1147,58 @@ fn binary_grad<T: Float>(
     b: View<'_, T>,
     y: View<'_, T>,
     target: Target<'_, T>,
-    tmp: &mut [T],
+    scratch: &mut [T],
     rule: impl Fn(T, T, T, T) -> T,
 ) {
-    let tmp = &mut tmp[..w];
+    let (tmp, rest) = scratch.split_at_mut(w);
+    let (spread_a, rest) = rest.split_at_mut(w);
+    let (spread_b, rest) = rest.split_at_mut(w);
+    let spread_y = &mut rest[..w];
     let mut target = target;
     for (r, g_r) in g.chunks_exact(w).enumerate() {
-        let (ar, br, yr) = (a.row(r), b.row(r), y.row(r));
-        for (j, (d, &g)) in tmp.iter_mut().zip(g_r).enumerate() {
-            *d = rule(g, ar.at(j), br.at(j), yr.at(j));
-        }
+        let ar = match a.row(r) {
+            RowArg::Run(s) => s,
+            RowArg::One(v) => {
+                spread_a.fill(v);
+                &spread_a[..]
+            }
+        };
+        let br = match b.row(r) {
+            RowArg::Run(s) => s,
+            RowArg::One(v) => {
+                spread_b.fill(v);
+                &spread_b[..]
+            }
+        };
+        let yr = match y.row(r) {
+            RowArg::Run(s) => s,
+            RowArg::One(v) => {
+                spread_y.fill(v);
+                &spread_y[..]
+            }
+        };
+        let values = g_r.iter().zip(ar).zip(br).zip(yr);
         match &mut target {
             Target::Rows(t, tw) if *tw == w => {
-                for (d, &c) in t[r * w..][..w].iter_mut().zip(&*tmp) {
-                    *d += c;
+                for (d, (((&g, &a), &b), &y)) in t[r * w..][..w].iter_mut().zip(values) {
+                    *d += rule(g, a, b, y);
                 }
             }
-            Target::Rows(t, _) => t[r] += tmp.iter().fold(T::ZERO, |s, &c| s + c),
             Target::Sum(t) if t.len() == w => {
-                for (d, &c) in t.iter_mut().zip(&*tmp) {
-                    *d += c;
+                for (d, (((&g, &a), &b), &y)) in t.iter_mut().zip(values) {
+                    *d += rule(g, a, b, y);
                 }
             }
-            Target::Sum(t) => t[0] += tmp.iter().fold(T::ZERO, |s, &c| s + c),
+            Target::Rows(..) | Target::Sum(_) => {
+                for (d, (((&g, &a), &b), &y)) in tmp.iter_mut().zip(values) {
+                    *d = rule(g, a, b, y);
+                }
+                let sum = tmp.iter().fold(T::ZERO, |s, &c| s + c);
+                match &mut target {
+                    Target::Rows(t, _) => t[r] += sum,
+                    Target::Sum(t) => t[0] += sum,
+                }
+            }
         }
     }
 }
