@@ -56,6 +56,22 @@ impl<T: Float> State<T> for (Var<T>, Var<T>) {
     }
 }
 
+/// Panics, naming the part, if a state `step` returned does not have the sizes the cell
+/// declares ([`Cell::state_sizes`]) for `batch` rows: a cell's bug, caught where it happens
+/// rather than as a shape error some steps later (or never, for a part `step` ignores).
+#[track_caller]
+pub(crate) fn check_step_state<T: Float, S: State<T>>(next: &S, batch: usize, sizes: &[usize]) {
+    for (k, (part, &size)) in next.parts().iter().zip(sizes).enumerate() {
+        if part.shape() != [batch, size] {
+            panic!(
+                "Layer: the cell's step returned state part {k} of shape {:?}, expected \
+                 [{batch}, {size}] ([batch, state_sizes()[{k}]])",
+                part.shape()
+            );
+        }
+    }
+}
+
 /// One step of a recurrent network.
 ///
 /// `step` is written with ordinary variable ops, so the tape differentiates it; parameters are

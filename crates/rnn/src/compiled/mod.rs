@@ -371,6 +371,7 @@ fn trace<T: Float, C: Cell<T>>(cell: &C, batch: usize, seed: u64, scale: f64) ->
         .collect();
     let state = C::State::from_parts(parts);
     let next = cell.step(&x, &state);
+    crate::cell::check_step_state(&next, batch, &cell.state_sizes());
     let mut outputs = Vec::new();
     for (k, part) in next.parts().iter().enumerate() {
         match part.id() {

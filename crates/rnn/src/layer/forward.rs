@@ -25,7 +25,7 @@ use autograd::Var;
 use tensor::{Float, Tensor};
 
 use super::{Layer, LayerOutput};
-use crate::cell::{Cell, State};
+use crate::cell::{check_step_state, Cell, State};
 use crate::compiled;
 use crate::dropout::dropout;
 use crate::fused;
@@ -291,8 +291,10 @@ fn run_direction<T: Float, C: Cell<T>>(
         Box::new(0..seq)
     };
     let zero = Tensor::<T>::zeros(&[]);
+    let sizes = cell.state_sizes();
     for t in order {
         let next = cell.step(&inputs[t], &state);
+        check_step_state(&next, inputs[t].shape()[0], &sizes);
         match masks.and_then(|m| m[t].as_ref()) {
             // Past its end, a sequence keeps its state and outputs zeros.
             Some(valid) => {

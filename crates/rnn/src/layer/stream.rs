@@ -13,7 +13,7 @@ use autograd::Tape;
 use tensor::{Float, Tensor};
 
 use super::Layer;
-use crate::cell::{Cell, State};
+use crate::cell::{check_step_state, Cell, State};
 
 impl<T: Float, C: Cell<T>> Layer<T, C> {
     /// A stream over this layer: feed one step at a time with the state carried between calls,
@@ -78,6 +78,7 @@ impl<T: Float, C: Cell<T>> Stream<'_, T, C> {
                     None => cell.zero_state(&tape, x_t.shape()[0]),
                 };
                 let new = cell.step(&input, &state);
+                check_step_state(&new, x_t.shape()[0], &cell.state_sizes());
                 input = new.hidden().clone();
                 next_state.push(new.parts().iter().map(|p| p.value().clone()).collect());
             }

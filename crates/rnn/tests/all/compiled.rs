@@ -1706,3 +1706,54 @@ fn a_changed_frozen_parameter_reaches_the_next_compiled_forward() {
         before = after;
     }
 }
+
+// ------------------------------------------------------------------------- a broken step ---
+
+/// A cell whose `step` returns a state of 5 features while it declares 4.
+struct WrongWidth {
+    w: Param<f64>,
+}
+
+impl Cell<f64> for WrongWidth {
+    type State = Var<f64>;
+    fn input_size(&self) -> usize {
+        3
+    }
+    fn hidden_size(&self) -> usize {
+        4
+    }
+    fn step(&self, x: &Var<f64>, _h: &Var<f64>) -> Var<f64> {
+        x.linear(&self.w).tanh()
+    }
+}
+
+impl Module<f64> for WrongWidth {
+    fn named_params(&self) -> Vec<(String, Param<f64>)> {
+        vec![("w".into(), self.w.clone())]
+    }
+}
+
+fn wrong_width_forward(compiled: bool) {
+    let mut rng = Rng::seed_from_u64(0);
+    let layer = Layer::new(LayerConfig::new(3, 4), &mut rng, |_, rng| WrongWidth {
+        w: param("w", &[5, 3], -1.0, 1.0, rng),
+    });
+    layer.set_compiled(compiled);
+    let tape = Tape::new();
+    layer.forward(&tape.var(Tensor::zeros(&[4, 2, 3])));
+}
+
+/// A `step` that returns the wrong state size is refused, naming the part and both shapes,
+/// on the compiled path (when it traces) and on the composed one (at the step), instead of
+/// a slice-index panic or an output of the wrong width.
+#[test]
+#[should_panic(expected = "the cell's step returned state part 0 of shape [2, 5], expected [2, 4]")]
+fn a_step_returning_the_wrong_width_is_refused_compiled() {
+    wrong_width_forward(true);
+}
+
+#[test]
+#[should_panic(expected = "the cell's step returned state part 0 of shape [2, 5], expected [2, 4]")]
+fn a_step_returning_the_wrong_width_is_refused_composed() {
+    wrong_width_forward(false);
+}
