@@ -279,6 +279,13 @@ fn row_wise<T: Float>(
             ));
         }
     }
+    if shapes
+        .iter()
+        .chain([&out.to_vec()])
+        .any(|s| s.len() == 2 && s[1] == 0)
+    {
+        return Err("a value with no features (width 0)".into());
+    }
     if out.len() != 2 || out[0] != batch {
         return Err(format!(
             "the result of shape {out:?} is not [batch, features] (only ops along the last \
@@ -406,7 +413,7 @@ fn describe<T: Float>(trace: &[TracedOp<T>], id: usize, parts: usize) -> String 
     )
 }
 
-/// Two traces of one step, with different inputs, made the same program (else `step`
+/// Two traces of one step, with different inputs, recorded the same ops (else `step`
 /// depends on its inputs' values outside the tape: branches on them, scalars read from them,
 /// random draws).
 pub(super) fn same_program<T: Float>(a: &[TracedOp<T>], b: &[TracedOp<T>]) -> Result<(), String> {

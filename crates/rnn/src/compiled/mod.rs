@@ -23,10 +23,11 @@
 //! Invariants:
 //!
 //! - Only ops that treat each row of the batch alone are compiled ([`build`]'s `row_wise`);
-//!   anything else, an op with no `Prim`, or a step whose trace changes with its inputs'
-//!   values (traced three times with different inputs to find out: a check that catches
-//!   most such steps, not a proof) makes the layer fall back to the composed path, and
-//!   [`Layer::explain`](crate::Layer::explain) says which op and why.
+//!   anything else, an op with no `Prim`, a step whose trace (ops, constants, parameters,
+//!   returned values) changes with its inputs' values, that draws random numbers, or that
+//!   panics on the trace inputs makes the layer fall back to the composed path, and
+//!   [`Layer::explain`](crate::Layer::explain) says which op and why. (Three traces on
+//!   different inputs find most such steps; it is a check, not a proof.)
 //! - What the step reads besides the tape (a constant, a frozen parameter's value) is baked
 //!   into the program: programs are cached per batch size, training mode and the versions of
 //!   the frozen parameters, and traced again when any of them changes.
@@ -319,54 +320,106 @@ pub(crate) fn program<T: Float, C: Cell<T>>(
     result
 }
 
-/// Traces `cell.step` at `batch` rows three times, with different inputs (random; their
-/// negation; random at a larger scale), and builds its program if the traces agree. The
-/// thread's generator is put back afterwards (a step may draw from it).
+/// Traces `cell.step` at `batch` rows three times, on different inputs, and builds its
+/// program if the traces agree: the same ops with the same constants, the same parameters,
+/// the same values returned, and no draw from the thread's generator (which is put back).
+/// A `step` that panics on the trace inputs is reported, not propagated: the layer then runs
+/// it composed, on the real inputs.
 pub(crate) fn compile<T: Float, C: Cell<T>>(cell: &C, batch: usize) -> Result<Program<T>, String> {
     let saved_rng = crate::module::rng_state();
-    // The generator runs on from trace to trace, so a random draw in `step` differs.
-    let traces =
-        [(1u64, 1.0), (1, -1.0), (2, 3.0)].map(|(seed, scale)| trace(cell, batch, seed, scale));
+    let traces = [Inputs::Random, Inputs::NegatedFromZero, Inputs::Signed].map(|inputs| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| trace(cell, batch, inputs)))
+            .unwrap_or_else(|payload| {
+                let why = (payload.downcast_ref::<String>().cloned())
+                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                Err(format!(
+                    "step panicked on the compiler's trace inputs: {why}"
+                ))
+            })
+    });
+    let drew = crate::module::rng_state() != saved_rng;
     crate::module::set_rng_state(saved_rng);
-    let [(a, outputs, params), (b, _, _), (c, _, _)] = traces;
+    let [a, b, c] = traces;
     let (a, b, c) = (a?, b?, c?);
-    build::same_program(&a, &b)?;
-    build::same_program(&a, &c)?;
+    if drew {
+        return Err(
+            "step draws from the thread's random generator (dropout inside step in \
+                    training mode?): each step would need its own draw"
+                .into(),
+        );
+    }
+    for other in [&b, &c] {
+        build::same_program(&a.ops, &other.ops)?;
+        if other.outputs != a.outputs {
+            return Err(
+                "step returns different values for different inputs (it chooses \
+                        what to return by values read outside the tape)"
+                    .into(),
+            );
+        }
+        let same_params = other.params.len() == a.params.len()
+            && (other.params.iter().zip(&a.params)).all(|(p, q)| p.same(q));
+        if !same_params {
+            return Err(
+                "step uses different parameters for different inputs (it chooses \
+                        them by values read outside the tape)"
+                    .into(),
+            );
+        }
+    }
     let parts = C::State::num_parts();
-    let mut program = build::build(&a, build::Leaves { parts }, &outputs, batch)?;
-    program.params = params;
+    let mut program = build::build(&a.ops, build::Leaves { parts }, &a.outputs, batch)?;
+    program.params = a.params;
     Ok(program)
+}
+
+/// The inputs of one trace.
+#[derive(Clone, Copy)]
+enum Inputs {
+    /// `x_t` from U(−1, 1), the state from U(0.1, 0.9).
+    Random,
+    /// The same `x_t` negated, and the zero state every sequence starts from.
+    NegatedFromZero,
+    /// `x_t` from U(−3, 3), the state from U(−0.9, 0.9).
+    Signed,
 }
 
 /// A trace, the node of each state part `step` returned, and the parameters in the order
 /// they entered the trace.
-type Traced<T> = (
-    Result<Vec<autograd::TracedOp<T>>, String>,
-    Vec<usize>,
-    Vec<Param<T>>,
-);
+struct Traced<T: Float> {
+    ops: Vec<autograd::TracedOp<T>>,
+    outputs: Vec<usize>,
+    params: Vec<Param<T>>,
+}
 
-/// One trace of `step` on random inputs drawn from `seed`, `x_t` from U(−1, 1) times `scale`.
-fn trace<T: Float, C: Cell<T>>(cell: &C, batch: usize, seed: u64, scale: f64) -> Traced<T> {
-    let mut rng = Rng::seed_from_u64(seed);
+/// One trace of `step`.
+fn trace<T: Float, C: Cell<T>>(
+    cell: &C,
+    batch: usize,
+    inputs: Inputs,
+) -> Result<Traced<T>, String> {
+    let mut rng = Rng::seed_from_u64(match inputs {
+        Inputs::Signed => 2,
+        _ => 1,
+    });
+    let uniform = |shape: &[usize], lo: f64, hi: f64, rng: &mut Rng| {
+        Tensor::rand_uniform(shape, T::from_f64(lo), T::from_f64(hi), rng)
+    };
     let tape = Tape::<T>::tracing();
-    let x = tape.var(
-        Tensor::rand_uniform(
-            &[batch, cell.input_size()],
-            T::from_f64(-1.0),
-            T::ONE,
-            &mut rng,
-        )
-        .mul_scalar(T::from_f64(scale)),
-    );
+    let x_shape = [batch, cell.input_size()];
+    let x = tape.var(match inputs {
+        Inputs::Random => uniform(&x_shape, -1.0, 1.0, &mut rng),
+        Inputs::NegatedFromZero => uniform(&x_shape, -1.0, 1.0, &mut rng).neg(),
+        Inputs::Signed => uniform(&x_shape, -3.0, 3.0, &mut rng),
+    });
     let parts: Vec<Var<T>> = (cell.state_sizes().into_iter())
         .map(|size| {
-            tape.var(Tensor::rand_uniform(
-                &[batch, size],
-                T::from_f64(0.1),
-                T::from_f64(0.9),
-                &mut rng,
-            ))
+            tape.var(match inputs {
+                Inputs::Random => uniform(&[batch, size], 0.1, 0.9, &mut rng),
+                Inputs::NegatedFromZero => Tensor::zeros(&[batch, size]),
+                Inputs::Signed => uniform(&[batch, size], -0.9, 0.9, &mut rng),
+            })
         })
         .collect();
     let state = C::State::from_parts(parts);
@@ -377,15 +430,15 @@ fn trace<T: Float, C: Cell<T>>(cell: &C, batch: usize, seed: u64, scale: f64) ->
         match part.id() {
             Some(id) => outputs.push(id),
             None => {
-                return (
-                    Err(format!(
-                        "state part {k} returned by step is a constant (it depends on no input)"
-                    )),
-                    vec![],
-                    vec![],
-                )
+                return Err(format!(
+                    "state part {k} returned by step is a constant (it depends on no input)"
+                ))
             }
         }
     }
-    (Ok(tape.trace()), outputs, tape.params())
+    Ok(Traced {
+        ops: tape.trace(),
+        outputs,
+        params: tape.params(),
+    })
 }

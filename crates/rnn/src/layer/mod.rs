@@ -233,10 +233,13 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
         let mut out = Vec::new();
         for (l, cells) in self.cells.iter().enumerate() {
             for (d, cell) in cells.iter().enumerate() {
+                let float = [TypeId::of::<f32>(), TypeId::of::<f64>()].contains(&TypeId::of::<T>());
                 let path = if self.is_fused() {
                     Path::Fused
                 } else if !self.use_compiled.get() {
                     Path::Composed("the compiled path is switched off (set_compiled)".into())
+                } else if !float {
+                    Path::Composed("the compiled loops exist for f32 and f64 only".into())
                 } else {
                     match compiled::compile(cell, 2) {
                         Ok(p) => Path::Compiled {

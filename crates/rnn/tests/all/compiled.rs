@@ -1377,11 +1377,23 @@ enum Oddity {
     /// A variable made inside step (`tape.var`), a leaf that is neither x_t, the state nor a
     /// parameter.
     LeafInStep,
+    /// `x W` or `x W2` by the sign of Σ x_t: the same ops, another parameter.
+    ChooseParam,
+    /// tanh and σ of the pre-activation both computed, one returned by the sign of Σ x_t: the
+    /// same ops, another value returned.
+    ChooseOutput,
+    /// tanh from the zero state, σ otherwise: only a trace from the zero state sees it.
+    ZeroStateBranch,
+    /// Panics on an all-zero state with a non-zero input (which the real runs never give it).
+    PanicOnZeroState,
+    /// A split with a part of no features.
+    ZeroWidth,
 }
 
 /// A one-part cell the compiler cannot follow, in the way `oddity` says.
 struct Odd {
     w: Param<f64>,
+    w2: Param<f64>,
     u: Param<f64>,
     oddity: Oddity,
     dropout: Dropout,
@@ -1392,10 +1404,24 @@ impl Odd {
         let k = 1.0 / (hidden as f64).sqrt();
         Odd {
             w: param("w", &[hidden, input], -k, k, rng),
+            w2: param("w2", &[hidden, input], -k, k, rng),
             u: param("u", &[hidden, hidden], -k, k, rng),
             oddity,
             dropout: Dropout::new(0.5),
         }
+    }
+}
+
+impl Odd {
+    /// [`Oddity::ChooseParam`]'s step: `W` and `W2` both enter the tape, in an order that
+    /// depends on the sign of Σ x_t, so both orders record the same ops on the same node
+    /// ids, with the parameters swapped; the first one counts.
+    fn choose_param(&self, x: &Var<f64>, h: &Var<f64>) -> Var<f64> {
+        let (first, second) = match x.value().sum_all().item() > 0.0 {
+            true => (&self.w, &self.w2),
+            false => (&self.w2, &self.w),
+        };
+        (x.linear(first) + x.linear(second).mul_scalar(0.0) + h.linear(&self.u)).tanh()
     }
 }
 
@@ -1411,6 +1437,9 @@ impl Cell<f64> for Odd {
     }
 
     fn step(&self, x: &Var<f64>, h: &Var<f64>) -> Var<f64> {
+        if self.oddity == Oddity::ChooseParam {
+            return self.choose_param(x, h);
+        }
         let pre = x.linear(&self.w) + h.linear(&self.u);
         let (batch, hidden) = (x.shape()[0], self.hidden_size());
         let positive = x.value().sum_all().item() > 0.0;
@@ -1444,6 +1473,30 @@ impl Cell<f64> for Odd {
                 let scale = x.tape().var(Tensor::full(&[1, hidden], 0.5));
                 &pre.tanh() * &scale
             }
+            Oddity::ChooseParam => unreachable!("handled first"),
+            Oddity::ChooseOutput => {
+                let (a, b) = (pre.tanh(), pre.sigmoid());
+                if positive {
+                    a
+                } else {
+                    b
+                }
+            }
+            Oddity::ZeroStateBranch => match h.value().abs().sum_all().item() == 0.0 {
+                true => pre.tanh(),
+                false => pre.sigmoid(),
+            },
+            Oddity::PanicOnZeroState => {
+                // (Layer::new runs one step from zeros, with x_t = 0 too: that one is fine.)
+                let zero_state = h.value().abs().sum_all().item() == 0.0;
+                let zero_input = x.value().abs().sum_all().item() == 0.0;
+                assert!(!zero_state || zero_input, "the state must not be all zeros");
+                pre.tanh()
+            }
+            Oddity::ZeroWidth => {
+                let parts = pre.split(&[hidden, 0], -1);
+                &parts[0].tanh() + &parts[1].sum(&[-1], true)
+            }
             Oddity::CustomOp => {
                 let y = pre.value().tanh();
                 let y_saved = y.clone();
@@ -1457,7 +1510,10 @@ impl Cell<f64> for Odd {
 
 impl Module<f64> for Odd {
     fn named_params(&self) -> Vec<(String, Param<f64>)> {
-        named(&[("w", &self.w), ("u", &self.u)])
+        match self.oddity {
+            Oddity::ChooseParam => named(&[("w", &self.w), ("w2", &self.w2), ("u", &self.u)]),
+            _ => named(&[("w", &self.w), ("u", &self.u)]),
+        }
     }
 
     fn set_training(&self, training: bool) {
@@ -1572,6 +1628,27 @@ fn a_step_that_branches_on_values_falls_back_to_composed() {
     assert_falls_back(&layer, "branches on values");
 }
 
+/// Steps that choose a parameter or the value they return by values read outside the tape,
+/// branch only from the zero state, panic on the compiler's trace inputs, or make a value of
+/// no features: each falls back to composed, with the reason (the first two record the same
+/// ops either way, so comparing ops alone would have compiled one branch).
+#[test]
+fn steps_that_choose_by_value_or_panic_on_trace_inputs_fall_back() {
+    let cases = [
+        (Oddity::ChooseParam, "uses different parameters"),
+        (Oddity::ChooseOutput, "returns different values"),
+        (Oddity::ZeroStateBranch, "differs between two traces"),
+        (
+            Oddity::PanicOnZeroState,
+            "panicked on the compiler's trace inputs: the state must not be all zeros",
+        ),
+        (Oddity::ZeroWidth, "no features"),
+    ];
+    for (oddity, why) in cases {
+        assert_falls_back(&odd_layer(oddity), why);
+    }
+}
+
 /// Dropout inside step in training mode draws a new mask each trace: composed. In evaluation
 /// mode the step is deterministic and compiles (a new program: training mode is part of the
 /// cache's key), and the compiled forward matches the composed one; back in training mode,
@@ -1579,7 +1656,7 @@ fn a_step_that_branches_on_values_falls_back_to_composed() {
 #[test]
 fn dropout_inside_step_compiles_in_evaluation_mode_only() {
     let layer = odd_layer(Oddity::Dropout);
-    assert_falls_back(&layer, "differs between two traces");
+    assert_falls_back(&layer, "draws from the thread's random generator");
     layer.set_training(false);
     for (_, _, path) in layer.explain() {
         assert!(matches!(path, Path::Compiled { .. }), "{path}");
@@ -1594,7 +1671,7 @@ fn dropout_inside_step_compiles_in_evaluation_mode_only() {
         assert!(worst <= 1e-12, "evaluation mode: differs by {worst:e}");
     }
     layer.set_training(true);
-    assert_falls_back(&layer, "differs between two traces");
+    assert_falls_back(&layer, "draws from the thread's random generator");
 }
 
 #[test]
