@@ -190,17 +190,10 @@ impl<T: Float> Var<T> {
             Reads::Output => y.clone(),
         };
         // One closure per op, so each rule is inlined into its loop with no branch on `op`.
-        macro_rules! rule {
-            ($($variant:ident),*) => {
-                match op {
-                    $(Unary::$variant => self.unary(op.name(), y, move |g| {
-                        g.zip_map(&read, op.name(), |g, r| Unary::$variant.grad(g, r))
-                    }),)*
-                }
-            };
-        }
-        rule!(Neg, Exp, Log, Tanh, Sigmoid, Relu, Sqrt, Recip, Square, Abs)
-            .traced(|| Prim::Unary(op))
+        crate::each_unary!(op, |u| self.unary(u.name(), y, move |g| {
+            g.zip_map(&read, u.name(), |g, r| u.grad(g, r))
+        }))
+        .traced(|| Prim::Unary(op))
     }
 
     /// x^p.  ∂/∂x = g · p · x^(p−1)  (0 when p = 0, as PyTorch).
@@ -277,6 +270,35 @@ pub enum Unary {
     Square,
     /// |x|
     Abs,
+}
+
+/// Runs `$body` with `$u` bound to the [`Unary`] `$op` as a constant, one match arm per op,
+/// so a loop in `$body` over [`Unary::eval`] or [`Unary::grad`] is compiled once per op with
+/// the function inlined and no branch on the op inside. The tape's unary ops and `rnn`'s
+/// compiled cells both dispatch with it.
+///
+/// ```
+/// use autograd::{each_unary, Unary};
+/// let op = Unary::Tanh;
+/// let y: Vec<f64> = each_unary!(op, |u| [0.5f64, -1.0].iter().map(|&x| u.eval(x)).collect());
+/// assert_eq!(y, vec![0.5f64.tanh(), (-1.0f64).tanh()]);
+/// ```
+#[macro_export]
+macro_rules! each_unary {
+    ($op:expr, |$u:ident| $body:expr) => {
+        $crate::each_unary!(@arms $op, $u, $body;
+            Neg, Exp, Log, Tanh, Sigmoid, Relu, Sqrt, Recip, Square, Abs)
+    };
+    (@arms $op:expr, $u:ident, $body:expr; $($variant:ident),*) => {
+        match $op {
+            $($crate::Unary::$variant => {
+                // A constant item, not a binding: closures in `$body` see the op itself.
+                #[allow(non_upper_case_globals)]
+                const $u: $crate::Unary = $crate::Unary::$variant;
+                $body
+            })*
+        }
+    };
 }
 
 /// Which value a [`Unary`] rule reads besides the gradient: the op's input or its output.
@@ -407,9 +429,10 @@ impl Unary {
     }
 }
 
-/// The binary arithmetic ops' rules, for one element of the broadcast output: what the
-/// tape's [`Var::add`], [`Var::sub`], [`Var::mul`] and [`Var::div`] apply before `sum_to`
-/// undoes the broadcast, and what compiled cells apply row by row.
+/// The binary arithmetic ops' rules, for one element of the broadcast output, as compiled
+/// cells apply them row by row. The tape's [`Var::add`], [`Var::sub`], [`Var::mul`] and
+/// [`Var::div`] apply the same formulas with whole-tensor ops (`g · b` as `g.mul(&b)`) before
+/// `sum_to` undoes the broadcast.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Binary {
     /// a + b.  ∂/∂a = g,  ∂/∂b = g.

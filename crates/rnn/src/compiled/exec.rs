@@ -23,7 +23,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use autograd::{Binary, Unary, Var};
+use autograd::{each_unary, Binary, Var};
 use tensor::ops::matmul::{gemm_into, MatRef};
 use tensor::ops::packed::{gemm_packed, PackedMat};
 use tensor::pool::Buffer;
@@ -32,6 +32,7 @@ use tensor::{Float, Tensor};
 
 use super::build::instr_out;
 use super::{Instr, Operand, PreArg, PreOp, Program, Source};
+use crate::fused::{running, step_order};
 
 /// A block holds at most this many elements (rows × all slots' widths), unless one row is
 /// wider: its slots stay in the core's L2 cache from one instruction to the next.
@@ -161,6 +162,8 @@ pub(crate) fn run<T: Float>(
 /// sized types only.)
 #[allow(clippy::ptr_arg)]
 mod loops {
+    use std::any::TypeId;
+
     use std::any::Any;
 
     use tensor::pool::Buffer;
@@ -169,6 +172,14 @@ mod loops {
     use super::Exec;
 
     type Forward<T> = (Vec<T>, Vec<Buffer<T>>);
+
+    /// `Ok` if the loops exist for `T` (f32 and f64), else why a program cannot run.
+    pub(in crate::compiled) fn has_loops<T: Float>() -> Result<(), String> {
+        match [TypeId::of::<f32>(), TypeId::of::<f64>()].contains(&TypeId::of::<T>()) {
+            true => Ok(()),
+            false => Err("the compiled loops exist for f32 and f64 only".into()),
+        }
+    }
 
     /// [`Exec::forward`] through the non-generic functions below.
     pub(super) fn forward<T: Float>(exec: &Exec<T>, init: &Vec<Tensor<T>>) -> Forward<T> {
@@ -232,6 +243,8 @@ mod loops {
     }
 }
 
+pub(super) use loops::has_loops;
+
 fn slice<T: Float>(t: &Tensor<T>) -> &[T] {
     t.as_slice().expect("made contiguous")
 }
@@ -282,55 +295,8 @@ impl<'a, T: Float> View<'a, T> {
     }
 }
 
-/// Runs `$body` with `$u` bound to `$op` as a constant in each arm, so every op gets its own
-/// loop with the rule inlined and no branch on the op inside.
-macro_rules! each_unary {
-    ($op:expr, |$u:ident| $body:expr) => {
-        match $op {
-            Unary::Neg => {
-                let $u = Unary::Neg;
-                $body
-            }
-            Unary::Exp => {
-                let $u = Unary::Exp;
-                $body
-            }
-            Unary::Log => {
-                let $u = Unary::Log;
-                $body
-            }
-            Unary::Tanh => {
-                let $u = Unary::Tanh;
-                $body
-            }
-            Unary::Sigmoid => {
-                let $u = Unary::Sigmoid;
-                $body
-            }
-            Unary::Relu => {
-                let $u = Unary::Relu;
-                $body
-            }
-            Unary::Sqrt => {
-                let $u = Unary::Sqrt;
-                $body
-            }
-            Unary::Recip => {
-                let $u = Unary::Recip;
-                $body
-            }
-            Unary::Square => {
-                let $u = Unary::Square;
-                $body
-            }
-            Unary::Abs => {
-                let $u = Unary::Abs;
-                $body
-            }
-        }
-    };
-}
-
+/// Runs `$body` with `$b` bound to `$op` as a constant in each arm, so every op gets its own
+/// loop with the rule inlined and no branch on the op inside (as `autograd::each_unary!`).
 macro_rules! each_binary {
     ($op:expr, |$b:ident| $body:expr) => {
         match $op {
@@ -498,15 +464,12 @@ impl<T: Float> SimdWork for ForwardBlock<'_, T> {
 
 impl<T: Float> Exec<T> {
     /// The time steps in this direction's order.
-    fn order(&self) -> impl DoubleEndedIterator<Item = usize> + '_ {
-        (0..self.steps).map(move |k| match self.reverse {
-            true => self.steps - 1 - k,
-            false => k,
-        })
+    fn order(&self) -> impl DoubleEndedIterator<Item = usize> {
+        step_order(self.steps, self.reverse)
     }
 
     fn valid(&self, t: usize, b: usize) -> bool {
-        self.lengths.as_ref().is_none_or(|l| t < l[b])
+        running(self.lengths.as_deref(), t, b)
     }
 
     /// Rows per block: a fixed partition of the batch, whatever the thread count.
@@ -571,19 +534,13 @@ impl<T: Float> Exec<T> {
         }
         for t in self.order() {
             // This step's rows of everything it writes, cut at `mid`.
-            let (state_a, state_b) = split_rows(state.iter_mut().map(|v| &mut v[..]), mid, |k| {
-                p.width[p.state_in[k]]
-            });
+            let state_parts = state.iter_mut().map(|v| &mut v[..]);
+            let (state_a, state_b) =
+                split_rows(state_parts, (0, batch, mid), |k| p.width[p.state_in[k]]);
             let value_t = &mut value[t * batch * out_w..][..batch * out_w];
             let (value_a, value_b) = value_t.split_at_mut(mid * out_w);
-            let saved_t = saved
-                .iter_mut()
-                .enumerate()
-                .map(|(s, v)| match v.is_empty() {
-                    true => &mut v[..],
-                    false => &mut v[t * batch * p.width[s]..][..batch * p.width[s]],
-                });
-            let (saved_a, saved_b) = split_rows(saved_t, mid, |s| p.width[s]);
+            let saved_t = saved.iter_mut().map(|v| &mut v[..]);
+            let (saved_a, saved_b) = split_rows(saved_t, (t, batch, mid), |s| p.width[s]);
             let [arena_a, arena_b] = &mut arenas;
             let first = Half {
                 rows: 0..mid,
@@ -732,29 +689,15 @@ impl<T: Float> Exec<T> {
         };
         let mut scratches = [scratch(true), scratch(mid < batch)];
         for t in self.order().rev() {
-            let (next_a, next_b) = split_rows(next.iter_mut().map(|v| &mut v[..]), mid, |k| {
-                p.width[p.state_in[k]]
-            });
-            let hoisted_t =
-                (hoisted_grads.iter_mut().enumerate()).map(|(h, v)| match v.is_empty() {
-                    true => &mut v[..],
-                    false => {
-                        let w = p.width[p.hoisted[h].1];
-                        &mut v[t * batch * w..][..batch * w]
-                    }
-                });
-            let (hoisted_a, hoisted_b) = split_rows(hoisted_t, mid, |h| p.width[p.hoisted[h].1]);
-            let dp_t = dp
-                .iter_mut()
-                .zip(&p.instrs)
-                .map(|(v, instr)| match v.is_empty() {
-                    true => &mut v[..],
-                    false => {
-                        let w = p.width[instr_out(instr)];
-                        &mut v[t * batch * w..][..batch * w]
-                    }
-                });
-            let (dp_a, dp_b) = split_rows(dp_t, mid, |i| p.width[instr_out(&p.instrs[i])]);
+            let next_parts = next.iter_mut().map(|v| &mut v[..]);
+            let (next_a, next_b) =
+                split_rows(next_parts, (0, batch, mid), |k| p.width[p.state_in[k]]);
+            let hoisted_t = hoisted_grads.iter_mut().map(|v| &mut v[..]);
+            let (hoisted_a, hoisted_b) =
+                split_rows(hoisted_t, (t, batch, mid), |h| p.width[p.hoisted[h].1]);
+            let dp_t = dp.iter_mut().map(|v| &mut v[..]);
+            let (dp_a, dp_b) =
+                split_rows(dp_t, (t, batch, mid), |i| p.width[instr_out(&p.instrs[i])]);
             let (sources_a, sources_b) = source_grads.split_at_mut(mid.div_ceil(block));
             let [scratch_a, scratch_b] = &mut scratches;
             let step = StepGrads {
@@ -1110,19 +1053,23 @@ struct HalfGrads<'a, T> {
     sources: &'a mut [Vec<Vec<T>>],
 }
 
-/// Cuts each `[B, width(k)]` slice of `parts` at row `mid` (empty slices stay empty on both
-/// sides).
+/// Step `t`'s rows of each `[·, B, width(k)]` buffer of `parts` (`t` = 0 for a `[B, w]`
+/// one), cut at row `mid`; empty buffers (slots not kept, gradients not wanted) stay empty
+/// on both sides.
 #[allow(clippy::type_complexity)]
 fn split_rows<'a, T: 'a>(
     parts: impl Iterator<Item = &'a mut [T]>,
-    mid: usize,
+    (t, batch, mid): (usize, usize, usize),
     width: impl Fn(usize) -> usize,
 ) -> (Vec<&'a mut [T]>, Vec<&'a mut [T]>) {
     parts
         .enumerate()
         .map(|(k, v)| match v.is_empty() {
             true => (v, &mut [][..]),
-            false => v.split_at_mut(mid * width(k)),
+            false => {
+                let w = width(k);
+                v[t * batch * w..][..batch * w].split_at_mut(mid * w)
+            }
         })
         .unzip()
 }

@@ -326,6 +326,7 @@ pub(crate) fn program<T: Float, C: Cell<T>>(
 /// A `step` that panics on the trace inputs is reported, not propagated: the layer then runs
 /// it composed, on the real inputs.
 pub(crate) fn compile<T: Float, C: Cell<T>>(cell: &C, batch: usize) -> Result<Program<T>, String> {
+    exec::has_loops::<T>()?;
     let saved_rng = crate::module::rng_state();
     let traces = [Inputs::Random, Inputs::NegatedFromZero, Inputs::Signed].map(|inputs| {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| trace(cell, batch, inputs)))

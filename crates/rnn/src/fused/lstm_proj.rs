@@ -34,7 +34,7 @@ use tensor::{Float, Tensor};
 
 use super::grads::column_sums;
 use super::lstm::{cell_backward, cell_forward};
-use super::seq::add_to_rows;
+use super::seq::{add_to_rows, running, step_order};
 use super::{node_inputs, slice, Direction};
 
 /// One direction's inputs, owned so that the backward can read them later.
@@ -76,15 +76,12 @@ impl<T: Float> Inputs<T> {
 
     /// The time steps in the order this direction visits them.
     fn order(&self) -> Vec<usize> {
-        let steps = self.dims().steps;
-        (0..steps)
-            .map(|k| if self.reverse { steps - 1 - k } else { k })
-            .collect()
+        step_order(self.dims().steps, self.reverse).collect()
     }
 
     /// Whether sequence `b` is still running at time `t`.
     fn valid(&self, t: usize, b: usize) -> bool {
-        self.lengths.as_ref().is_none_or(|l| t < l[b])
+        running(self.lengths.as_deref(), t, b)
     }
 
     /// `b_ih + b_hh` (`[4H]`), zeros without biases.

@@ -74,6 +74,7 @@ use grads::input_grads;
 use loops::{backward_loop, forward};
 pub(crate) use pack::PackCache;
 use pack::{pack_step_weights, pack_t, Packs};
+pub(crate) use seq::{running, step_order};
 use seq::{Forward, Saved, Seq};
 use split::forward_by_rows;
 pub use tensor::pool::release_buffers;

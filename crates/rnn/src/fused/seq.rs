@@ -16,6 +16,17 @@ use tensor::Float;
 use super::helper::StepHelper;
 use super::split::Halves;
 
+/// The time steps `0..steps` in a direction's order: from the end if `reverse`.
+pub(crate) fn step_order(steps: usize, reverse: bool) -> impl DoubleEndedIterator<Item = usize> {
+    (0..steps).map(move |k| if reverse { steps - 1 - k } else { k })
+}
+
+/// Whether sequence `b` is still running at time `t`, given each sequence's length (all
+/// are, without lengths).
+pub(crate) fn running(lengths: Option<&[usize]>, t: usize, b: usize) -> bool {
+    lengths.is_none_or(|l| t < l[b])
+}
+
 /// One direction of one layer, as plain slices: what a kernel reads.
 #[derive(Clone, Copy)]
 pub(crate) struct Seq<'a, T: Float> {
@@ -55,13 +66,13 @@ pub(crate) struct Seq<'a, T: Float> {
 
 impl<'a, T: Float> Seq<'a, T> {
     /// The time steps in the order this direction visits them.
-    pub fn order(&self) -> impl DoubleEndedIterator<Item = usize> + '_ {
-        (0..self.steps).map(move |k| if self.reverse { self.steps - 1 - k } else { k })
+    pub fn order(&self) -> impl DoubleEndedIterator<Item = usize> {
+        step_order(self.steps, self.reverse)
     }
 
     /// Whether sequence `b` is still running at time `t`.
     pub fn valid(&self, t: usize, b: usize) -> bool {
-        self.lengths.is_none_or(|l| t < l[b])
+        running(self.lengths, t, b)
     }
 
     /// The size of one step's block of a `[T, B, n]` buffer.

@@ -47,7 +47,6 @@ pub use config::LayerConfig;
 pub use stream::Stream;
 pub use tbptt::Chunk;
 
-use std::any::TypeId;
 use std::cell::Cell as Flag;
 use std::sync::Arc;
 
@@ -233,13 +232,10 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
         let mut out = Vec::new();
         for (l, cells) in self.cells.iter().enumerate() {
             for (d, cell) in cells.iter().enumerate() {
-                let float = [TypeId::of::<f32>(), TypeId::of::<f64>()].contains(&TypeId::of::<T>());
                 let path = if self.is_fused() {
                     Path::Fused
                 } else if !self.use_compiled.get() {
                     Path::Composed("the compiled path is switched off (set_compiled)".into())
-                } else if !float {
-                    Path::Composed("the compiled loops exist for f32 and f64 only".into())
                 } else {
                     match compiled::compile(cell, 2) {
                         Ok(p) => Path::Compiled {
@@ -258,9 +254,7 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
     /// The compiled program of layer `l`'s direction `d` for `batch` rows, cached; `None` if
     /// the compiled path is off or the step does not compile.
     fn program(&self, l: usize, d: usize, batch: usize) -> Option<Arc<compiled::Program<T>>> {
-        // The compiled loops exist for f32 and f64 (`compiled::exec::loops`).
-        let float = [TypeId::of::<f32>(), TypeId::of::<f64>()].contains(&TypeId::of::<T>());
-        if !self.use_compiled.get() || !float {
+        if !self.use_compiled.get() {
             return None;
         }
         let cell = &self.cells[l][d];
