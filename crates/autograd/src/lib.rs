@@ -44,6 +44,7 @@
 mod clip;
 mod dot;
 mod gradcheck;
+mod inspect;
 mod ops;
 pub mod optim;
 mod param;
@@ -53,6 +54,7 @@ mod var;
 
 pub use clip::{clip_grad_norm, clip_grad_value};
 pub use gradcheck::{gradcheck, ElementCheck, GradCheck, GradcheckReport, Operand};
+pub use inspect::{grad, l2_norm, Anomaly, Captured, Pass, Scope};
 pub use ops::elementwise::{Binary, Reads, Unary};
 pub use param::Param;
 pub use tape::{Gradients, NodeInfo, Tape};

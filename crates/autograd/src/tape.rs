@@ -12,6 +12,7 @@ use std::rc::Rc;
 
 use tensor::{Float, Tensor};
 
+use crate::inspect::{check_finite, Anomaly, Captured, Norms, Pass, Scope};
 use crate::param::Param;
 use crate::var::Var;
 
@@ -50,16 +51,36 @@ pub(crate) struct Node<T: Float> {
     /// On a tracing tape: for each input, its value if it is a constant (`None` otherwise);
     /// empty elsewhere.
     pub consts: Vec<Option<Tensor<T>>>,
+    /// The name [`Var::label`] gave this node's value (`"forget_gate"`).
+    pub label: Option<&'static str>,
+    /// Where the node was recorded: the [`Scope`] open at the time, if any.
+    pub scope: Option<Scope>,
+    /// Norms of the node's value and gradient, kept while [`Tape::set_inspect`] is on.
+    pub norms: Norms,
 }
 
 pub(crate) struct TapeInner<T: Float> {
     pub nodes: RefCell<Vec<Node<T>>>,
     grad_enabled: Cell<bool>,
-    anomaly: Cell<bool>,
+    pub(crate) anomaly: Cell<bool>,
     pub(crate) tracing: Cell<bool>,
     /// Each parameter enters a tape once: its address → its leaf's node id.
     param_nodes: RefCell<HashMap<usize, usize>>,
+    /// The scope new nodes are recorded in ([`Tape::scoped`], [`Tape::at_step`]).
+    pub(crate) scope: RefCell<Option<Scope>>,
+    /// Where [`Var::label`] puts labelled values while [`Tape::capture`] runs.
+    pub(crate) captured: RefCell<Option<Vec<Captured<T>>>>,
+    /// Inside [`Tape::catch_anomaly`]: the first anomaly, kept instead of raised.
+    pub(crate) catching: Cell<bool>,
+    pub(crate) caught: RefCell<Option<Anomaly>>,
+    /// Keep each node's value and gradient norms ([`Tape::set_inspect`]).
+    pub(crate) inspect: Cell<bool>,
+    /// What to add to a backward anomaly at a node ([`Tape::on_backward_anomaly`]).
+    pub(crate) explainers: RefCell<HashMap<usize, Explainer<T>>>,
 }
+
+/// Given the gradient of a node's output, more about where its backward went non-finite.
+pub(crate) type Explainer<T> = Box<dyn Fn(&Tensor<T>) -> Option<String>>;
 
 /// A tape that records differentiable ops. Cheap to clone (a shared handle).
 ///
@@ -110,6 +131,10 @@ pub struct NodeInfo {
     pub inputs: Vec<usize>,
     /// The parameter's name, for parameter leaves.
     pub param_name: Option<String>,
+    /// The name [`Var::label`] gave the value, if any.
+    pub label: Option<&'static str>,
+    /// Where it was recorded ([`Tape::scoped`], [`Tape::at_step`]).
+    pub scope: Option<Scope>,
 }
 
 impl<T: Float> Tape<T> {
@@ -122,6 +147,12 @@ impl<T: Float> Tape<T> {
                 anomaly: Cell::new(false),
                 tracing: Cell::new(false),
                 param_nodes: RefCell::new(HashMap::new()),
+                scope: RefCell::new(None),
+                captured: RefCell::new(None),
+                catching: Cell::new(false),
+                caught: RefCell::new(None),
+                inspect: Cell::new(false),
+                explainers: RefCell::new(HashMap::new()),
             }),
         }
     }
@@ -140,7 +171,11 @@ impl<T: Float> Tape<T> {
             param: None,
             prim: None,
             consts: vec![],
+            label: None,
+            scope: None,
+            norms: Norms::default(),
         });
+        self.note_value(id, &value);
         Var::new(self.clone(), value, Some(id))
     }
 
@@ -169,7 +204,11 @@ impl<T: Float> Tape<T> {
             param: Some(param.clone()),
             prim: None,
             consts: vec![],
+            label: None,
+            scope: None,
+            norms: Norms::default(),
         });
+        self.note_value(id, &value);
         self.inner.param_nodes.borrow_mut().insert(key, id);
         Var::new(self.clone(), value, Some(id))
     }
@@ -198,14 +237,15 @@ impl<T: Float> Tape<T> {
         }
         let ids: Vec<Option<usize>> = inputs.iter().map(|v| v.node).collect();
         let recorded = self.grad_enabled() && ids.iter().any(Option::is_some);
-        if self.inner.anomaly.get() {
-            check_finite(&value, || {
-                let at = if recorded {
-                    format!("node {}", self.len())
-                } else {
-                    "not recorded".to_string()
-                };
-                format!("anomaly: the forward of op '{op}' ({at}) produced NaN or Inf")
+        if self.inner.anomaly.get() && !check_finite(&value) {
+            self.raise(Anomaly {
+                pass: Pass::Forward,
+                op,
+                node: recorded.then(|| self.len()),
+                label: None,
+                scope: self.inner.scope.borrow().clone(),
+                input: None,
+                detail: None,
             });
         }
         if !recorded {
@@ -227,7 +267,11 @@ impl<T: Float> Tape<T> {
             param: None,
             prim: None,
             consts,
+            label: None,
+            scope: self.inner.scope.borrow().clone(),
+            norms: Norms::default(),
         });
+        self.note_value(id, &value);
         Var::new(self.clone(), value, Some(id))
     }
 
@@ -266,9 +310,17 @@ impl<T: Float> Tape<T> {
 
     /// Turns anomaly detection on or off. When on, the first op whose forward output or
     /// backward gradient contains NaN or Inf panics with the op's name and node index, like
-    /// `torch.autograd.detect_anomaly`.
+    /// `torch.autograd.detect_anomaly`, and with where it was recorded: the node's
+    /// [label](Var::label) and [scope](Self::scoped), when it has them
+    /// (`[layer 1 reverse, t = 3, 'forget_gate']`). [`catch_anomaly`](Self::catch_anomaly)
+    /// returns the anomaly instead.
     pub fn set_anomaly_detection(&self, on: bool) {
         self.inner.anomaly.set(on);
+    }
+
+    /// Whether anomaly detection is on.
+    pub fn anomaly_detection(&self) -> bool {
+        self.inner.anomaly.get()
     }
 
     /// Number of recorded nodes (leaves included).
@@ -294,6 +346,8 @@ impl<T: Float> Tape<T> {
                 shape: n.shape.clone(),
                 inputs: n.inputs.iter().flatten().copied().collect(),
                 param_name: n.param.as_ref().map(|p| p.name()),
+                label: n.label,
+                scope: n.scope.clone(),
             })
             .collect()
     }
@@ -320,16 +374,44 @@ impl<T: Float> Tape<T> {
     /// Reverse-mode sweep from node `root`, seeded with `seed`. Returns the gradient of every
     /// retained node, and adds the gradients of parameter leaves to the parameters.
     pub(crate) fn backward(&self, root: usize, seed: Tensor<T>) -> Vec<Option<Tensor<T>>> {
+        self.sweep(vec![(root, seed)], true, &[])
+    }
+
+    /// Reverse-mode sweep from several roots, each seeded with its gradient (seeds of one node
+    /// add up). Returns the gradient of every retained node and of the nodes in `keep`; adds
+    /// parameter leaves' gradients to the parameters only if `accumulate`.
+    pub(crate) fn sweep(
+        &self,
+        seeds: Vec<(usize, Tensor<T>)>,
+        accumulate: bool,
+        keep: &[usize],
+    ) -> Vec<Option<Tensor<T>>> {
         let nodes = self.inner.nodes.borrow();
         let anomaly = self.inner.anomaly.get();
-        let mut pending: Vec<Option<Tensor<T>>> = vec![None; root + 1];
+        let inspect = self.inner.inspect.get();
+        let top = seeds.iter().map(|(id, _)| *id).max().map_or(0, |m| m + 1);
+        let mut pending: Vec<Option<Tensor<T>>> = vec![None; top];
         let mut kept: Vec<Option<Tensor<T>>> = vec![None; nodes.len()];
-        pending[root] = Some(seed);
-        for i in (0..=root).rev() {
+        let mut keep_extra = vec![false; top];
+        for &k in keep {
+            if k < top {
+                keep_extra[k] = true;
+            }
+        }
+        for (id, seed) in seeds {
+            pending[id] = Some(match pending[id].take() {
+                Some(acc) => &acc + &seed,
+                None => seed,
+            });
+        }
+        for i in (0..top).rev() {
             let Some(grad) = pending[i].take() else {
                 continue;
             };
             let node = &nodes[i];
+            if inspect {
+                node.norms.grad.set(Some(norm(&grad)));
+            }
             if let Some(backward) = &node.backward {
                 let input_grads = backward(&grad);
                 assert_eq!(
@@ -369,13 +451,17 @@ impl<T: Float> Tape<T> {
                             input_shape
                         );
                     }
-                    if anomaly {
-                        check_finite(part, || {
-                            format!(
-                                "anomaly: the backward of op '{}' (node {i}) produced NaN or \
-                                 Inf in the gradient of input {k} (node {j})",
-                                node.op
-                            )
+                    if anomaly && !check_finite(part) {
+                        let detail = (self.inner.explainers.borrow().get(&i))
+                            .and_then(|explain| explain(&grad));
+                        self.raise(Anomaly {
+                            pass: Pass::Backward,
+                            op: node.op,
+                            node: Some(i),
+                            label: node.label,
+                            scope: node.scope.clone(),
+                            input: Some((k, j)),
+                            detail,
                         });
                     }
                     // Fan-out: gradients from several consumers add up.
@@ -390,22 +476,48 @@ impl<T: Float> Tape<T> {
                     });
                 }
             }
-            if let Some(p) = &node.param {
+            if let (true, Some(p)) = (accumulate, &node.param) {
                 p.accumulate_grad(&grad);
             }
-            if node.retain {
+            if node.retain || keep_extra[i] {
                 kept[i] = Some(grad);
             }
         }
         kept
     }
+
+    /// Raises `anomaly`: panics with it, or, inside [`catch_anomaly`](Self::catch_anomaly),
+    /// keeps it if it is the first.
+    #[track_caller]
+    fn raise(&self, anomaly: Anomaly) {
+        if self.inner.catching.get() {
+            let mut caught = self.inner.caught.borrow_mut();
+            if caught.is_none() {
+                *caught = Some(anomaly);
+            }
+            return;
+        }
+        panic!("{anomaly}");
+    }
+
+    /// With [`set_inspect`](Self::set_inspect) on, keeps the norm of node `id`'s value.
+    fn note_value(&self, id: usize, value: &Tensor<T>) {
+        if self.inner.inspect.get() {
+            self.inner.nodes.borrow()[id]
+                .norms
+                .value
+                .set(Some(norm(value)));
+        }
+    }
 }
 
-#[track_caller]
-fn check_finite<T: Float>(t: &Tensor<T>, message: impl FnOnce() -> String) {
-    if t.to_vec().iter().any(|v| !v.is_finite()) {
-        panic!("{}", message());
-    }
+/// The L2 norm of all of `t`'s elements, in f64.
+pub(crate) fn norm<T: Float>(t: &Tensor<T>) -> f64 {
+    t.to_vec()
+        .iter()
+        .map(|v| v.to_f64() * v.to_f64())
+        .sum::<f64>()
+        .sqrt()
 }
 
 struct RestoreOnDrop<'a>(&'a Cell<bool>, bool);

@@ -8,7 +8,8 @@
 //! ```
 //!
 //! The code uses the second form of h_t, which is how PyTorch's CPU kernel computes it, so the
-//! rounding matches too.
+//! rounding matches too. `step` [labels](autograd::Var::label) r, z and n `reset_gate`,
+//! `update_gate` and `new_gate`, for a [`Probe`](crate::Probe) and anomaly reports.
 
 use autograd::{Param, Var};
 use tensor::{Float, Rng};
@@ -62,9 +63,9 @@ impl<T: Float> Cell<T> for GruCell<T> {
         let gh = p.hidden_projection(h);
         let [i_r, i_z, i_n] = <[Var<T>; 3]>::try_from(gi.chunk(3, -1)).expect("three gates");
         let [h_r, h_z, h_n] = <[Var<T>; 3]>::try_from(gh.chunk(3, -1)).expect("three gates");
-        let r = (i_r + h_r).sigmoid();
-        let z = (i_z + h_z).sigmoid();
-        let n = (i_n + &r * &h_n).tanh();
+        let r = (i_r + h_r).sigmoid().label("reset_gate");
+        let z = (i_z + h_z).sigmoid().label("update_gate");
+        let n = (i_n + &r * &h_n).tanh().label("new_gate");
         &n + &z * (h - &n)
     }
 

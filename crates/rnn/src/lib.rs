@@ -59,6 +59,7 @@ mod loss;
 mod lstm;
 mod module;
 mod nonlinearity;
+pub mod probe;
 mod rnn_cell;
 
 pub use attention::{padding_mask, AdditiveAttention, Attended, DotAttention};
@@ -76,4 +77,5 @@ pub use loss::{
 pub use lstm::LstmCell;
 pub use module::{manual_seed, prefixed, rng_state, set_rng_state, with_rng, Module};
 pub use nonlinearity::Nonlinearity;
+pub use probe::{Probe, Ran, Recording, Saturation};
 pub use rnn_cell::RnnCell;

@@ -9,6 +9,10 @@
 //! h_t = o ⊙ tanh(c_t)
 //! ```
 //!
+//! `step` [labels](autograd::Var::label) the activated gates `input_gate`, `forget_gate`,
+//! `cell_gate` and `output_gate` (PyTorch's names), which a [`Probe`](crate::Probe) records
+//! and anomaly reports name.
+//!
 //! The four gates' weights are stacked in that order: `weight_ih` is `[4H, I]` with rows
 //! `[W_ii; W_if; W_ig; W_io]`, and likewise `weight_hh`, `bias_ih`, `bias_hh`.
 //!
@@ -98,7 +102,10 @@ impl<T: Float> Cell<T> for LstmCell<T> {
         p.check_step("LstmCell", x_t, &[h, c], &self.state_sizes());
         let gates = p.input_projection(x_t) + p.hidden_projection(h);
         let [i, f, g, o] = <[Var<T>; 4]>::try_from(gates.chunk(4, -1)).expect("four gates");
-        let (i, f, g, o) = (i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid());
+        let i = i.sigmoid().label("input_gate");
+        let f = f.sigmoid().label("forget_gate");
+        let g = g.tanh().label("cell_gate");
+        let o = o.sigmoid().label("output_gate");
         let c_t = &f * c + &i * &g;
         let h_t = &o * &c_t.tanh();
         match &p.w_hr {

@@ -334,6 +334,7 @@ pub(super) fn run<T: Float>(
     lengths: Option<&[usize]>,
 ) -> Vec<(Var<T>, Vec<Var<T>>)> {
     let x_value = x.value().contiguous();
+    let groups: Vec<String> = directions.iter().map(|d| d.group.clone()).collect();
     let prepared: Vec<(Inputs<T>, Vec<Var<T>>, bool)> = directions
         .into_iter()
         .map(|d| {
@@ -370,7 +371,11 @@ pub(super) fn run<T: Float>(
     prepared
         .into_iter()
         .zip(forwards)
-        .map(|((inputs, vars, _), (flat, saved))| record(inputs, vars, flat, saved))
+        .zip(groups)
+        .map(|(((inputs, vars, _), (flat, saved)), group)| {
+            x.tape()
+                .scoped(&group, || record(inputs, vars, flat, saved))
+        })
         .collect()
 }
 

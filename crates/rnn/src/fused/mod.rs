@@ -201,6 +201,8 @@ pub(crate) struct Direction<'a, T: Float> {
     pub fused: Fused<'a, T>,
     pub init: Vec<Var<T>>,
     pub reverse: bool,
+    /// The [scope](autograd::Tape::scoped) its node is recorded in (`"layer 0 reverse"`).
+    pub group: String,
 }
 
 /// The inputs of one direction's tape node, in the order its backward returns their
@@ -234,6 +236,7 @@ pub(crate) fn run<T: Float>(
         return lstm_proj::run(x, directions, lengths);
     }
     let x_value = x.value().contiguous();
+    let groups: Vec<String> = directions.iter().map(|d| d.group.clone()).collect();
     let prepared: Vec<(Inputs<T>, Vec<Var<T>>, Kind)> = directions
         .into_iter()
         .map(|d| {
@@ -287,7 +290,11 @@ pub(crate) fn run<T: Float>(
     prepared
         .into_iter()
         .zip(forwards)
-        .map(|((inputs, vars, kind), (packed, saved))| record(kind, inputs, vars, packed, saved))
+        .zip(groups)
+        .map(|(((inputs, vars, kind), (packed, saved)), group)| {
+            x.tape()
+                .scoped(&group, || record(kind, inputs, vars, packed, saved))
+        })
         .collect()
 }
 

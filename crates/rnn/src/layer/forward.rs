@@ -24,11 +24,16 @@
 use autograd::Var;
 use tensor::{Float, Tensor};
 
+use super::inspect::{group, raise_forward, Replay, StepLog};
 use super::{Layer, LayerOutput};
 use crate::cell::{check_step_state, Cell, State};
 use crate::compiled;
 use crate::dropout::dropout;
-use crate::fused;
+use crate::fused::{self, step_order};
+use crate::probe::{Probe, Ran};
+
+/// What one direction of a layer returns: its output `[T, B, H]` and final state's parts.
+type DirOut<T> = (Var<T>, Vec<Var<T>>);
 
 impl<T: Float, C: Cell<T>> Layer<T, C> {
     /// Runs the layer from zero initial states over full-length sequences.
@@ -109,6 +114,12 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
 
         // An empty batch runs composed: its outputs are empty either way.
         let fused = self.is_fused() && batch > 0;
+        let tape = x.tape().clone();
+        let probe = Probe::<T>::watching().map(|p| {
+            let call = p.next_call();
+            (p, call)
+        });
+        let anomaly = tape.anomaly_detection() && !tape.catching_anomaly();
         let mut input = x.clone();
         let mut finals: Vec<C::State> = Vec::with_capacity(cfg.num_layers * d);
         for (l, layer_cells) in self.cells.iter().enumerate() {
@@ -116,7 +127,29 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
                 Some(parts) => {
                     C::State::from_parts(parts.iter().map(|p| p.select(0, l * d + dir)).collect())
                 }
-                None => cell.zero_state(x.tape(), batch),
+                None => cell.zero_state(&tape, batch),
+            };
+            let inits: Vec<C::State> = (layer_cells.iter().enumerate())
+                .map(|(dir, cell)| init_of(dir, cell))
+                .collect();
+            // The directions as values, for a probe's or an anomaly's re-run.
+            let x_value = input.value().clone();
+            let replays = || -> Vec<Replay<'_, T, C>> {
+                (layer_cells.iter().zip(&inits).enumerate())
+                    .map(|(dir, (cell, init))| Replay {
+                        cell,
+                        x: &x_value,
+                        init: init.parts().iter().map(|v| v.value().clone()).collect(),
+                        masks: masks.as_ref(),
+                        reverse: dir == 1,
+                        group: group(l, dir),
+                    })
+                    .collect()
+            };
+            // In anomaly mode a kernel's fault is caught, and raised with the re-run's account.
+            let checked = |run: &mut dyn FnMut() -> Vec<DirOut<T>>| match anomaly {
+                true => (tape.catch_anomaly(run)).unwrap_or_else(|a| raise_forward(a, &replays())),
+                false => run(),
             };
             let programs: Option<Vec<_>> = match fused || batch == 0 {
                 true => None,
@@ -124,50 +157,67 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
                     .map(|dir| self.program(l, dir, batch))
                     .collect(),
             };
-            let outputs: Vec<Var<T>> = if fused {
-                let directions = layer_cells
-                    .iter()
-                    .enumerate()
-                    .map(|(dir, cell)| fused::Direction {
-                        fused: cell.fused().expect("checked by is_fused"),
-                        init: init_of(dir, cell).parts(),
-                        reverse: dir == 1,
-                    })
-                    .collect();
-                fused::run(&input, directions, lengths)
-                    .into_iter()
-                    .map(|(out, last)| {
-                        finals.push(C::State::from_parts(last));
-                        out
-                    })
-                    .collect()
-            } else if let Some(programs) = programs {
-                (layer_cells.iter().zip(&programs).enumerate())
-                    .map(|(dir, (cell, program))| {
-                        let init = init_of(dir, cell).parts();
-                        let (out, last) = compiled::run(&input, program, &init, lengths, dir == 1);
-                        finals.push(C::State::from_parts(last));
-                        out
-                    })
-                    .collect()
+            let (ran, results): (Ran, Vec<DirOut<T>>) = if fused {
+                let results = checked(&mut || {
+                    let directions = (layer_cells.iter().zip(&inits).enumerate())
+                        .map(|(dir, (cell, init))| fused::Direction {
+                            fused: cell.fused().expect("checked by is_fused"),
+                            init: init.parts(),
+                            reverse: dir == 1,
+                            group: group(l, dir),
+                        })
+                        .collect();
+                    fused::run(&input, directions, lengths)
+                });
+                (Ran::Fused, results)
+            } else if let Some(programs) = &programs {
+                let results = checked(&mut || {
+                    (programs.iter().zip(&inits).enumerate())
+                        .map(|(dir, (program, init))| {
+                            tape.scoped(&group(l, dir), || {
+                                compiled::run(&input, program, &init.parts(), lengths, dir == 1)
+                            })
+                        })
+                        .collect()
+                });
+                (Ran::Compiled, results)
             } else {
                 let steps: Vec<Var<T>> = (0..seq).map(|t| input.select(0, t)).collect();
-                layer_cells
-                    .iter()
-                    .enumerate()
-                    .map(|(dir, cell)| {
-                        let (out, last) = run_direction(
-                            cell,
-                            &steps,
-                            init_of(dir, cell),
-                            masks.as_deref(),
-                            dir == 1,
-                        );
-                        finals.push(last);
-                        Var::stack(&out.iter().collect::<Vec<_>>(), 0)
+                let results = (layer_cells.iter().zip(&inits).enumerate())
+                    .map(|(dir, (cell, init))| {
+                        let (out, last) = tape.scoped(&group(l, dir), || {
+                            let (out, last) = run_direction(
+                                cell,
+                                &steps,
+                                init.clone(),
+                                masks.as_deref(),
+                                dir == 1,
+                                None,
+                            );
+                            (Var::stack(&out.iter().collect::<Vec<_>>(), 0), last)
+                        });
+                        (out, last.parts())
                     })
-                    .collect()
+                    .collect();
+                (Ran::Composed, results)
             };
+            if anomaly && ran != Ran::Composed {
+                for (replay, (out, _)) in replays().iter().zip(&results) {
+                    replay.explain_backward(out);
+                }
+            }
+            if let Some((probe, call)) = &probe {
+                for (replay, (out, last)) in replays().iter().zip(&results) {
+                    replay.record(probe, (*call, l), ran, lengths, out, last);
+                }
+            }
+            let outputs: Vec<Var<T>> = results
+                .into_iter()
+                .map(|(out, last)| {
+                    finals.push(C::State::from_parts(last));
+                    out
+                })
+                .collect();
             input = match &outputs[..] {
                 [only] => only.clone(),
                 [forward, backward] => Var::concat(&[forward, backward], 2),
@@ -252,7 +302,7 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
 
 /// Per-step validity masks `[batch, 1]` for variable lengths; `None` at steps where every
 /// sequence is still running (so full batches pay nothing).
-pub(super) type StepMasks = Vec<Option<Tensor<bool>>>;
+pub(crate) type StepMasks = Vec<Option<Tensor<bool>>>;
 
 #[track_caller]
 pub(super) fn step_masks(lengths: &[usize], seq: usize, batch: usize, ended_ok: bool) -> StepMasks {
@@ -276,42 +326,59 @@ pub(super) fn step_masks(lengths: &[usize], seq: usize, batch: usize, ended_ok: 
 
 /// Unrolls one cell over the steps, forwards or backwards. Returns the hidden output at every
 /// step (in time order) and the final state.
-fn run_direction<T: Float, C: Cell<T>>(
+///
+/// Each step's ops are recorded [at its time step](autograd::Tape::at_step) (in the group the
+/// caller opened), so anomaly reports and pictures name the step. In anomaly mode each step
+/// runs inside [`catch_anomaly`](autograd::Tape::catch_anomaly) and a fault is raised at the
+/// step's end, when the cell has [labelled](autograd::Var::label) the value that went wrong.
+/// With `log`, every step's state and labelled values are kept there (a probe's re-run).
+pub(super) fn run_direction<T: Float, C: Cell<T>>(
     cell: &C,
     inputs: &[Var<T>],
     mut state: C::State,
     masks: Option<&[Option<Tensor<bool>>]>,
     reverse: bool,
+    mut log: Option<&mut StepLog<T>>,
 ) -> (Vec<Var<T>>, C::State) {
     let seq = inputs.len();
     let mut outputs: Vec<Option<Var<T>>> = vec![None; seq];
-    let order: Box<dyn Iterator<Item = usize>> = if reverse {
-        Box::new((0..seq).rev())
-    } else {
-        Box::new(0..seq)
-    };
     let zero = Tensor::<T>::zeros(&[]);
     let sizes = cell.state_sizes();
-    for t in order {
-        let next = cell.step(&inputs[t], &state);
-        check_step_state(&next, inputs[t].shape()[0], &sizes);
-        match masks.and_then(|m| m[t].as_ref()) {
+    let Some(tape) = inputs.first().map(|x| x.tape().clone()) else {
+        return (vec![], state);
+    };
+    let raise_per_step = tape.anomaly_detection() && !tape.catching_anomaly();
+    for t in step_order(seq, reverse) {
+        let logging = log.is_some();
+        let step = || {
+            let (next, labelled) = match logging {
+                true => tape.capture(|| cell.step(&inputs[t], &state)),
+                false => (cell.step(&inputs[t], &state), vec![]),
+            };
+            check_step_state(&next, inputs[t].shape()[0], &sizes);
             // Past its end, a sequence keeps its state and outputs zeros.
-            Some(valid) => {
-                let blended = next
-                    .parts()
-                    .iter()
-                    .zip(state.parts())
-                    .map(|(new, old)| Var::where_cond(valid, new, &old))
-                    .collect();
-                outputs[t] = Some(Var::where_cond(valid, next.hidden(), &zero));
-                state = C::State::from_parts(blended);
-            }
-            None => {
-                outputs[t] = Some(next.hidden().clone());
-                state = next;
-            }
+            let (output, next) = match masks.and_then(|m| m[t].as_ref()) {
+                Some(valid) => {
+                    let blended = (next.parts().iter().zip(state.parts()))
+                        .map(|(new, old)| Var::where_cond(valid, new, &old))
+                        .collect();
+                    let output = Var::where_cond(valid, next.hidden(), &zero);
+                    (output, C::State::from_parts(blended))
+                }
+                None => (next.hidden().clone(), next),
+            };
+            (output, next, labelled)
+        };
+        let (output, next, labelled) = tape.at_step(t, || match raise_per_step {
+            true => tape.catch_anomaly(step).unwrap_or_else(|a| panic!("{a}")),
+            false => step(),
+        });
+        if let Some(log) = log.as_deref_mut() {
+            log.states[t] = next.parts();
+            log.labelled[t] = labelled;
         }
+        outputs[t] = Some(output);
+        state = next;
     }
     (
         outputs

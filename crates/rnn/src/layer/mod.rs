@@ -40,6 +40,7 @@
 mod builtin;
 mod config;
 mod forward;
+mod inspect;
 mod stream;
 mod tbptt;
 
