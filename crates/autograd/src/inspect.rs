@@ -251,6 +251,7 @@ impl<T: Float> Tape<T> {
         );
         let out = f();
         drop(restore);
+        self.inner.caught_value.borrow_mut().take();
         let caught = std::mem::replace(&mut *self.inner.caught.borrow_mut(), outer);
         match caught {
             None => Ok(out),
@@ -302,8 +303,19 @@ impl<T: Float> Var<T> {
     /// [`Tape::to_dot`] show it, and to [`Tape::capture`], where a probe reads it. Returns
     /// `self`, so it chains: `(x_f + h_f).sigmoid().label("forget_gate")`. Costs one store.
     pub fn label(self, name: &'static str) -> Self {
+        let inner = &self.tape.inner;
         if let Some(id) = self.node {
-            self.tape.inner.nodes.borrow_mut()[id].label = Some(name);
+            inner.nodes.borrow_mut()[id].label = Some(name);
+        } else if let Some(faulty) = inner
+            .caught_value
+            .borrow_mut()
+            .take_if(|v| v.same_view(&self.value))
+        {
+            // The caught anomaly's value, unrecorded: the label is its only name.
+            drop(faulty);
+            if let Some(anomaly) = inner.caught.borrow_mut().as_mut() {
+                anomaly.label.get_or_insert(name);
+            }
         }
         if let Some(seen) = self.tape.inner.captured.borrow_mut().as_mut() {
             seen.push(Captured {

@@ -73,6 +73,9 @@ pub(crate) struct TapeInner<T: Float> {
     /// Inside [`Tape::catch_anomaly`]: the first anomaly, kept instead of raised.
     pub(crate) catching: Cell<bool>,
     pub(crate) caught: RefCell<Option<Anomaly>>,
+    /// The value of a caught forward anomaly that was not recorded (its op's inputs were
+    /// constants), so that a [`Var::label`] given to it can still name it.
+    pub(crate) caught_value: RefCell<Option<Tensor<T>>>,
     /// Keep each node's value and gradient norms ([`Tape::set_inspect`]).
     pub(crate) inspect: Cell<bool>,
     /// What to add to a backward anomaly at a node ([`Tape::on_backward_anomaly`]).
@@ -151,6 +154,7 @@ impl<T: Float> Tape<T> {
                 captured: RefCell::new(None),
                 catching: Cell::new(false),
                 caught: RefCell::new(None),
+                caught_value: RefCell::new(None),
                 inspect: Cell::new(false),
                 explainers: RefCell::new(HashMap::new()),
             }),
@@ -238,6 +242,9 @@ impl<T: Float> Tape<T> {
         let ids: Vec<Option<usize>> = inputs.iter().map(|v| v.node).collect();
         let recorded = self.grad_enabled() && ids.iter().any(Option::is_some);
         if self.inner.anomaly.get() && !check_finite(&value) {
+            if self.inner.catching.get() && !recorded && self.inner.caught.borrow().is_none() {
+                *self.inner.caught_value.borrow_mut() = Some(value.clone());
+            }
             self.raise(Anomaly {
                 pass: Pass::Forward,
                 op,

@@ -11,7 +11,11 @@
 //!
 //! **Total, not direct, gradients.** `∂L/∂h_t` here is the gradient with respect to the state
 //! leaving step t, through every path: the output at t, step t + 1, and the final state.
-//! (`retain_grad` on a read of the output `y_t` gives only the first of these.)
+//! (`retain_grad` on a read of the output `y_t` gives only the first of these.) Each state part
+//! is differentiated as it leaves the step, the other parts held fixed: the LSTM's `∂L/∂c_t` is
+//! what step t + 1 hands back, `f_{t+1} ⊙ δc_{t+1}`, as `retain_grad` on the `c_t` of a
+//! PyTorch `LSTMCell` loop gives it; the `δc_t` of the LSTM's backward equations adds
+//! `∂L/∂h_t ⊙ o_t ⊙ (1 − tanh² c_t)` to it.
 //!
 //! **How.** Whichever path ran the layer (a fused kernel, a compiled program or composed ops),
 //! the probe re-runs each direction op by op on a tape of its own, from the same inputs,

@@ -24,7 +24,7 @@
 use autograd::Var;
 use tensor::{Float, Tensor};
 
-use super::inspect::{group, raise_forward, Replay, StepLog};
+use super::inspect::{check_inputs, group, raise_forward, Replay, StepLog};
 use super::{Layer, LayerOutput};
 use crate::cell::{check_step_state, Cell, State};
 use crate::compiled;
@@ -120,6 +120,9 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
             (p, call)
         });
         let anomaly = tape.anomaly_detection() && !tape.catching_anomaly();
+        if anomaly {
+            check_inputs(x.value(), init_parts.as_deref(), d);
+        }
         let mut input = x.clone();
         let mut finals: Vec<C::State> = Vec::with_capacity(cfg.num_layers * d);
         for (l, layer_cells) in self.cells.iter().enumerate() {
@@ -157,7 +160,7 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
                     .map(|dir| self.program(l, dir, batch))
                     .collect(),
             };
-            let (ran, results): (Ran, Vec<DirOut<T>>) = if fused {
+            let (ran, mut results): (Ran, Vec<DirOut<T>>) = if fused {
                 let results = checked(&mut || {
                     let directions = (layer_cells.iter().zip(&inits).enumerate())
                         .map(|(dir, (cell, init))| fused::Direction {
@@ -207,6 +210,12 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
                 }
             }
             if let Some((probe, call)) = &probe {
+                // The final state as nodes of its own (on the composed path its parts are the
+                // last step's, whose gradient also holds the last output's), so that their
+                // gradients are the final state's alone.
+                results = (results.into_iter())
+                    .map(|(out, last)| (out, last.iter().map(|p| p.reshape(p.shape())).collect()))
+                    .collect();
                 for (replay, (out, last)) in replays().iter().zip(&results) {
                     replay.record(probe, (*call, l), ran, lengths, out, last);
                 }
@@ -357,15 +366,24 @@ pub(super) fn run_direction<T: Float, C: Cell<T>>(
             };
             check_step_state(&next, inputs[t].shape()[0], &sizes);
             // Past its end, a sequence keeps its state and outputs zeros.
-            let (output, next) = match masks.and_then(|m| m[t].as_ref()) {
-                Some(valid) => {
-                    let blended = (next.parts().iter().zip(state.parts()))
-                        .map(|(new, old)| Var::where_cond(valid, new, &old))
-                        .collect();
-                    let output = Var::where_cond(valid, next.hidden(), &zero);
-                    (output, C::State::from_parts(blended))
-                }
-                None => (next.hidden().clone(), next),
+            let valid = masks.and_then(|m| m[t].as_ref());
+            let mut parts = next.parts();
+            if let Some(valid) = valid {
+                parts = (parts.iter().zip(state.parts()))
+                    .map(|(new, old)| Var::where_cond(valid, new, &old))
+                    .collect();
+            }
+            if logging {
+                // Nodes of their own for the state leaving the step, so that the gradient a
+                // probe reads is the one handed back by the later steps and the output, with
+                // the other parts held fixed (not also through h_t = o ⊙ tanh(c_t) inside
+                // the step).
+                parts = parts.iter().map(|p| p.reshape(p.shape())).collect();
+            }
+            let next = C::State::from_parts(parts);
+            let output = match valid {
+                Some(valid) => Var::where_cond(valid, next.hidden(), &zero),
+                None => next.hidden().clone(),
             };
             (output, next, labelled)
         };

@@ -206,3 +206,30 @@ pub(super) fn raise_forward<T: Float, C: Cell<T>>(
         ),
     }
 }
+
+/// In anomaly mode, refuses a non-finite input or initial state before anything runs on it,
+/// naming the step and row (or the layer and direction): the root cause, where otherwise the
+/// first op to read it would be blamed.
+#[track_caller]
+pub(super) fn check_inputs<T: Float>(x: &Tensor<T>, init: Option<&[Var<T>]>, directions: usize) {
+    let first_bad = |t: &Tensor<T>| t.contiguous().to_vec().iter().position(|v| !v.is_finite());
+    let [steps, batch, input] = <[usize; 3]>::try_from(x.shape()).expect("[T, B, I]");
+    if let Some(at) = first_bad(x) {
+        let (t, b) = (at / (batch * input), at / input % batch);
+        assert!(t < steps);
+        panic!(
+            "anomaly: the input of Layer::forward is NaN or Inf at t = {t}, row {b} (feature {})",
+            at % input
+        );
+    }
+    for (k, part) in init.unwrap_or_default().iter().enumerate() {
+        let [_, batch, size] = <[usize; 3]>::try_from(part.shape()).expect("[L·D, B, H]");
+        if let Some(at) = first_bad(part.value()) {
+            let (row, b) = (at / (batch * size), at / size % batch);
+            panic!(
+                "anomaly: part {k} of the initial state is NaN or Inf for {} (row {b})",
+                group(row / directions, row % directions)
+            );
+        }
+    }
+}

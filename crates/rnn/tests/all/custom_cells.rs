@@ -80,7 +80,9 @@ impl<T: Float> Cell<T> for Mgu<T> {
     }
 
     fn step(&self, x: &Var<T>, h: &Var<T>) -> Var<T> {
-        let f = (x.linear(&self.w_f) + h.linear(&self.u_f) + &self.b_f).sigmoid();
+        let f = (x.linear(&self.w_f) + h.linear(&self.u_f) + &self.b_f)
+            .sigmoid()
+            .label("forget");
         let h_tilde = (x.linear(&self.w_h) + (&f * h).linear(&self.u_h) + &self.b_h).tanh();
         h + &f * (h_tilde - h)
     }

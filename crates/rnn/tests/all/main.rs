@@ -2,6 +2,7 @@
 //! cells, layers, the fused kernels, modules, files, and parity with PyTorch; `common` holds
 //! their shared helpers.
 
+mod anomaly;
 mod cells;
 mod common;
 mod compiled;
@@ -10,4 +11,5 @@ mod fused;
 mod io;
 mod layers;
 mod modules;
+mod probe;
 mod torch_parity;

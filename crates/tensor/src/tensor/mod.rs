@@ -52,6 +52,15 @@ pub struct Tensor<T: Element> {
 }
 
 impl<T: Element> Tensor<T> {
+    /// Whether `self` and `other` are the same view of the same storage (clones of one
+    /// tensor), not merely equal values.
+    pub fn same_view(&self, other: &Tensor<T>) -> bool {
+        Arc::ptr_eq(&self.data, &other.data)
+            && self.offset == other.offset
+            && self.shape == other.shape
+            && self.strides == other.strides
+    }
+
     /// Shape, e.g. `[batch, hidden]`.
     pub fn shape(&self) -> &[usize] {
         &self.shape
