@@ -20,13 +20,12 @@
 //!    node printed, and `tape.dot` written (`dot -Tsvg tape.dot -o tape.svg`). The recurrent
 //!    weight is one leaf feeding every step: that is why its gradient is a sum over time.
 //! 2. *‖∂L/∂h_t‖ for every step t* at sequence length `--len`, for each cell at
-//!    initialisation and after training (`grad_norms.svg`, log₁₀ of the norm). The cells are
-//!    stepped one at a time with [`Cell::step`] and every `h_t` is kept with
-//!    `Var::retain_grad` — the fused layers put a whole sequence in one tape node, so no
-//!    per-step `h_t` exists there, and `output.select(0, t)` of the composed layer would be a
-//!    *read* of h_t, a branch off the graph that the backward pass from the loss never flows
-//!    through. The probe runs in f64 on copies of the f32 weights, so norms of 1e-60 do not
-//!    underflow to zero.
+//!    initialisation and after training (`grad_norms.svg`, log₁₀ of the norm), read with a
+//!    [`Probe`]: the layer runs as in training (fused) inside `probe.watch`, and after the
+//!    backward `probe.backward` gives the *total* gradient of every step's state — through the
+//!    output at that step, the later steps and the final state. (`retain_grad` on
+//!    `output.select(0, t)` would see only the first.) The probe runs in f64 on copies of the
+//!    f32 weights, so norms of 1e-60 do not underflow to zero.
 //! 3. *Training success per cell and length* (`--lengths`), with fused layers, Adam and
 //!    gradient clipping at 1: a table of test MSE and solved/not (`training.svg` has the
 //!    loss curves at `--len`).
@@ -118,8 +117,8 @@ use common::{Axes, CellKind, CommonArgs, DemoResult, Recurrent, Series};
 use serde_json::json;
 use unroll::autograd::optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
 use unroll::autograd::{clip_grad_norm, Tape, Var};
-use unroll::rnn::{mse_loss, Cell, Layer, LayerConfig, Linear, Module, Nonlinearity, State};
-use unroll::tensor::{Float, Rng, Tensor};
+use unroll::rnn::{mse_loss, Cell, Layer, LayerConfig, Linear, Module, Nonlinearity, Probe, State};
+use unroll::tensor::{Rng, Tensor};
 
 /// Vanishing and exploding gradients in vanilla RNNs, LSTMs and GRUs on the adding problem.
 #[derive(Parser, Debug, Clone)]
@@ -346,47 +345,9 @@ impl Model {
 
 // ------------------------------------------------------------------ per-step gradients ---
 
-/// Unrolls `cell` step by step from zeros, keeping every h_t (`retain_grad`), reads the
-/// prediction from h_T and returns the L2 norm of ∂L/∂h_t over the batch for t = 1..=T.
-fn step_gradients<T: Float, C: Cell<T>>(
-    cell: &C,
-    head: &Linear<T>,
-    x: &Tensor<T>,
-    y: &Tensor<T>,
-) -> Vec<f64> {
-    let tape = Tape::new();
-    let mut state = cell.zero_state(&tape, x.shape()[1]);
-    let mut hs = Vec::with_capacity(x.shape()[0]);
-    for t in 0..x.shape()[0] {
-        let x_t = tape.constant(x.select(0, t).contiguous());
-        state = cell.step(&x_t, &state);
-        hs.push(state.hidden().clone().retain_grad());
-    }
-    let loss = mse_loss(&head.forward(hs.last().expect("len ≥ 1")), y);
-    let grads = loss.backward();
-    let norms = hs
-        .iter()
-        .map(|h| {
-            grads.get(h).map_or(0.0, |g| {
-                g.to_vec()
-                    .iter()
-                    .map(|v| v.to_f64() * v.to_f64())
-                    .sum::<f64>()
-                    .sqrt()
-            })
-        })
-        .collect();
-    // backward also added parameter gradients: this probe must not leak into training.
-    for p in cell.params() {
-        p.zero_grad();
-    }
-    for p in head.params() {
-        p.zero_grad();
-    }
-    norms
-}
-
-/// [`step_gradients`] in f64, on copies of the model's weights.
+/// ‖∂L/∂h_t‖ over the batch for every step t: the model's layer runs (fused, as in training)
+/// inside a [`Probe`]'s watch, on a copy in f64 of the f32 weights (norms of 1e-60 would
+/// underflow to zero in f32), and the probe reads the total gradient of each step's state.
 fn gradient_profile(kind: CellKind, model: &Model, x: &Tensor<f32>, y: &Tensor<f32>) -> Vec<f64> {
     fn copy_into(dst: &dyn Module<f64>, src: &dyn Module<f32>) {
         for ((dn, d), (sn, s)) in dst.named_params().iter().zip(src.named_params()) {
@@ -403,7 +364,15 @@ fn gradient_profile(kind: CellKind, model: &Model, x: &Tensor<f32>, y: &Tensor<f
         copy_into(&layer, &model.rnn);
         let head = Linear::<f64>::new(model.hidden, 1, true, &mut Rng::seed_from_u64(0));
         copy_into(&head, &model.head);
-        step_gradients(layer.cell(0, 0), &head, x, y)
+        let tape = Tape::new();
+        let probe = Probe::new();
+        let out = probe.watch(|| layer.forward(&tape.constant(x.clone())));
+        let last = out.output.select(0, x.shape()[0] - 1);
+        let grads = mse_loss(&head.forward(&last), y).backward();
+        probe.backward(&grads);
+        (probe.direction(0, 0).grad_norms(0).into_iter())
+            .map(|n| n.expect("full-length sequences"))
+            .collect()
     }
     let config = LayerConfig::new(2, model.hidden);
     let rng = &mut Rng::seed_from_u64(0); // every value is overwritten

@@ -11,5 +11,6 @@ mod demo_bptt_explorer;
 mod demo_char_lm;
 mod demo_custom_cell;
 mod demo_forecast;
+mod demo_tape_tour;
 mod demo_translate;
 mod docs;

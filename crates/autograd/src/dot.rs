@@ -3,7 +3,8 @@
 //!
 //! Layout: time flows down the page. Nodes recorded in a [scope](Tape::scoped) are drawn in a
 //! cluster per group (`layer 0`), and inside it one cluster per time step, so a T-step unroll
-//! is T boxes stacked, each as wide as one step. Inputs are blue, parameters orange, labelled
+//! is T boxes stacked, each as wide as one step (invisible edges from each step's last node to
+//! the next step's first nodes keep them in order). Inputs are blue, parameters orange, labelled
 //! values (gates) green and bold; with [`Tape::set_inspect`] on, each node also shows its
 //! value's and gradient's norms.
 
@@ -92,6 +93,21 @@ impl<T: Float> Tape<T> {
         for n in &nodes {
             for i in &n.inputs {
                 let _ = writeln!(out, "  n{i} -> n{};", n.index);
+            }
+        }
+        // Each step below the one before: an invisible edge from a step's last node to each
+        // node of the next step that has no input inside it (without these, the ops of every
+        // step that read only the input and the weights would rank at the top, side by side).
+        for (_, steps) in &groups {
+            for pair in steps.windows(2) {
+                let (Some(last), next) = (pair[0].1.last(), &pair[1].1) else {
+                    continue;
+                };
+                for &i in next {
+                    if !nodes[i].inputs.iter().any(|j| next.contains(j)) {
+                        let _ = writeln!(out, "  n{last} -> n{i} [style=invis];");
+                    }
+                }
             }
         }
         out.push_str("}\n");

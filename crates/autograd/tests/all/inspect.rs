@@ -237,6 +237,11 @@ fn to_dot_clusters_by_group_and_step_and_labels_gates() {
     ] {
         assert!(dot.contains(needle), "missing {needle:?} in\n{dot}");
     }
+    // Step 1 of each group hangs below step 0: its op with no input inside it (x ⊙ w, node 5
+    // in "up") gets an invisible edge from step 0's last node (the sigmoid, node 4); the add
+    // after it (node 6) reads node 5, so it needs none.
+    assert!(dot.contains("n4 -> n5 [style=invis];"), "{dot}");
+    assert!(!dot.contains("n4 -> n6 [style=invis];"), "{dot}");
     // Every one of the 4 steps has its sigmoid, in its own cluster; leaves sit outside.
     assert_eq!(dot.matches("gate\\nsigmoid").count(), 4);
     let first_cluster = dot.find("subgraph").unwrap();

@@ -185,13 +185,12 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
                 });
                 (Ran::Compiled, results)
             } else {
-                let steps: Vec<Var<T>> = (0..seq).map(|t| input.select(0, t)).collect();
                 let results = (layer_cells.iter().zip(&inits).enumerate())
                     .map(|(dir, (cell, init))| {
                         let (out, last) = tape.scoped(&group(l, dir), || {
                             let (out, last) = run_direction(
                                 cell,
-                                &steps,
+                                &input,
                                 init.clone(),
                                 masks.as_deref(),
                                 dir == 1,
@@ -333,8 +332,8 @@ pub(super) fn step_masks(lengths: &[usize], seq: usize, batch: usize, ended_ok: 
         .collect()
 }
 
-/// Unrolls one cell over the steps, forwards or backwards. Returns the hidden output at every
-/// step (in time order) and the final state.
+/// Unrolls one cell over the steps of `x` (`[T, B, I]`), forwards or backwards. Returns the
+/// hidden output at every step (in time order) and the final state.
 ///
 /// Each step's ops are recorded [at its time step](autograd::Tape::at_step) (in the group the
 /// caller opened), so anomaly reports and pictures name the step. In anomaly mode each step
@@ -343,28 +342,27 @@ pub(super) fn step_masks(lengths: &[usize], seq: usize, batch: usize, ended_ok: 
 /// With `log`, every step's state and labelled values are kept there (a probe's re-run).
 pub(super) fn run_direction<T: Float, C: Cell<T>>(
     cell: &C,
-    inputs: &[Var<T>],
+    x: &Var<T>,
     mut state: C::State,
     masks: Option<&[Option<Tensor<bool>>]>,
     reverse: bool,
     mut log: Option<&mut StepLog<T>>,
 ) -> (Vec<Var<T>>, C::State) {
-    let seq = inputs.len();
+    let (seq, batch) = (x.shape()[0], x.shape()[1]);
     let mut outputs: Vec<Option<Var<T>>> = vec![None; seq];
     let zero = Tensor::<T>::zeros(&[]);
     let sizes = cell.state_sizes();
-    let Some(tape) = inputs.first().map(|x| x.tape().clone()) else {
-        return (vec![], state);
-    };
+    let tape = x.tape();
     let raise_per_step = tape.anomaly_detection() && !tape.catching_anomaly();
     for t in step_order(seq, reverse) {
         let logging = log.is_some();
         let step = || {
+            let x_t = x.select(0, t);
             let (next, labelled) = match logging {
-                true => tape.capture(|| cell.step(&inputs[t], &state)),
-                false => (cell.step(&inputs[t], &state), vec![]),
+                true => tape.capture(|| cell.step(&x_t, &state)),
+                false => (cell.step(&x_t, &state), vec![]),
             };
-            check_step_state(&next, inputs[t].shape()[0], &sizes);
+            check_step_state(&next, batch, &sizes);
             // Past its end, a sequence keeps its state and outputs zeros.
             let valid = masks.and_then(|m| m[t].as_ref());
             let mut parts = next.parts();

@@ -58,17 +58,16 @@ impl<T: Float, C: Cell<T>> Replay<'_, T, C> {
     /// Runs the direction op by op on `tape` (whose modes the caller set).
     fn run(&self, tape: &Tape<T>) -> Rerun<T> {
         let init: Vec<Var<T>> = self.init.iter().map(|v| tape.var(v.clone())).collect();
-        let steps: Vec<Var<T>> = (0..self.x.shape()[0])
-            .map(|t| tape.constant(self.x.select(0, t).contiguous()))
-            .collect();
+        let x = tape.constant(self.x.clone());
+        let steps = self.x.shape()[0];
         let mut log = StepLog {
-            states: vec![vec![]; steps.len()],
-            labelled: vec![vec![]; steps.len()],
+            states: vec![vec![]; steps],
+            labelled: vec![vec![]; steps],
         };
         let (outputs, last) = tape.scoped(&self.group, || {
             run_direction(
                 self.cell,
-                &steps,
+                &x,
                 C::State::from_parts(init.clone()),
                 self.masks.map(|m| &m[..]),
                 self.reverse,
