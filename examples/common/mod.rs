@@ -414,3 +414,143 @@ pub fn heatmap(
     root.present().map_err(plot_error)?;
     Ok(())
 }
+
+/// Draws `series` as points (no lines) in one SVG chart at `path`, both axes from `lo` to
+/// `hi`: e.g. each unit's fraction of left- and right-saturated gate values.
+pub fn scatter_plot(
+    path: &Path,
+    axes: &Axes,
+    series: &[Series],
+    (lo, hi): (f64, f64),
+) -> DemoResult<()> {
+    let root = SVGBackend::new(path, (640, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(axes.title, ("sans-serif", 20))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(60)
+        .build_cartesian_2d(lo..hi, lo..hi)
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .x_desc(axes.x)
+        .y_desc(axes.y)
+        .x_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&|v| tick(*v))
+        .draw()
+        .map_err(plot_error)?;
+    for (i, s) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(
+                (s.points.iter())
+                    .filter(|p| p.0.is_finite() && p.1.is_finite())
+                    .map(|&p| Circle::new(p, 4, color.mix(0.7).filled())),
+            )
+            .map_err(plot_error)?
+            .label(s.label.as_str())
+            .legend(move |(x, y)| Circle::new((x + 10, y), 4, color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_error)?;
+    root.present().map_err(plot_error)?;
+    Ok(())
+}
+
+/// Writes an SVG of `text` once per entry of `rows`, each character on a cell coloured by
+/// that entry's value at its position (blue −1, white 0, red +1, clamped), as LSTMVis and
+/// Karpathy et al. show what one hidden unit tracks. Lines break at newlines (drawn `↵`) and
+/// after `width` characters.
+pub fn text_heatmap(
+    path: &Path,
+    title: &str,
+    text: &[char],
+    rows: &[(String, Vec<f64>)],
+    width: usize,
+) -> DemoResult<()> {
+    use std::fmt::Write;
+    if let Some((name, v)) = rows.iter().find(|(_, v)| v.len() != text.len()) {
+        return Err(format!(
+            "text heat map {}: {} values for '{name}', {} characters",
+            path.display(),
+            v.len(),
+            text.len()
+        )
+        .into());
+    }
+    // Where each character goes: (line, column).
+    let mut places = Vec::with_capacity(text.len());
+    let (mut line, mut col) = (0usize, 0usize);
+    for &c in text {
+        if col == width {
+            (line, col) = (line + 1, 0);
+        }
+        places.push((line, col));
+        col += 1;
+        if c == '\n' {
+            (line, col) = (line + 1, 0);
+        }
+    }
+    let lines = places.last().map_or(0, |p| p.0 + 1);
+    let (cw, ch, head, gap) = (10.0, 18.0, 26.0, 16.0);
+    let panel = head + ch * lines as f64 + gap;
+    let (w, h) = (cw * width as f64 + 20.0, 40.0 + panel * rows.len() as f64);
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" \
+         font-family=\"monospace\" font-size=\"13\">\n<rect width=\"100%\" height=\"100%\" \
+         fill=\"white\"/>\n<text x=\"10\" y=\"24\" font-family=\"sans-serif\" \
+         font-size=\"17\">{}</text>",
+        xml_escape(title)
+    );
+    for (k, (name, values)) in rows.iter().enumerate() {
+        let top = 40.0 + panel * k as f64;
+        let _ = writeln!(
+            svg,
+            "<text x=\"10\" y=\"{}\" font-family=\"sans-serif\" font-size=\"14\">{}</text>",
+            top + 18.0,
+            xml_escape(name)
+        );
+        for ((&c, &(line, col)), &v) in text.iter().zip(&places).zip(values) {
+            let (x, y) = (10.0 + cw * col as f64, top + head + ch * line as f64);
+            let t = v.clamp(-1.0, 1.0);
+            // White at 0, towards (214, 39, 40) above and (31, 119, 180) below.
+            let (r, g, b) = if t >= 0.0 {
+                (214.0, 39.0, 40.0)
+            } else {
+                (31.0, 119.0, 180.0)
+            };
+            let mix = |full: f64| (255.0 - (255.0 - full) * t.abs()).round() as u8;
+            let glyph = match c {
+                '\n' => "↵".to_string(),
+                c => xml_escape(&c.to_string()),
+            };
+            let _ = writeln!(
+                svg,
+                "<rect x=\"{x}\" y=\"{y}\" width=\"{cw}\" height=\"{ch}\" \
+                 fill=\"rgb({},{},{})\"/><text x=\"{}\" y=\"{}\">{glyph}</text>",
+                mix(r),
+                mix(g),
+                mix(b),
+                x + 1.5,
+                y + 13.5
+            );
+        }
+    }
+    svg.push_str("</svg>\n");
+    std::fs::write(path, svg).map_err(|e| format!("cannot write {}: {e}", path.display()).into())
+}
+
+/// `s` safe inside SVG text.
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

@@ -151,3 +151,64 @@ fn bad_flags_are_errors() {
     assert!(char_lm::run(cli(&out, 5, &[("--prime", "\u{263a}")])).is_err());
     assert!(char_lm::run(cli(&out, 5, &[("--val-fraction", "0.9")])).is_err());
 }
+
+/// `--inspect`: the heat map has a panel per unit and a cell per character; the saturation
+/// plot has the LSTM's three sigmoid gates; fractions are fractions; bad units are refused.
+#[test]
+fn inspect_draws_units_over_text_and_gate_saturation() {
+    let out = out_dir("demo_char_lm_inspect");
+    let mut c = cli(&out, 30, &[("--inspect-len", "120")]);
+    c.inspect = true;
+    let report = char_lm::run(c).expect("the demo runs");
+    let found = report.inspection.expect("asked for");
+    assert_eq!(found.passage_chars, 120);
+    assert_eq!(found.units.len(), 4);
+    assert!(found.units.iter().all(|&u| u < 48));
+    let gates: Vec<&str> = found.saturation.iter().map(|s| s.0).collect();
+    assert_eq!(gates, ["input_gate", "forget_gate", "output_gate"]);
+    for (gate, low, high) in &found.saturation {
+        assert!(
+            (0.0..=1.0).contains(low) && (0.0..=1.0).contains(high),
+            "{gate}"
+        );
+        assert!(low + high <= 1.0, "{gate}");
+    }
+    let svg = std::fs::read_to_string(out.join("activations.svg")).unwrap();
+    assert!(svg.starts_with("<svg"));
+    assert_eq!(
+        svg.matches("<rect x=").count(),
+        4 * 120,
+        "a cell per character per unit"
+    );
+    assert_eq!(svg.matches("tanh(c_t), the cell state").count(), 4);
+    let saturation = std::fs::read_to_string(out.join("saturation.svg")).unwrap();
+    assert!(saturation.contains("forget_gate"));
+    assert_eq!(
+        report.metrics["inspection"]["units"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+
+    // Chosen units, a GRU (two gates), and a vanilla RNN (no gates: no saturation plot).
+    let out = out_dir("demo_char_lm_inspect_gru");
+    let mut c = cli(&out, 10, &[("--cell", "gru"), ("--units", "0,5")]);
+    c.inspect = true;
+    let found = char_lm::run(c).unwrap().inspection.unwrap();
+    assert_eq!(found.units, [0, 5]);
+    assert_eq!(found.saturation.len(), 2);
+    let out = out_dir("demo_char_lm_inspect_rnn");
+    let mut c = cli(&out, 10, &[("--cell", "rnn")]);
+    c.inspect = true;
+    let found = char_lm::run(c).unwrap().inspection.unwrap();
+    assert!(found.saturation.is_empty());
+    assert!(!out.join("saturation.svg").exists());
+    let mut c = cli(&out, 10, &[("--units", "48")]);
+    c.inspect = true;
+    let err = char_lm::run(c)
+        .err()
+        .expect("unit 48 of 48 is refused")
+        .to_string();
+    assert!(err.contains("unit 48 is not below --hidden 48"), "{err}");
+}
