@@ -376,7 +376,10 @@ pub(super) fn run_direction<T: Float, C: Cell<T>>(
                 // probe reads is the one handed back by the later steps and the output, with
                 // the other parts held fixed (not also through h_t = o ⊙ tanh(c_t) inside
                 // the step).
-                parts = parts.iter().map(|p| p.reshape(p.shape())).collect();
+                const NAMES: [&str; 4] = ["state[0] = h_t", "state[1]", "state[2]", "state[3]"];
+                parts = (parts.iter().enumerate())
+                    .map(|(k, p)| p.reshape(p.shape()).label(NAMES[k.min(3)]))
+                    .collect();
             }
             let next = C::State::from_parts(parts);
             let output = match valid {
