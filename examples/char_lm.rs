@@ -362,9 +362,6 @@ fn inspect(
     out_dir: &Path,
 ) -> DemoResult<Inspection> {
     let len = cli.inspect_len.min(corpus.val.len());
-    if len == 0 {
-        return Err("--inspect-len must be at least 1".into());
-    }
     let ids = &corpus.val[..len];
     let text: Vec<char> = ids.iter().map(|&i| corpus.vocab[i]).collect();
     let x = Tensor::from_vec(ids.iter().map(|&i| i as i64).collect(), &[len, 1]);
@@ -405,9 +402,6 @@ fn inspect(
             by.iter().take(4).map(|&(_, u)| u).collect()
         }
     };
-    if let Some(&bad) = units.iter().find(|&&u| u >= cli.hidden) {
-        return Err(format!("--units: unit {bad} is not below --hidden {}", cli.hidden).into());
-    }
     let activations = out_dir.join("activations.svg");
     let rows: Vec<(String, Vec<f64>)> = (units.iter())
         .map(|&u| (format!("unit {u}: {shows}"), trace(u)))
@@ -619,6 +613,15 @@ pub fn run(cli: Cli) -> DemoResult<Report> {
     }
     if cli.prime.is_empty() {
         return Err("--prime must not be empty".into());
+    }
+    if !cli.inspect && !cli.units.is_empty() {
+        return Err("--units is for --inspect, which is off".into());
+    }
+    if cli.inspect && cli.inspect_len == 0 {
+        return Err("--inspect-len must be at least 1".into());
+    }
+    if let Some(&bad) = cli.units.iter().find(|&&u| u >= cli.hidden) {
+        return Err(format!("--units: unit {bad} is not below --hidden {}", cli.hidden).into());
     }
     if cli.temperature.is_nan() || cli.temperature <= 0.0 {
         return Err(format!("--temperature {} must be positive", cli.temperature).into());

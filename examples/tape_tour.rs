@@ -111,8 +111,7 @@ fn tour<C: Cell<f64>>(cli: &Cli, layer: Layer<f64, C>, rng: &mut Rng) -> DemoRes
     let init_vars: Vec<Var<f64>> = (init.iter().zip(names))
         .map(|(v, name)| tape.var(v.clone()).label(name))
         .collect();
-    let probe = Probe::new();
-    let loss = probe.watch(|| unrolled(&x_var, &init_vars));
+    let loss = unrolled(&x_var, &init_vars);
     println!(
         "{} over {steps} steps: loss = {:.6}\n",
         cli.cell,
@@ -140,7 +139,14 @@ fn tour<C: Cell<f64>>(cli: &Cli, layer: Layer<f64, C>, rng: &mut Rng) -> DemoRes
     }
 
     let grads = loss.backward();
-    probe.backward(&grads);
+    // The probe, on a forward of its own (a watched forward adds a few nodes to its tape).
+    let probe = Probe::new();
+    let tape_p = Tape::new();
+    let watched = probe.watch(|| {
+        let init: Vec<Var<f64>> = init.iter().map(|v| tape_p.constant(v.clone())).collect();
+        unrolled(&tape_p.constant(x.clone()), &init)
+    });
+    probe.backward(&watched.backward());
     let grad_norms: Vec<f64> = (probe.direction(0, 0).grad_norms(0).into_iter())
         .map(|n| n.expect("every row runs every step"))
         .collect();

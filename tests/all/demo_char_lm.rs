@@ -204,11 +204,17 @@ fn inspect_draws_units_over_text_and_gate_saturation() {
     let found = char_lm::run(c).unwrap().inspection.unwrap();
     assert!(found.saturation.is_empty());
     assert!(!out.join("saturation.svg").exists());
-    let mut c = cli(&out, 10, &[("--units", "48")]);
+    // Refused before training starts: a unit past --hidden, --units without --inspect.
+    let mut c = cli(&out, 10_000, &[("--units", "48")]);
     c.inspect = true;
     let err = char_lm::run(c)
         .err()
         .expect("unit 48 of 48 is refused")
         .to_string();
     assert!(err.contains("unit 48 is not below --hidden 48"), "{err}");
+    let err = char_lm::run(cli(&out, 10_000, &[("--units", "1")]))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("--units is for --inspect"), "{err}");
 }

@@ -140,57 +140,69 @@ pub(crate) fn check_finite<T: Float>(t: &Tensor<T>) -> bool {
 }
 
 /// Restores a tape's scope when dropped (also when the closure panics).
-struct ScopeGuard<'a, T: Float>(&'a Tape<T>, Option<Scope>);
+struct ScopeGuard<'a, T: Float>(&'a Tape<T>, Option<u32>);
 
 impl<T: Float> Drop for ScopeGuard<'_, T> {
     fn drop(&mut self) {
-        *self.0.inner.scope.borrow_mut() = self.1.take();
+        self.0.inner.scope.set(self.1);
     }
 }
 
 impl<T: Float> Tape<T> {
     /// Runs `f` with every node it records in group `group` (a layer and direction, a block of
     /// a model), which anomaly reports name and [`to_dot`](Self::to_dot) draws as a cluster.
-    /// Groups do not nest: the inner one replaces the outer one until it ends.
+    /// Inside another group, the name is joined to it: `"encoder / layer 0"`.
     ///
     /// ```
     /// use autograd::Tape;
     /// use tensor::Tensor;
     /// let tape = Tape::<f64>::new();
     /// let x = tape.var(Tensor::ones(&[2]));
-    /// let y = tape.scoped("encoder", || tape.at_step(0, || x.tanh()));
+    /// let y = tape.scoped("encoder", || tape.scoped("layer 0", || tape.at_step(0, || x.tanh())));
     /// let node = &tape.nodes()[y.id().unwrap()];
-    /// assert_eq!(node.scope.as_ref().unwrap().to_string(), "encoder, t = 0");
+    /// assert_eq!(node.scope.as_ref().unwrap().to_string(), "encoder / layer 0, t = 0");
     /// ```
     pub fn scoped<R>(&self, group: &str, f: impl FnOnce() -> R) -> R {
-        let scope = Scope {
-            group: Rc::from(group),
-            step: None,
+        let group: Rc<str> = match self.scope() {
+            Some(outer) if !outer.group.is_empty() => format!("{} / {group}", outer.group).into(),
+            _ => Rc::from(group),
         };
-        let before = self.inner.scope.borrow_mut().replace(scope);
-        let _restore = ScopeGuard(self, before);
-        f()
+        self.enter(Scope { group, step: None }, f)
     }
 
     /// Runs `f` with every node it records at time step `t` of the current group (of no group,
     /// outside [`scoped`](Self::scoped)).
     pub fn at_step<R>(&self, t: usize, f: impl FnOnce() -> R) -> R {
-        let group = match &*self.inner.scope.borrow() {
-            Some(s) => s.group.clone(),
+        let group = match self.scope() {
+            Some(s) => s.group,
             None => Rc::from(""),
         };
-        let scope = Scope {
-            group,
-            step: Some(t),
+        self.enter(
+            Scope {
+                group,
+                step: Some(t),
+            },
+            f,
+        )
+    }
+
+    fn enter<R>(&self, scope: Scope, f: impl FnOnce() -> R) -> R {
+        let index = {
+            let mut scopes = self.inner.scopes.borrow_mut();
+            scopes.push(scope);
+            u32::try_from(scopes.len() - 1).expect("fewer than 2³² scopes")
         };
-        let before = self.inner.scope.borrow_mut().replace(scope);
-        let _restore = ScopeGuard(self, before);
+        let _restore = ScopeGuard(self, self.inner.scope.replace(Some(index)));
         f()
     }
 
     /// The scope nodes are being recorded in.
     pub fn scope(&self) -> Option<Scope> {
-        self.inner.scope.borrow().clone()
+        self.inner.scope.get().map(|k| self.scope_at(k))
+    }
+
+    pub(crate) fn scope_at(&self, index: u32) -> Scope {
+        self.inner.scopes.borrow()[index as usize].clone()
     }
 
     /// Runs `f` and returns, with its result, every value it [labelled](Var::label), in
@@ -236,37 +248,83 @@ impl<T: Float> Tape<T> {
     /// assert_eq!(err.scope.unwrap().step, Some(3));
     /// ```
     pub fn catch_anomaly<R>(&self, f: impl FnOnce() -> R) -> Result<R, Box<Anomaly>> {
-        struct Restore<'a, T: Float>(&'a Tape<T>, bool, bool);
+        /// Puts back the modes and the outer catch's findings, also when `f` panics.
+        struct Restore<'a, T: Float> {
+            tape: &'a Tape<T>,
+            catching: bool,
+            anomaly: bool,
+            caught: Option<Anomaly>,
+            caught_value: Option<Tensor<T>>,
+        }
         impl<T: Float> Drop for Restore<'_, T> {
             fn drop(&mut self) {
-                self.0.inner.catching.set(self.1);
-                self.0.inner.anomaly.set(self.2);
+                let inner = &self.tape.inner;
+                inner.catching.set(self.catching);
+                inner.anomaly.set(self.anomaly);
+                *inner.caught.borrow_mut() = self.caught.take();
+                *inner.caught_value.borrow_mut() = self.caught_value.take();
             }
         }
-        let outer = self.inner.caught.borrow_mut().take();
-        let restore = Restore(
-            self,
-            self.inner.catching.replace(true),
-            self.inner.anomaly.replace(true),
-        );
+        let inner = &self.inner;
+        let restore = Restore {
+            tape: self,
+            catching: inner.catching.replace(true),
+            anomaly: inner.anomaly.replace(true),
+            caught: inner.caught.borrow_mut().take(),
+            caught_value: inner.caught_value.borrow_mut().take(),
+        };
         let out = f();
+        let caught = inner.caught.borrow_mut().take();
         drop(restore);
-        self.inner.caught_value.borrow_mut().take();
-        let caught = std::mem::replace(&mut *self.inner.caught.borrow_mut(), outer);
         match caught {
             None => Ok(out),
             Some(mut anomaly) => {
                 if let Some(id) = anomaly.node {
-                    anomaly.label = anomaly.label.or(self.inner.nodes.borrow()[id].label);
+                    anomaly.label = anomaly.label.or(inner.nodes.borrow()[id].label);
                 }
                 Err(Box::new(anomaly))
             }
         }
     }
 
+    /// Inside [`catch_anomaly`](Self::catch_anomaly): runs `f`, and if the first anomaly was
+    /// caught during it, lets `detail` say more about it (a layer adds where its fused kernel's
+    /// fault is, op by op). Elsewhere, just runs `f`.
+    pub fn annotate_anomaly<R>(
+        &self,
+        f: impl FnOnce() -> R,
+        detail: impl FnOnce(&Anomaly) -> Option<String>,
+    ) -> R {
+        let before = self.inner.caught.borrow().is_some();
+        let out = f();
+        if self.inner.catching.get() && !before {
+            let found = self.inner.caught.borrow().clone();
+            if let Some(found) = found.filter(|a| a.detail.is_none()) {
+                let more = detail(&found);
+                if let Some(a) = self.inner.caught.borrow_mut().as_mut() {
+                    a.detail = more;
+                }
+            }
+        }
+        out
+    }
+
     /// Registers what a backward anomaly at node `node` should add to its report: `explain`
     /// gets the gradient of the node's output and may say more (which step and gate inside a
-    /// fused kernel went non-finite). Used by layers in anomaly mode.
+    /// fused kernel went non-finite). Used by layers in anomaly mode. The tape keeps `explain`
+    /// as long as it lives: a closure that holds a variable of this same tape would keep the
+    /// tape alive forever (a reference cycle), so give it values or another tape's variables.
+    ///
+    /// ```
+    /// use autograd::Tape;
+    /// use tensor::Tensor;
+    /// let tape = Tape::<f64>::new();
+    /// let x = tape.var(Tensor::from_vec(vec![0.0], &[1]));
+    /// let y = x.sqrt(); // ∂y/∂x = ∞ at 0
+    /// tape.on_backward_anomaly(y.id().unwrap(), |g| Some(format!("seeded with {:?}", g.to_vec())));
+    /// let err = tape.catch_anomaly(|| drop(y.sum_all().backward())).unwrap_err();
+    /// assert!(err.to_string().ends_with("; seeded with [1.0]"));
+    /// ```
     pub fn on_backward_anomaly(
         &self,
         node: usize,
@@ -284,6 +342,17 @@ impl<T: Float> Tape<T> {
     /// Keeps the norm of every node's value from now on, and of its gradient in every
     /// backward, for [`to_dot`](Self::to_dot)'s annotations (off by default: it reads every
     /// value once more).
+    ///
+    /// ```
+    /// use autograd::Tape;
+    /// use tensor::Tensor;
+    /// let tape = Tape::<f64>::new();
+    /// tape.set_inspect(true);
+    /// let x = tape.var(Tensor::from_vec(vec![3.0, 4.0], &[2]));
+    /// x.sum_all().backward();
+    /// assert_eq!(tape.norms(x.id().unwrap()), (Some(5.0), Some(2f64.sqrt())));
+    /// assert!(tape.to_dot().contains("|v| 5.000e0"));
+    /// ```
     pub fn set_inspect(&self, on: bool) {
         self.inner.inspect.set(on);
     }
@@ -302,6 +371,18 @@ impl<T: Float> Var<T> {
     /// Names this value (`"forget_gate"`): the name goes on its node, where anomaly reports and
     /// [`Tape::to_dot`] show it, and to [`Tape::capture`], where a probe reads it. Returns
     /// `self`, so it chains: `(x_f + h_f).sigmoid().label("forget_gate")`. Costs one store.
+    ///
+    /// ```
+    /// use autograd::Tape;
+    /// use tensor::Tensor;
+    /// let tape = Tape::<f64>::new();
+    /// let x = tape.var(Tensor::from_vec(vec![-1.0], &[1]));
+    /// let f = x.sigmoid().label("forget_gate");
+    /// assert_eq!(tape.nodes()[f.id().unwrap()].label, Some("forget_gate"));
+    /// // In anomaly mode the label is in the report.
+    /// let err = tape.catch_anomaly(|| x.sqrt().label("root")).unwrap_err();
+    /// assert!(err.to_string().ends_with("produced NaN or Inf ['root']"));
+    /// ```
     pub fn label(self, name: &'static str) -> Self {
         let inner = &self.tape.inner;
         if let Some(id) = self.node {

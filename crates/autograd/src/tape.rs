@@ -53,8 +53,9 @@ pub(crate) struct Node<T: Float> {
     pub consts: Vec<Option<Tensor<T>>>,
     /// The name [`Var::label`] gave this node's value (`"forget_gate"`).
     pub label: Option<&'static str>,
-    /// Where the node was recorded: the [`Scope`] open at the time, if any.
-    pub scope: Option<Scope>,
+    /// Where the node was recorded: the index in the tape's scopes of the [`Scope`] open at
+    /// the time, if any (an index, so recording a node costs no reference count).
+    pub scope: Option<u32>,
     /// Norms of the node's value and gradient, kept while [`Tape::set_inspect`] is on.
     pub norms: Norms,
 }
@@ -66,8 +67,10 @@ pub(crate) struct TapeInner<T: Float> {
     pub(crate) tracing: Cell<bool>,
     /// Each parameter enters a tape once: its address → its leaf's node id.
     param_nodes: RefCell<HashMap<usize, usize>>,
-    /// The scope new nodes are recorded in ([`Tape::scoped`], [`Tape::at_step`]).
-    pub(crate) scope: RefCell<Option<Scope>>,
+    /// Every scope opened on this tape ([`Tape::scoped`], [`Tape::at_step`]), and the index of
+    /// the one new nodes are recorded in.
+    pub(crate) scopes: RefCell<Vec<Scope>>,
+    pub(crate) scope: Cell<Option<u32>>,
     /// Where [`Var::label`] puts labelled values while [`Tape::capture`] runs.
     pub(crate) captured: RefCell<Option<Vec<Captured<T>>>>,
     /// Inside [`Tape::catch_anomaly`]: the first anomaly, kept instead of raised.
@@ -150,7 +153,8 @@ impl<T: Float> Tape<T> {
                 anomaly: Cell::new(false),
                 tracing: Cell::new(false),
                 param_nodes: RefCell::new(HashMap::new()),
-                scope: RefCell::new(None),
+                scopes: RefCell::new(Vec::new()),
+                scope: Cell::new(None),
                 captured: RefCell::new(None),
                 catching: Cell::new(false),
                 caught: RefCell::new(None),
@@ -250,7 +254,7 @@ impl<T: Float> Tape<T> {
                 op,
                 node: recorded.then(|| self.len()),
                 label: None,
-                scope: self.inner.scope.borrow().clone(),
+                scope: self.scope(),
                 input: None,
                 detail: None,
             });
@@ -275,7 +279,7 @@ impl<T: Float> Tape<T> {
             prim: None,
             consts,
             label: None,
-            scope: self.inner.scope.borrow().clone(),
+            scope: self.inner.scope.get(),
             norms: Norms::default(),
         });
         self.note_value(id, &value);
@@ -317,10 +321,13 @@ impl<T: Float> Tape<T> {
 
     /// Turns anomaly detection on or off. When on, the first op whose forward output or
     /// backward gradient contains NaN or Inf panics with the op's name and node index, like
-    /// `torch.autograd.detect_anomaly`, and with where it was recorded: the node's
-    /// [label](Var::label) and [scope](Self::scoped), when it has them
-    /// (`[layer 1 reverse, t = 3, 'forget_gate']`). [`catch_anomaly`](Self::catch_anomaly)
-    /// returns the anomaly instead.
+    /// `torch.autograd.detect_anomaly`, and with where it was recorded: its
+    /// [scope](Self::scoped) (`[layer 1 reverse, t = 3]`), and in the backward its
+    /// [label](Var::label). A forward op panics before the code that made it can label its
+    /// value; run it inside [`catch_anomaly`](Self::catch_anomaly), which returns the anomaly
+    /// with the label (layers do this for every step, so their reports name the gate). A
+    /// gradient that becomes non-finite where the gradients from a value's consumers add up is
+    /// reported at that value's node.
     pub fn set_anomaly_detection(&self, on: bool) {
         self.inner.anomaly.set(on);
     }
@@ -342,21 +349,22 @@ impl<T: Float> Tape<T> {
 
     /// Every node: index, op name, output shape and inputs.
     pub fn nodes(&self) -> Vec<NodeInfo> {
-        self.inner
-            .nodes
-            .borrow()
-            .iter()
-            .enumerate()
-            .map(|(index, n)| NodeInfo {
-                index,
-                op: n.op,
-                shape: n.shape.clone(),
-                inputs: n.inputs.iter().flatten().copied().collect(),
-                param_name: n.param.as_ref().map(|p| p.name()),
-                label: n.label,
-                scope: n.scope.clone(),
-            })
-            .collect()
+        (0..self.len()).filter_map(|id| self.node(id)).collect()
+    }
+
+    /// Node `id`'s introspection, or `None` past the end of the tape.
+    pub fn node(&self, id: usize) -> Option<NodeInfo> {
+        let nodes = self.inner.nodes.borrow();
+        let n = nodes.get(id)?;
+        Some(NodeInfo {
+            index: id,
+            op: n.op,
+            shape: n.shape.clone(),
+            inputs: n.inputs.iter().flatten().copied().collect(),
+            param_name: n.param.as_ref().map(|p| p.name()),
+            label: n.label,
+            scope: n.scope.map(|k| self.scope_at(k)),
+        })
     }
 
     /// The parameters that have entered this tape (every [`Param`] an op used while recording,
@@ -459,20 +467,25 @@ impl<T: Float> Tape<T> {
                         );
                     }
                     if anomaly && !check_finite(part) {
+                        // Past a caught first anomaly, no explainer needs to run again.
+                        let first =
+                            !self.inner.catching.get() || self.inner.caught.borrow().is_none();
                         let detail = (self.inner.explainers.borrow().get(&i))
+                            .filter(|_| first)
                             .and_then(|explain| explain(&grad));
                         self.raise(Anomaly {
                             pass: Pass::Backward,
                             op: node.op,
                             node: Some(i),
                             label: node.label,
-                            scope: node.scope.clone(),
+                            scope: node.scope.map(|k| self.scope_at(k)),
                             input: Some((k, j)),
                             detail,
                         });
                     }
                     // Fan-out: gradients from several consumers add up.
-                    pending[j] = Some(match (pending[j].take(), g) {
+                    let fan_in = pending[j].is_some();
+                    let sum = match (pending[j].take(), g) {
                         (None, Grad::Full(g)) => g,
                         (Some(acc), Grad::Full(g)) => &acc + &g,
                         (acc, Grad::Slice { dim, start, grad }) => {
@@ -480,7 +493,25 @@ impl<T: Float> Tape<T> {
                             acc.narrow_add_assign(dim, start, &grad);
                             acc
                         }
-                    });
+                    };
+                    // Finite parts can add up to an overflow: that is where the gradient of
+                    // node j went non-finite, not in the next op that reads it.
+                    if anomaly && fan_in && !check_finite(&sum) {
+                        let target = &nodes[j];
+                        self.raise(Anomaly {
+                            pass: Pass::Backward,
+                            op: target.op,
+                            node: Some(j),
+                            label: target.label,
+                            scope: target.scope.map(|k| self.scope_at(k)),
+                            input: None,
+                            detail: Some(
+                                "the gradients its consumers sent it add up to NaN or Inf"
+                                    .to_string(),
+                            ),
+                        });
+                    }
+                    pending[j] = Some(sum);
                 }
             }
             if let (true, Some(p)) = (accumulate, &node.param) {
@@ -542,6 +573,11 @@ pub struct Gradients<T: Float> {
 }
 
 impl<T: Float> Gradients<T> {
+    /// Whether these gradients come from `v`'s tape.
+    pub fn same_tape_as(&self, v: &Var<T>) -> bool {
+        self.tape.same_tape(&v.tape)
+    }
+
     /// The gradient of the loss with respect to `v`, or `None` if `v` is not a leaf or
     /// retained variable on the loss's path.
     pub fn get(&self, v: &Var<T>) -> Option<&Tensor<T>> {

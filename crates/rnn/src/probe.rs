@@ -19,9 +19,10 @@
 //!
 //! **How.** Whichever path ran the layer (a fused kernel, a compiled program or composed ops),
 //! the probe re-runs each direction op by op on a tape of its own, from the same inputs,
-//! initial state and weights, calling the cell's [`step`](crate::Cell::step) inside
-//! [`Tape::capture`](autograd::Tape::capture) to see its labelled values. It checks the
-//! re-run against the layer's output ([`Recording::max_diff`]: rounding, 1e-15 in f64).
+//! initial state, weights and random generator state, calling the cell's
+//! [`step`](crate::Cell::step) inside [`Tape::capture`](autograd::Tape::capture) to see its
+//! labelled values. It reports how far the re-run is from the layer's output
+//! ([`Recording::max_diff`]: rounding, 1e-15 in f64; the tests hold it under 1e-12).
 //! [`Probe::backward`] seeds that tape with the gradients the real backward gave the layer's
 //! outputs and final state, and reads the gradient of every step's state
 //! ([`autograd::grad`], which leaves the parameters' gradients alone). So the probe's numbers
@@ -29,7 +30,9 @@
 //!
 //! **Cost.** Off (no `watch` running), a layer's forward pays one thread-local lookup. On, a
 //! watched forward also runs its layer composed, and keeps every step's values (about what the
-//! composed path's tape keeps); `backward` runs that tape's backward once. Custom cells name
+//! composed path's tape keeps); `backward` runs that tape's backward once. Until
+//! [`Probe::backward`] (or [`Probe::clear`]) a recording also keeps the caller's tape alive:
+//! watching a training loop without either keeps every step's tape. Custom cells name
 //! what the probe should keep with [`Var::label`](autograd::Var::label) inside `step`; the
 //! label costs one store when nothing watches.
 //!
@@ -92,6 +95,25 @@ pub struct Saturation {
 }
 
 /// One direction of one layer over one watched forward.
+///
+/// ```
+/// use autograd::Tape;
+/// use rnn::{Gru, Layer, LayerConfig, Probe, Ran};
+/// use tensor::{Rng, Tensor};
+///
+/// let mut rng = Rng::seed_from_u64(0);
+/// let gru: Gru<f32> = Layer::gru(LayerConfig::new(2, 3).bidirectional(true), &mut rng);
+/// let x = Tensor::rand_normal(&[4, 2, 2], 0.0, 1.0, &mut rng);
+/// let tape = Tape::new();
+/// let probe = Probe::<f32>::new();
+/// probe.watch(|| gru.forward_with(&tape.constant(x), None, Some(&[4, 2])));
+/// let rec = probe.direction(0, 1);                   // layer 0, reverse
+/// assert_eq!((rec.ran, rec.reverse), (Ran::Fused, true));
+/// assert_eq!(rec.labels(), ["reset_gate", "update_gate", "new_gate"]);
+/// assert_eq!(rec.labelled("update_gate").unwrap()[0].shape(), &[2, 3]);
+/// let trace = rec.unit_trace("h", 1, 0).unwrap();    // row 1 has length 2
+/// assert!(trace[1].is_some() && trace[2].is_none()); // past its end: marked, not zero
+/// ```
 #[derive(Clone)]
 pub struct Recording<T: Float> {
     /// Which [`Layer`](crate::Layer) forward inside the watch this was (0 for the first).
@@ -375,14 +397,37 @@ impl<T: Float> Probe<T> {
             .push((recording, pending));
     }
 
-    /// Fills in every recording's total gradients from `grads`, the result of the backward
-    /// that followed the watched forwards. Recordings already filled are left alone, so it may
-    /// be called after each of several backward passes over several watched forwards.
+    /// Fills in the total gradients of every recording made on `grads`' tape, from `grads`, the
+    /// result of the backward that followed the watched forwards. Recordings already filled,
+    /// and those of other tapes, are left alone, so it may be called once per backward when
+    /// several tapes were watched.
     ///
     /// # Panics
-    /// If `grads` comes from another tape than a recorded forward's.
+    /// If recordings wait for gradients but none of them is on `grads`' tape (the gradients of
+    /// another computation: no numbers would be right).
+    #[track_caller]
     pub fn backward(&self, grads: &Gradients<T>) {
-        for (rec, pending) in self.inner.recordings.borrow_mut().iter_mut() {
+        let mut recs = self.inner.recordings.borrow_mut();
+        let waiting = recs.iter().filter(|(_, p)| p.is_some()).count();
+        let mine = (recs.iter())
+            .filter(|(_, p)| {
+                p.as_ref()
+                    .is_some_and(|p| grads.same_tape_as(&p.real_output))
+            })
+            .count();
+        if waiting > 0 && mine == 0 {
+            panic!(
+                "Probe::backward: these gradients come from another tape than the {waiting} \
+                 watched forward(s) waiting for theirs"
+            );
+        }
+        for (rec, pending) in recs.iter_mut() {
+            if !pending
+                .as_ref()
+                .is_some_and(|p| grads.same_tape_as(&p.real_output))
+            {
+                continue;
+            }
             let Some(p) = pending.take() else { continue };
             let seed = |v: &Var<T>| {
                 grads

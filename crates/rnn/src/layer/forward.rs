@@ -24,12 +24,13 @@
 use autograd::Var;
 use tensor::{Float, Tensor};
 
-use super::inspect::{check_inputs, group, raise_forward, Replay, StepLog};
+use super::inspect::{check_inputs, group, locate, Replay, StepLog};
 use super::{Layer, LayerOutput};
 use crate::cell::{check_step_state, Cell, State};
 use crate::compiled;
 use crate::dropout::dropout;
 use crate::fused::{self, step_order};
+use crate::module::rng_state;
 use crate::probe::{Probe, Ran};
 
 /// What one direction of a layer returns: its output `[T, B, H]` and final state's parts.
@@ -119,8 +120,9 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
             let call = p.next_call();
             (p, call)
         });
-        let anomaly = tape.anomaly_detection() && !tape.catching_anomaly();
-        if anomaly {
+        // Anomaly mode, or inside the caller's `catch_anomaly` (which turns it on too).
+        let (anomaly, catching) = (tape.anomaly_detection(), tape.catching_anomaly());
+        if anomaly && !catching {
             check_inputs(x.value(), init_parts.as_deref(), d);
         }
         let mut input = x.clone();
@@ -135,9 +137,12 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
             let inits: Vec<C::State> = (layer_cells.iter().enumerate())
                 .map(|(dir, cell)| init_of(dir, cell))
                 .collect();
+            // The generator's state as each direction starts (the composed path's cells may
+            // draw from it), so that a re-run draws what the direction drew.
+            let mut rng_at: Vec<Option<[u64; 4]>> = vec![None; layer_cells.len()];
             // The directions as values, for a probe's or an anomaly's re-run.
             let x_value = input.value().clone();
-            let replays = || -> Vec<Replay<'_, T, C>> {
+            let replays = |rng_at: &[Option<[u64; 4]>]| -> Vec<Replay<'_, T, C>> {
                 (layer_cells.iter().zip(&inits).enumerate())
                     .map(|(dir, (cell, init))| Replay {
                         cell,
@@ -146,13 +151,19 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
                         masks: masks.as_ref(),
                         reverse: dir == 1,
                         group: group(l, dir),
+                        rng: rng_at[dir],
                     })
                     .collect()
             };
-            // In anomaly mode a kernel's fault is caught, and raised with the re-run's account.
-            let checked = |run: &mut dyn FnMut() -> Vec<DirOut<T>>| match anomaly {
-                true => (tape.catch_anomaly(run)).unwrap_or_else(|a| raise_forward(a, &replays())),
-                false => run(),
+            // In anomaly mode a kernel's fault is caught, and raised with the re-run's account
+            // of where it is; inside the caller's catch_anomaly, that account is added to it.
+            let checked = |run: &mut dyn FnMut() -> Vec<DirOut<T>>| match (anomaly, catching) {
+                (true, false) => (tape.catch_anomaly(run))
+                    .unwrap_or_else(|a| panic!("{a}; {}", locate(&replays(&[None, None])))),
+                (true, true) => {
+                    tape.annotate_anomaly(run, |_| Some(locate(&replays(&[None, None]))))
+                }
+                (false, _) => run(),
             };
             let programs: Option<Vec<_>> = match fused || batch == 0 {
                 true => None,
@@ -187,6 +198,7 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
             } else {
                 let results = (layer_cells.iter().zip(&inits).enumerate())
                     .map(|(dir, (cell, init))| {
+                        rng_at[dir] = Some(rng_state());
                         let (out, last) = tape.scoped(&group(l, dir), || {
                             let (out, last) = run_direction(
                                 cell,
@@ -204,7 +216,7 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
                 (Ran::Composed, results)
             };
             if anomaly && ran != Ran::Composed {
-                for (replay, (out, _)) in replays().iter().zip(&results) {
+                for (replay, (out, _)) in replays(&rng_at).iter().zip(&results) {
                     replay.explain_backward(out);
                 }
             }
@@ -215,7 +227,7 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
                 results = (results.into_iter())
                     .map(|(out, last)| (out, last.iter().map(|p| p.reshape(p.shape())).collect()))
                     .collect();
-                for (replay, (out, last)) in replays().iter().zip(&results) {
+                for (replay, (out, last)) in replays(&rng_at).iter().zip(&results) {
                     replay.record(probe, (*call, l), ran, lengths, out, last);
                 }
             }

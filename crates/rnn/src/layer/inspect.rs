@@ -13,12 +13,17 @@
 //! - in anomaly mode, a fused kernel or compiled program whose forward made a non-finite value
 //!   is re-run with anomaly detection, which names the first op, step and gate that did; and
 //!   its node gets an explainer that does the same for its backward.
+//!
+//! A re-run never moves the thread's random generator: it starts from the state the direction
+//! started from (so a cell that draws, e.g. dropout inside `step`, draws the same masks) and
+//! puts the generator back as it found it.
 
 use autograd::{grad, Anomaly, Captured, Tape, Var};
 use tensor::{Float, Tensor};
 
 use super::forward::{run_direction, StepMasks};
 use crate::cell::{Cell, State};
+use crate::module::{rng_state, set_rng_state};
 use crate::probe::{recording, Pending, Probe, Ran};
 
 /// The scope group of layer `l`'s direction `dir`: `"layer 0"`, `"layer 1 reverse"`.
@@ -44,6 +49,10 @@ pub(super) struct Replay<'a, T: Float, C: Cell<T>> {
     pub masks: Option<&'a StepMasks>,
     pub reverse: bool,
     pub group: String,
+    /// The generator's state when the direction started, if its cells may have drawn from it
+    /// (the composed path): the re-run starts from it. Either way the re-run leaves the
+    /// generator as it found it.
+    pub rng: Option<[u64; 4]>,
 }
 
 /// A finished re-run: its tape's variables.
@@ -57,6 +66,16 @@ struct Rerun<T: Float> {
 impl<T: Float, C: Cell<T>> Replay<'_, T, C> {
     /// Runs the direction op by op on `tape` (whose modes the caller set).
     fn run(&self, tape: &Tape<T>) -> Rerun<T> {
+        struct Restore([u64; 4]);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                set_rng_state(self.0);
+            }
+        }
+        let _restore = Restore(rng_state());
+        if let Some(state) = self.rng {
+            set_rng_state(state);
+        }
         let init: Vec<Var<T>> = self.init.iter().map(|v| tape.var(v.clone())).collect();
         let x = tape.constant(self.x.clone());
         let steps = self.x.shape()[0];
@@ -178,31 +197,25 @@ impl<T: Float, C: Cell<T>> Replay<'_, T, C> {
 
 /// The node under `output`'s `narrow`/`reshape` views: the kernel that made it.
 fn kernel_node<T: Float>(tape: &Tape<T>, output: &Var<T>) -> Option<usize> {
-    let nodes = tape.nodes();
-    let mut id = output.id()?;
-    while matches!(nodes[id].op, "narrow" | "reshape" | "select") {
-        id = *nodes[id].inputs.first()?;
+    let mut node = tape.node(output.id()?)?;
+    while matches!(node.op, "narrow" | "reshape" | "select") {
+        node = tape.node(*node.inputs.first()?)?;
     }
-    Some(id)
+    Some(node.index)
 }
 
-/// Panics with a fused kernel's or compiled program's forward `anomaly`, adding where the
-/// re-run of `replays` (the layer's directions) first went non-finite.
-#[track_caller]
-pub(super) fn raise_forward<T: Float, C: Cell<T>>(
-    anomaly: Box<Anomaly>,
-    replays: &[Replay<'_, T, C>],
-) -> ! {
+/// Where the re-run of `replays` (a layer's directions) first went non-finite, in words: what a
+/// fused kernel's or compiled program's forward anomaly adds to its report.
+pub(super) fn locate<T: Float, C: Cell<T>>(replays: &[Replay<'_, T, C>]) -> String {
     match replays.iter().find_map(Replay::first_fault) {
-        Some(fault) => panic!(
-            "{anomaly}; re-run op by op, the first non-finite value is made by '{}' at {}",
+        Some(fault) => format!(
+            "re-run op by op, the first non-finite value is made by '{}' at {}",
             fault.op,
             fault.place()
         ),
-        None => panic!(
-            "{anomaly}; re-run op by op, every value is finite: the kernel and the cell's \
-             step disagree here"
-        ),
+        None => "re-run op by op, every value is finite: the kernel and the cell's step \
+                 disagree here"
+            .to_string(),
     }
 }
 
