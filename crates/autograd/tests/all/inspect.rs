@@ -251,3 +251,54 @@ fn to_dot_clusters_by_group_and_step_and_labels_gates() {
     tape.scoped("a \"quoted\" group", || tape.var(t1(&[1.0])).exp());
     assert!(tape.to_dot().contains("label=\"a \\\"quoted\\\" group\""));
 }
+
+/// Two finite gradients that overflow when they add up: the report is at the node they reach,
+/// not at the next op that reads the sum.
+#[test]
+fn an_overflowing_sum_of_gradients_is_reported_where_it_happens() {
+    let tape = Tape::<f64>::new();
+    let x = tape.var(t1(&[1.0])); // node 0
+    let h = x.mul_scalar(1.0).label("h"); // node 1, read twice
+    let a = h.mul_scalar(f64::MAX); // node 2: ∂/∂h = MAX
+    let b = h.mul_scalar(f64::MAX / 2.0); // node 3: ∂/∂h = MAX / 2
+                                          // Seeded at both reads: their gradients to h are finite, their sum is not.
+    let err = tape
+        .catch_anomaly(|| {
+            autograd::grad(&[&a, &b], &[t1(&[1.0]), t1(&[1.0])], &[&x]);
+        })
+        .unwrap_err();
+    assert_eq!(
+        (err.pass, err.op, err.node, err.label),
+        (Pass::Backward, "mul_scalar", Some(1), Some("h"))
+    );
+    assert_eq!(err.input, None);
+    assert!(
+        err.to_string()
+            .ends_with("['h']; the gradients its consumers sent it add up to NaN or Inf"),
+        "{err}"
+    );
+}
+
+/// A panic inside `catch_anomaly` leaves the tape as it was: modes, and an outer catch's
+/// findings; a nested catch does not take the outer one's first anomaly.
+#[test]
+fn catch_anomaly_nests_and_restores_on_panic() {
+    let tape = Tape::<f64>::new();
+    let x = tape.var(t1(&[-1.0]));
+    let outer = tape.catch_anomaly(|| {
+        let _ = x.log(); // the outer's first anomaly
+        let inner = tape.catch_anomaly(|| x.sqrt().label("inner"));
+        assert_eq!(inner.unwrap_err().label, Some("inner"));
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tape.catch_anomaly(|| -> () { panic!("boom") })
+        }));
+        assert!(panicked.is_err());
+        assert!(tape.catching_anomaly(), "still inside the outer catch");
+    });
+    assert_eq!(
+        outer.unwrap_err().op,
+        "log",
+        "the outer keeps its own first anomaly"
+    );
+    assert!(!tape.catching_anomaly() && !tape.anomaly_detection());
+}

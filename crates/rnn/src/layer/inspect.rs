@@ -185,9 +185,10 @@ impl<T: Float, C: Cell<T>> Replay<'_, T, C> {
             let outputs: Vec<&Var<T>> = rerun.outputs.iter().chain(&rerun.finals).collect();
             let seeds: Vec<Tensor<T>> = outputs.iter().map(|v| take(v.shape())).collect();
             let fault = (scratch.catch_anomaly(|| grad(&outputs, &seeds, &[]))).err()?;
+            let why = (fault.detail.as_ref()).map_or(String::new(), |d| format!(" ({d})"));
             Some(format!(
                 "re-run op by op, the first non-finite gradient comes from the backward of \
-                 '{}' at {}",
+                 '{}' at {}{why}",
                 fault.op,
                 fault.place()
             ))

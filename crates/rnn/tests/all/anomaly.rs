@@ -4,6 +4,7 @@
 
 use autograd::{Param, Tape, Var};
 use rnn::{Cell, Layer, LayerConfig, Lstm, Module};
+
 use tensor::{Float, Rng, Tensor};
 
 use crate::common::{panic_message, uniform};
@@ -232,9 +233,10 @@ fn a_fused_backward_fault_is_located_by_the_re_run() {
         "{msg}"
     );
     assert!(msg.contains("layer 0, t = "), "{msg}");
+    assert!(msg.contains("add up to NaN or Inf"), "{msg}");
 }
 
-/// Anomaly mode off: the same faults pass silently (as in PyTorch), and nothing is re-run.
+/// Anomaly mode off: the same faults pass silently, as in PyTorch.
 #[test]
 fn without_anomaly_mode_layers_do_not_check() {
     let rng = &mut Rng::seed_from_u64(6);
@@ -272,4 +274,107 @@ fn a_layer_tape_is_drawn_by_layer_and_step() {
         .filter(|n| n.scope.as_ref().is_some_and(|s| s.step == Some(2)))
         .count();
     assert!(scoped > 10, "step 2's ops carry their step");
+}
+
+/// Inside the caller's own `catch_anomaly`, a fused kernel's fault comes back as an `Err`
+/// with the re-run's account of where it is (not a panic, not a bare kernel name); and the
+/// caller's scope is kept around the layer's.
+#[test]
+fn a_callers_catch_anomaly_gets_the_located_fault() {
+    let rng = &mut Rng::seed_from_u64(8);
+    let lstm: Lstm<f64> = Layer::lstm(LayerConfig::new(2, 3), rng);
+    let params = lstm.named_params();
+    let bias = &params.iter().find(|(n, _)| n == "bias_hh_l0").unwrap().1;
+    let mut b = bias.value().to_vec();
+    b[4] = f64::NAN;
+    bias.set_value(Tensor::from_vec(b, &[12]));
+    let x = uniform::<f64>(&[4, 2, 2], rng);
+    let tape = Tape::new();
+    let err = tape
+        .catch_anomaly(|| tape.scoped("encoder", || lstm.forward(&tape.constant(x.clone()))))
+        .err()
+        .expect("caught");
+    let text = err.to_string();
+    assert_eq!(err.op, "lstm_sequence");
+    assert_eq!(&*err.scope.as_ref().unwrap().group, "encoder / layer 0");
+    let detail = err.detail.as_deref().unwrap_or_default();
+    assert!(
+        detail.contains("first non-finite value is made by"),
+        "{text}"
+    );
+    assert!(detail.contains("layer 0, t = 0"), "{text}");
+    assert!(
+        !tape.anomaly_detection(),
+        "catch_anomaly puts the mode back"
+    );
+}
+
+/// h' = tanh(dropout(x) Wᵀ + h Uᵀ): a cell that draws random numbers in `step` (composed, in
+/// training). Its probe re-run draws the same masks (max_diff 0), and watching does not move
+/// the generator: the next draw is the one an unwatched run would make.
+struct Dropped {
+    w: Param<f64>,
+    u: Param<f64>,
+}
+
+impl Cell<f64> for Dropped {
+    type State = Var<f64>;
+    fn input_size(&self) -> usize {
+        self.w.shape()[1]
+    }
+    fn hidden_size(&self) -> usize {
+        self.u.shape()[0]
+    }
+    fn step(&self, x: &Var<f64>, h: &Var<f64>) -> Var<f64> {
+        (rnn::dropout(x, 0.5).linear(&self.w) + h.linear(&self.u)).tanh()
+    }
+}
+
+impl Module<f64> for Dropped {
+    fn named_params(&self) -> Vec<(String, Param<f64>)> {
+        named(&[("w", &self.w), ("u", &self.u)])
+    }
+}
+
+#[test]
+fn a_probe_re_run_draws_what_the_layer_drew_and_leaves_the_generator_alone() {
+    let rng = &mut Rng::seed_from_u64(9);
+    let layer = Layer::new(
+        LayerConfig::new(2, 3).bidirectional(true),
+        rng,
+        |input, rng| Dropped {
+            w: param("w", &[3, input], -0.5, 0.5, rng),
+            u: param("u", &[3, 3], -0.5, 0.5, rng),
+        },
+    );
+    layer.set_training(true);
+    let x = uniform::<f64>(&[5, 2, 2], rng);
+    let run = |watch: bool| {
+        rnn::manual_seed(42);
+        let tape = Tape::new();
+        let probe = rnn::Probe::<f64>::new();
+        let out = match watch {
+            true => probe.watch(|| layer.forward(&tape.constant(x.clone()))),
+            false => layer.forward(&tape.constant(x.clone())),
+        };
+        (
+            out.output.value().to_vec(),
+            rnn::rng_state(),
+            probe.recordings(),
+        )
+    };
+    let (plain, after_plain, _) = run(false);
+    let (watched, after_watched, recs) = run(true);
+    assert_eq!(
+        plain, watched,
+        "watching changes nothing the layer computes"
+    );
+    assert_eq!(
+        after_plain, after_watched,
+        "nor the generator's state after it"
+    );
+    assert_eq!(recs.len(), 2);
+    for rec in recs {
+        assert_eq!(rec.max_diff, 0.0, "the re-run drew the same masks");
+    }
 }

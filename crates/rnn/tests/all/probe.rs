@@ -499,3 +499,159 @@ fn only_watched_forwards_are_recorded() {
     inner.clear();
     assert!(inner.recordings().is_empty());
 }
+
+/// The probe's numbers do not depend on the input's layout: batch-first and unbatched inputs
+/// give the recordings of the seq-first batch they stand for.
+#[test]
+fn batch_first_and_unbatched_inputs_record_the_same_steps() {
+    let rng = &mut Rng::seed_from_u64(8);
+    let seq_first: Lstm<f64> = Layer::lstm(LayerConfig::new(2, 3), rng);
+    let batch_first: Lstm<f64> = Layer::lstm(LayerConfig::new(2, 3).batch_first(true), rng);
+    for ((_, to), (_, from)) in batch_first
+        .named_params()
+        .iter()
+        .zip(seq_first.named_params())
+    {
+        to.set_value(from.value());
+    }
+    let x = uniform(&[5, 1, 2], rng); // [T, B = 1, I]
+    let weights = loss_weights(&[5, 1, 3], &[&[1, 1, 3], &[1, 1, 3]], rng);
+    let want = probed(&seq_first, &x, None, &weights).direction(0, 0);
+    // Batch-first: the same loss on the transposed layout.
+    let tape = Tape::new();
+    let probe = Probe::new();
+    let xt = x.permute(&[1, 0, 2]).contiguous();
+    let out = probe.watch(|| batch_first.forward(&tape.constant(xt)));
+    let y = out.output.transpose(0, 1);
+    probe.backward(&loss_of(&y, &out.state.parts(), &weights).backward());
+    // Unbatched: [T, I] in, states [layers, H].
+    let tape_u = Tape::new();
+    let probe_u = Probe::new();
+    let xu = x.select(1, 0).contiguous();
+    let out_u = probe_u.watch(|| seq_first.forward(&tape_u.constant(xu)));
+    let finals: Vec<Var<f64>> = out_u.state.parts().iter().map(|p| p.unsqueeze(1)).collect();
+    let y_u = out_u.output.unsqueeze(1);
+    probe_u.backward(&loss_of(&y_u, &finals, &weights).backward());
+    for rec in [probe.direction(0, 0), probe_u.direction(0, 0)] {
+        for k in 0..2 {
+            for t in 0..5 {
+                let what = format!("part {k} t = {t}");
+                assert_near(&what, rec.grads(k).unwrap()[t], want.grads(k).unwrap()[t]);
+                assert_near(&what, rec.state(k)[t], want.state(k)[t]);
+            }
+        }
+    }
+}
+
+/// With an initial state that is itself a leaf, the probe's ∂L/∂(initial state) is the tape's
+/// own gradient of it; a layer called twice in one watch gives two recordings, each with the
+/// gradient of its own call.
+#[test]
+fn initial_state_gradients_and_two_calls_match_the_tape() {
+    let rng = &mut Rng::seed_from_u64(9);
+    let gru: Gru<f64> = Layer::gru(LayerConfig::new(2, 3).bidirectional(true), rng);
+    let (x1, x2) = (uniform(&[4, 2, 2], rng), uniform(&[3, 2, 2], rng));
+    let tape = Tape::new();
+    let h0 = tape.var(uniform(&[2, 2, 3], rng));
+    let probe = Probe::new();
+    let (a, b) = probe.watch(|| {
+        let a = gru.forward_with(&tape.constant(x1.clone()), Some(&h0), None);
+        let b = gru.forward_with(&tape.constant(x2.clone()), Some(&a.state), None);
+        (a, b)
+    });
+    let loss = a.output.square().sum_all() + b.output.sum_all() + b.state.sum_all();
+    let grads = loss.backward();
+    probe.backward(&grads);
+    let recs = probe.recordings();
+    assert_eq!(recs.len(), 4, "two calls × two directions");
+    assert_eq!(
+        recs.iter().map(|r| r.call).collect::<Vec<_>>(),
+        [0, 0, 1, 1]
+    );
+    // The first call's initial state is h0: its gradient, row by row (row = direction).
+    let dh0 = grads.wrt(&h0);
+    for rec in &recs[..2] {
+        let dir = usize::from(rec.reverse);
+        let want = dh0.select(0, dir).contiguous();
+        assert_near(
+            &format!("∂L/∂h0 dir {dir}"),
+            rec.init_grad(0).unwrap(),
+            &want,
+        );
+    }
+    // The second call starts from the first's final state: the first call's last-step
+    // gradient (forward direction) includes what the second call sent back, so it is not the
+    // output's alone.
+    let first_fwd = &recs[0];
+    let d_last = first_fwd.grads(0).unwrap()[3].clone();
+    let second_fwd = &recs[2];
+    // What the second call sent back is its ∂L/∂(initial state), forward direction.
+    let sent = second_fwd.init_grad(0).unwrap();
+    let direct = (a.output.value().select(0, 3).narrow(1, 0, 3).contiguous()).mul_scalar(2.0);
+    assert_near(
+        "∂L/∂h_3 = output's + second call's",
+        &d_last,
+        &(direct + sent),
+    );
+}
+
+/// Gradients from another tape are refused, and recordings of two tapes are each filled by
+/// their own backward.
+#[test]
+fn gradients_go_to_the_recordings_of_their_own_tape() {
+    let rng = &mut Rng::seed_from_u64(10);
+    let rnn_layer: Rnn<f64> = Layer::rnn(LayerConfig::new(2, 3), rng);
+    let x = uniform(&[3, 2, 2], rng);
+    let (t1, t2, other) = (Tape::new(), Tape::new(), Tape::new());
+    let probe = Probe::new();
+    let (o1, o2) = probe.watch(|| {
+        let o1 = rnn_layer.forward(&t1.constant(x.clone()));
+        let o2 = rnn_layer.forward(&t2.constant(x.clone()));
+        (o1, o2)
+    });
+    let stranger = other.var(Tensor::ones(&[1])).sum_all().backward();
+    let msg = crate::common::panic_message(|| probe.backward(&stranger));
+    assert!(msg.contains("come from another tape"), "{msg}");
+    probe.backward(&o2.output.sum_all().backward());
+    let recs = probe.recordings();
+    assert!(
+        recs[0].grads(0).is_none(),
+        "t1's recording waits for t1's gradients"
+    );
+    assert!(recs[1].grads(0).is_some());
+    probe.backward(&o1.output.square().sum_all().backward());
+    assert!(probe.recordings()[0].grads(0).is_some());
+}
+
+/// f32 layers record too, and agree with the f64 probe of the same weights to f32 rounding.
+#[test]
+fn f32_recordings_agree_with_f64_ones() {
+    let rng = &mut Rng::seed_from_u64(12);
+    let lstm64: Lstm<f64> = Layer::lstm(LayerConfig::new(2, 3), rng);
+    let lstm32: Lstm<f32> = Layer::lstm(LayerConfig::new(2, 3), rng);
+    for ((_, to), (_, from)) in lstm32.named_params().iter().zip(lstm64.named_params()) {
+        to.set_value(from.value().cast());
+    }
+    let x = uniform::<f64>(&[6, 2, 2], rng);
+    let tape = Tape::new();
+    let probe = Probe::<f32>::new();
+    let out = probe.watch(|| lstm32.forward(&tape.constant(x.cast())));
+    probe.backward(&out.output.square().sum_all().backward());
+    let tape64 = Tape::new();
+    let probe64 = Probe::new();
+    let out64 = probe64.watch(|| lstm64.forward(&tape64.constant(x.clone())));
+    probe64.backward(&out64.output.square().sum_all().backward());
+    let (a, b) = (probe.direction(0, 0), probe64.direction(0, 0));
+    assert!(a.max_diff < 1e-5, "{}", a.max_diff);
+    for t in 0..6 {
+        let got = a.grads(1).unwrap()[t].cast::<f64>();
+        assert_close(&format!("∂L/∂c_{t}"), &got, b.grads(1).unwrap()[t], 1e-5);
+        let f = a.labelled("forget_gate").unwrap()[t].cast::<f64>();
+        assert_close(
+            &format!("forget t = {t}"),
+            &f,
+            b.labelled("forget_gate").unwrap()[t],
+            1e-6,
+        );
+    }
+}
