@@ -107,6 +107,8 @@
 //!   clipping demo, where Adam's per-parameter normalisation would hide the size of the
 //!   gradient.
 
+#![cfg_attr(test, allow(dead_code))] // `main` and what only it uses
+
 mod common;
 
 use std::collections::BTreeSet;
@@ -950,3 +952,9 @@ fn clipping_experiment(cli: &Cli, bar: &indicatif::ProgressBar) -> DemoResult<Ve
     }
     Ok(out)
 }
+
+/// This demo end to end on tiny settings, run by `cargo test` (the example is built once, as
+/// its own test binary).
+#[cfg(test)]
+#[path = "../tests/demos/bptt_explorer.rs"]
+mod tests;

@@ -85,6 +85,8 @@
 //! - Validation streams start from a zero state, as training streams do at each epoch: the
 //!   first few characters of each of the 32 validation streams are predicted cold.
 
+#![cfg_attr(test, allow(dead_code))] // `main` and what only it uses
+
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
@@ -938,3 +940,9 @@ pub fn run(cli: Cli) -> DemoResult<Report> {
         inspection,
     })
 }
+
+/// This demo end to end on tiny settings, run by `cargo test` (the example is built once, as
+/// its own test binary).
+#[cfg(test)]
+#[path = "../tests/demos/char_lm.rs"]
+mod tests;

@@ -71,6 +71,8 @@
 //!   scale), `horizons.svg` (test RMSE against horizon), `checkpoint.safetensors` (best
 //!   weights and optimizer; hyperparameters and scaling in its config) and `metrics.json`.
 
+#![cfg_attr(test, allow(dead_code))] // `main` and what only it uses
+
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -912,3 +914,9 @@ fn main() {
         std::process::exit(1);
     }
 }
+
+/// This demo end to end on tiny settings, run by `cargo test` (the example is built once, as
+/// its own test binary).
+#[cfg(test)]
+#[path = "../tests/demos/forecast.rs"]
+mod tests;

@@ -25,6 +25,8 @@
 //!
 //! Outputs in `--out` (default `target/demos/tape_tour/`).
 
+#![cfg_attr(test, allow(dead_code))] // `main` and what only it uses
+
 mod common;
 
 use std::path::PathBuf;
@@ -215,3 +217,9 @@ fn draw(path: &std::path::Path) -> DemoResult<Option<PathBuf>> {
         Err(_) => Ok(None),
     }
 }
+
+/// This demo end to end on tiny settings, run by `cargo test` (the example is built once, as
+/// its own test binary).
+#[cfg(test)]
+#[path = "../tests/demos/tape_tour.rs"]
+mod tests;

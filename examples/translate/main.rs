@@ -92,6 +92,8 @@
 //! English words), `checkpoint.safetensors` (attention model + Adam state),
 //! `baseline.safetensors` (the baseline's weights) and `metrics.json`.
 
+#![cfg_attr(test, allow(dead_code))] // `main` and what only it uses
+
 #[path = "../common/mod.rs"]
 pub mod common;
 pub mod model;
@@ -666,3 +668,9 @@ fn main() {
         std::process::exit(1);
     }
 }
+
+/// This demo end to end on tiny settings, run by `cargo test` (the example is built once, as
+/// its own test binary).
+#[cfg(test)]
+#[path = "../../tests/demos/translate.rs"]
+mod tests;

@@ -1,24 +1,26 @@
 //! The tape_tour demo: its flags, its picture (clusters per step, labelled gates, the inputs,
 //! the initial state and the parameters), the probe's gradient norms and its gradient check.
 
-#[path = "../../examples/tape_tour.rs"]
-#[allow(dead_code)]
-mod tape_tour;
-
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
 
+/// A fresh folder for a test's files, beside the test binary (under the target directory).
+fn target_tmp() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.parent().expect("a folder").join("demo-tmp")
+}
+
 fn out_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let dir = target_tmp().join(name);
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
 
-fn run(out: &Path, extra: &[&str]) -> tape_tour::Report {
+fn run(out: &Path, extra: &[&str]) -> super::Report {
     let mut args = vec!["tape_tour", "--quiet", "--out", out.to_str().unwrap()];
     args.extend(extra);
-    tape_tour::run(tape_tour::Cli::parse_from(args)).expect("the demo runs")
+    super::run(super::Cli::parse_from(args)).expect("the demo runs")
 }
 
 #[test]
@@ -80,15 +82,15 @@ fn norms_and_steps_are_flags_and_every_cell_tours() {
 /// and unknown flags and out-of-range values are refused.
 #[test]
 fn help_and_bad_flags_are_parsed_not_taken_for_a_folder() {
-    let help = tape_tour::Cli::try_parse_from(["tape_tour", "--help"]).unwrap_err();
+    let help = super::Cli::try_parse_from(["tape_tour", "--help"]).unwrap_err();
     assert_eq!(help.kind(), clap::error::ErrorKind::DisplayHelp);
     let text = help.to_string();
     for flag in ["--seed", "--out", "--cell", "--steps", "--norms"] {
         assert!(text.contains(flag), "{flag} missing from --help:\n{text}");
     }
-    assert!(tape_tour::Cli::try_parse_from(["tape_tour", "target/x"]).is_err());
-    assert!(tape_tour::Cli::try_parse_from(["tape_tour", "--steps", "0"]).is_err());
-    assert!(tape_tour::Cli::try_parse_from(["tape_tour", "--cell", "tcn"]).is_err());
-    let cli = tape_tour::Cli::try_parse_from(["tape_tour"]).unwrap();
+    assert!(super::Cli::try_parse_from(["tape_tour", "target/x"]).is_err());
+    assert!(super::Cli::try_parse_from(["tape_tour", "--steps", "0"]).is_err());
+    assert!(super::Cli::try_parse_from(["tape_tour", "--cell", "tcn"]).is_err());
+    let cli = super::Cli::try_parse_from(["tape_tour"]).unwrap();
     assert_eq!(cli.common.out, None, "default: target/demos/tape_tour");
 }

@@ -1,22 +1,24 @@
 //! The char_lm demo at toy size: it trains, beats simple baselines, samples from its prime,
 //! writes its files, and is deterministic for a seed.
 
-#[path = "../../examples/char_lm.rs"]
-#[allow(dead_code)]
-mod char_lm;
-
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
 
+/// A fresh folder for a test's files, beside the test binary (under the target directory).
+fn target_tmp() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.parent().expect("a folder").join("demo-tmp")
+}
+
 fn out_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let dir = target_tmp().join(name);
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
 
 /// Toy settings; `extra` flag/value pairs replace the defaults of the same flag.
-fn cli(out: &Path, steps: usize, extra: &[(&str, &str)]) -> char_lm::Cli {
+fn cli(out: &Path, steps: usize, extra: &[(&str, &str)]) -> super::Cli {
     let steps = steps.to_string();
     let base = [
         ("--steps", steps.as_str()),
@@ -41,7 +43,7 @@ fn cli(out: &Path, steps: usize, extra: &[(&str, &str)]) -> char_lm::Cli {
     for (flag, value) in extra {
         args.extend([*flag, *value]);
     }
-    char_lm::Cli::parse_from(args)
+    super::Cli::parse_from(args)
 }
 
 fn mean(v: &[f32]) -> f32 {
@@ -51,7 +53,7 @@ fn mean(v: &[f32]) -> f32 {
 #[test]
 fn trains_beats_baselines_and_writes_its_outputs() {
     let out = out_dir("demo_char_lm");
-    let report = char_lm::run(cli(&out, 120, &[])).expect("the demo runs");
+    let report = super::run(cli(&out, 120, &[])).expect("the demo runs");
 
     // The loss goes down: starting near ln(vocab) (uniform guessing), clearly lower at the end.
     assert_eq!(report.losses.len(), 120);
@@ -129,27 +131,27 @@ fn trains_beats_baselines_and_writes_its_outputs() {
 
 #[test]
 fn same_seed_same_numbers_other_cells_run() {
-    let a = char_lm::run(cli(&out_dir("demo_char_lm_a"), 8, &[("--cell", "gru")])).unwrap();
-    let b = char_lm::run(cli(&out_dir("demo_char_lm_b"), 8, &[("--cell", "gru")])).unwrap();
+    let a = super::run(cli(&out_dir("demo_char_lm_a"), 8, &[("--cell", "gru")])).unwrap();
+    let b = super::run(cli(&out_dir("demo_char_lm_b"), 8, &[("--cell", "gru")])).unwrap();
     assert_eq!(a.losses, b.losses);
     assert_eq!(a.sample, b.sample);
-    let c = char_lm::run(cli(
+    let c = super::run(cli(
         &out_dir("demo_char_lm_c"),
         8,
         &[("--cell", "gru"), ("--seed", "1")],
     ))
     .unwrap();
     assert_ne!(a.losses, c.losses);
-    let rnn = char_lm::run(cli(&out_dir("demo_char_lm_rnn"), 8, &[("--cell", "rnn")])).unwrap();
+    let rnn = super::run(cli(&out_dir("demo_char_lm_rnn"), 8, &[("--cell", "rnn")])).unwrap();
     assert!(rnn.losses.iter().all(|l| l.is_finite()));
 }
 
 #[test]
 fn bad_flags_are_errors() {
     let out = out_dir("demo_char_lm_bad");
-    assert!(char_lm::run(cli(&out, 5, &[("--temperature", "0")])).is_err());
-    assert!(char_lm::run(cli(&out, 5, &[("--prime", "\u{263a}")])).is_err());
-    assert!(char_lm::run(cli(&out, 5, &[("--val-fraction", "0.9")])).is_err());
+    assert!(super::run(cli(&out, 5, &[("--temperature", "0")])).is_err());
+    assert!(super::run(cli(&out, 5, &[("--prime", "\u{263a}")])).is_err());
+    assert!(super::run(cli(&out, 5, &[("--val-fraction", "0.9")])).is_err());
 }
 
 /// `--inspect`: the heat map has a panel per unit and a cell per character; the saturation
@@ -159,7 +161,7 @@ fn inspect_draws_units_over_text_and_gate_saturation() {
     let out = out_dir("demo_char_lm_inspect");
     let mut c = cli(&out, 30, &[("--inspect-len", "120")]);
     c.inspect = true;
-    let report = char_lm::run(c).expect("the demo runs");
+    let report = super::run(c).expect("the demo runs");
     let found = report.inspection.expect("asked for");
     assert_eq!(found.passage_chars, 120);
     assert_eq!(found.units.len(), 4);
@@ -195,24 +197,24 @@ fn inspect_draws_units_over_text_and_gate_saturation() {
     let out = out_dir("demo_char_lm_inspect_gru");
     let mut c = cli(&out, 10, &[("--cell", "gru"), ("--units", "0,5")]);
     c.inspect = true;
-    let found = char_lm::run(c).unwrap().inspection.unwrap();
+    let found = super::run(c).unwrap().inspection.unwrap();
     assert_eq!(found.units, [0, 5]);
     assert_eq!(found.saturation.len(), 2);
     let out = out_dir("demo_char_lm_inspect_rnn");
     let mut c = cli(&out, 10, &[("--cell", "rnn")]);
     c.inspect = true;
-    let found = char_lm::run(c).unwrap().inspection.unwrap();
+    let found = super::run(c).unwrap().inspection.unwrap();
     assert!(found.saturation.is_empty());
     assert!(!out.join("saturation.svg").exists());
     // Refused before training starts: a unit past --hidden, --units without --inspect.
     let mut c = cli(&out, 10_000, &[("--units", "48")]);
     c.inspect = true;
-    let err = char_lm::run(c)
+    let err = super::run(c)
         .err()
         .expect("unit 48 of 48 is refused")
         .to_string();
     assert!(err.contains("unit 48 is not below --hidden 48"), "{err}");
-    let err = char_lm::run(cli(&out, 10_000, &[("--units", "1")]))
+    let err = super::run(cli(&out, 10_000, &[("--units", "1")]))
         .err()
         .unwrap()
         .to_string();

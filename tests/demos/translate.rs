@@ -2,21 +2,23 @@
 //! segmentation, the data split, and a tiny end-to-end run (loss falls, files written, beam
 //! width 1 decodes exactly as greedy).
 
-#[path = "../../examples/translate/main.rs"]
-#[allow(dead_code)]
-mod translate;
+use std::path::Path;
 
-use std::path::{Path, PathBuf};
-
-use clap::Parser;
-use translate::model::{ModelConfig, Seq2Seq};
-use translate::numbers::{
+use super::model::{ModelConfig, Seq2Seq};
+use super::numbers::{
     count_segmentations, english, german, german_morphemes, make_splits, segment_german, Example,
     MAX_NUMBER,
 };
+use clap::Parser;
 use unroll::autograd::optim::{Adam, AdamConfig};
 use unroll::rnn::{io, Module};
 use unroll::tensor::Rng;
+
+/// A fresh folder for a test's files, beside the test binary (under the target directory).
+fn target_tmp() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.parent().expect("a folder").join("demo-tmp")
+}
 
 /// Known spellings, written by hand from English and German usage (not produced by the code).
 const KNOWN: &[(u32, &str, &str)] = &[
@@ -175,8 +177,8 @@ fn splits_are_disjoint_cover_every_length_and_are_seeded() {
     );
 }
 
-fn tiny_cli(out: &Path) -> translate::Cli {
-    translate::Cli::parse_from([
+fn tiny_cli(out: &Path) -> super::Cli {
+    super::Cli::parse_from([
         "translate",
         "--quiet",
         "--seed",
@@ -206,9 +208,9 @@ fn tiny_cli(out: &Path) -> translate::Cli {
 
 #[test]
 fn tiny_run_learns_and_writes_its_files() {
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("demo_translate");
+    let out = target_tmp().join("demo_translate");
     let _ = std::fs::remove_dir_all(&out);
-    let report = translate::run(tiny_cli(&out)).expect("the demo runs");
+    let report = super::run(tiny_cli(&out)).expect("the demo runs");
 
     for r in [
         &report.attention,
@@ -275,7 +277,7 @@ fn tiny_run_learns_and_writes_its_files() {
     // The trained weights load into a fresh model, which decodes the test numbers the same
     // way with beam width 1 as greedily.
     let config = ModelConfig {
-        cell: translate::common::CellKind::Gru,
+        cell: super::common::CellKind::Gru,
         embed: 16,
         hidden: 32,
         attention: false,
@@ -305,12 +307,12 @@ fn tiny_run_learns_and_writes_its_files() {
 
 #[test]
 fn same_seed_same_run() {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let dir = target_tmp();
     let run = |name: &str| {
         let mut cli = tiny_cli(&dir.join(name));
         cli.no_baseline = true;
         cli.epochs = 1;
-        translate::run(cli).expect("the demo runs")
+        super::run(cli).expect("the demo runs")
     };
     let (a, b) = (run("demo_translate_seed_a"), run("demo_translate_seed_b"));
     assert_eq!(a.attention.step_losses, b.attention.step_losses);

@@ -2,22 +2,24 @@
 //! are measured for every cell, training runs learn, clipping keeps an exploding RNN finite,
 //! and the files are written.
 
-#[path = "../../examples/bptt_explorer.rs"]
-#[allow(dead_code)]
-mod bptt_explorer;
-
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
 
+/// A fresh folder for a test's files, beside the test binary (under the target directory).
+fn target_tmp() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.parent().expect("a folder").join("demo-tmp")
+}
+
 fn out_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let dir = target_tmp().join(name);
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
 
 /// Toy settings; `extra` flag/value pairs replace the defaults of the same flag.
-fn run(out: &Path, extra: &[(&str, &str)]) -> bptt_explorer::Report {
+fn run(out: &Path, extra: &[(&str, &str)]) -> super::Report {
     let base = [
         ("--out", out.to_str().unwrap()),
         ("--lengths", "6,12"),
@@ -37,7 +39,7 @@ fn run(out: &Path, extra: &[(&str, &str)]) -> bptt_explorer::Report {
     for (flag, value) in extra {
         args.extend([*flag, *value]);
     }
-    bptt_explorer::run(bptt_explorer::Cli::parse_from(args)).expect("the demo runs")
+    super::run(super::Cli::parse_from(args)).expect("the demo runs")
 }
 
 fn mean(v: &[f32]) -> f32 {
@@ -92,7 +94,7 @@ fn explores_gradients_training_and_clipping() {
         .iter()
         .find(|p| p.cell.to_string() == "rnn")
         .unwrap();
-    assert!(bptt_explorer::GradProfile::ratio(&rnn.at_init) < 0.1);
+    assert!(super::GradProfile::ratio(&rnn.at_init) < 0.1);
 
     // Clipping: both runs from the same weights; the clipped one stays finite, and the
     // unclipped one saw gradients far beyond the clipping threshold of 1 (spectral radius 2).

@@ -1,18 +1,20 @@
 //! The forecasting demo, end to end on tiny settings, and its two fitted pieces: the AR
 //! least squares and the scaler.
 
-#[path = "../../examples/forecast.rs"]
-#[allow(dead_code)]
-mod forecast;
-
 use std::path::{Path, PathBuf};
 
+use super::{fit_ar, load, Cli, DataSet, Encoding, Report, Scaler};
 use clap::Parser;
-use forecast::{fit_ar, load, Cli, DataSet, Encoding, Report, Scaler};
 use unroll::tensor::Rng;
 
+/// A fresh folder for a test's files, beside the test binary (under the target directory).
+fn target_tmp() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.parent().expect("a folder").join("demo-tmp")
+}
+
 fn out_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let dir = target_tmp().join(name);
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
@@ -26,7 +28,7 @@ fn run(name: &str, flags: &[&str]) -> (Report, PathBuf) {
         dir.to_str().expect("utf-8 path"),
     ];
     args.extend_from_slice(flags);
-    let report = forecast::run(Cli::parse_from(args)).expect("the demo runs");
+    let report = super::run(Cli::parse_from(args)).expect("the demo runs");
     assert_eq!(report.out_dir, dir);
     (report, dir)
 }
