@@ -7,9 +7,7 @@
 //!
 //! The cell is the minimal gated unit (Zhou et al., 2016): one gate instead of the GRU's two.
 //! `docs/custom-cell.md` walks through this file; its code blocks are excerpts of it (the
-//! `docs` test checks they still match, and `tests/demos/custom_cell.rs` runs it).
-
-#![cfg_attr(test, allow(dead_code))] // `main` and what only it uses
+//! `docs` test checks they still match, and `tests/all/demo_custom_cell.rs` runs it).
 
 use unroll::autograd::{
     clip_grad_norm, gradcheck,
@@ -410,9 +408,3 @@ fn train_on_sunspots(epochs: usize, rng: &mut Rng, verbose: bool) -> (Vec<f32>, 
     }
     (losses, rmse, persistence)
 }
-
-/// This demo end to end on tiny settings, run by `cargo test` (the example is built once, as
-/// its own test binary).
-#[cfg(test)]
-#[path = "../tests/demos/custom_cell.rs"]
-mod tests;

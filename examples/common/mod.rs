@@ -554,3 +554,13 @@ fn xml_escape(s: &str) -> String {
         .replace('>', "&gt;")
         .replace('"', "&quot;")
 }
+
+/// For a demo's tests: an empty folder `name` beside the test binary (under the target
+/// directory), for the files a run writes.
+#[cfg(test)]
+pub fn test_dir(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let dir = exe.parent().expect("a folder").join("demo-tmp").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}

@@ -2,7 +2,7 @@
 //! starts with a `// <path>` line naming a file of this repository and must appear in that
 //! file word for word, so a guide cannot drift from the code it explains. (The files are
 //! compiled and run by the rest of the suite: `examples/custom_cell.rs` by
-//! `tests/demos/custom_cell.rs`.)
+//! `tests/all/demo_custom_cell.rs`.)
 
 use std::path::Path;
 

@@ -2,21 +2,11 @@
 //! are measured for every cell, training runs learn, clipping keeps an exploding RNN finite,
 //! and the files are written.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use clap::Parser;
 
-/// A fresh folder for a test's files, beside the test binary (under the target directory).
-fn target_tmp() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    exe.parent().expect("a folder").join("demo-tmp")
-}
-
-fn out_dir(name: &str) -> PathBuf {
-    let dir = target_tmp().join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
+use super::common::test_dir as out_dir;
 
 /// Toy settings; `extra` flag/value pairs replace the defaults of the same flag.
 fn run(out: &Path, extra: &[(&str, &str)]) -> super::Report {

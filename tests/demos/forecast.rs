@@ -7,17 +7,7 @@ use super::{fit_ar, load, Cli, DataSet, Encoding, Report, Scaler};
 use clap::Parser;
 use unroll::tensor::Rng;
 
-/// A fresh folder for a test's files, beside the test binary (under the target directory).
-fn target_tmp() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    exe.parent().expect("a folder").join("demo-tmp")
-}
-
-fn out_dir(name: &str) -> PathBuf {
-    let dir = target_tmp().join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
+use super::common::test_dir as out_dir;
 
 fn run(name: &str, flags: &[&str]) -> (Report, PathBuf) {
     let dir = out_dir(name);

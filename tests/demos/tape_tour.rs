@@ -1,21 +1,11 @@
 //! The tape_tour demo: its flags, its picture (clusters per step, labelled gates, the inputs,
 //! the initial state and the parameters), the probe's gradient norms and its gradient check.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use clap::Parser;
 
-/// A fresh folder for a test's files, beside the test binary (under the target directory).
-fn target_tmp() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    exe.parent().expect("a folder").join("demo-tmp")
-}
-
-fn out_dir(name: &str) -> PathBuf {
-    let dir = target_tmp().join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
+use super::common::test_dir as out_dir;
 
 fn run(out: &Path, extra: &[&str]) -> super::Report {
     let mut args = vec!["tape_tour", "--quiet", "--out", out.to_str().unwrap()];

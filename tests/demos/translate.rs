@@ -14,12 +14,6 @@ use unroll::autograd::optim::{Adam, AdamConfig};
 use unroll::rnn::{io, Module};
 use unroll::tensor::Rng;
 
-/// A fresh folder for a test's files, beside the test binary (under the target directory).
-fn target_tmp() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    exe.parent().expect("a folder").join("demo-tmp")
-}
-
 /// Known spellings, written by hand from English and German usage (not produced by the code).
 const KNOWN: &[(u32, &str, &str)] = &[
     (0, "zero", "null"),
@@ -208,8 +202,7 @@ fn tiny_cli(out: &Path) -> super::Cli {
 
 #[test]
 fn tiny_run_learns_and_writes_its_files() {
-    let out = target_tmp().join("demo_translate");
-    let _ = std::fs::remove_dir_all(&out);
+    let out = super::common::test_dir("demo_translate");
     let report = super::run(tiny_cli(&out)).expect("the demo runs");
 
     for r in [
@@ -307,7 +300,7 @@ fn tiny_run_learns_and_writes_its_files() {
 
 #[test]
 fn same_seed_same_run() {
-    let dir = target_tmp();
+    let dir = super::common::test_dir("demo_translate_seeds");
     let run = |name: &str| {
         let mut cli = tiny_cli(&dir.join(name));
         cli.no_baseline = true;
