@@ -375,19 +375,17 @@ fn inspect(
         CellKind::Lstm => ("tanh(c_t), the cell state", 1),
         _ => ("h_t, the hidden state", 0),
     };
-    let trace = |unit: usize| -> Vec<f64> {
-        rec.state(part)
-            .iter()
-            .map(|v| {
-                let x = f64::from(v.to_vec()[unit]);
-                if part == 1 {
-                    x.tanh()
-                } else {
-                    x
-                }
-            })
-            .collect()
-    };
+    // Every step's values once, `[t][unit]` (tanh'd for the cell state).
+    let values: Vec<Vec<f64>> = (rec.state(part).iter())
+        .map(|v| {
+            let row = v.to_vec().into_iter().map(f64::from);
+            match part {
+                1 => row.map(f64::tanh).collect(),
+                _ => row.collect(),
+            }
+        })
+        .collect();
+    let trace = |unit: usize| -> Vec<f64> { values.iter().map(|v| v[unit]).collect() };
     let units = match cli.units.is_empty() {
         false => cli.units.clone(),
         true => {

@@ -23,7 +23,7 @@ use std::rc::Rc;
 
 use tensor::{Float, Tensor};
 
-use crate::tape::{norm, Tape};
+use crate::tape::Tape;
 use crate::var::Var;
 
 /// Where a node was recorded: a group (a layer and direction, say) and a time step.
@@ -387,13 +387,11 @@ impl<T: Float> Var<T> {
         let inner = &self.tape.inner;
         if let Some(id) = self.node {
             inner.nodes.borrow_mut()[id].label = Some(name);
-        } else if let Some(faulty) = inner
-            .caught_value
-            .borrow_mut()
+        } else if (inner.caught_value.borrow_mut())
             .take_if(|v| v.same_view(&self.value))
+            .is_some()
         {
             // The caught anomaly's value, unrecorded: the label is its only name.
-            drop(faulty);
             if let Some(anomaly) = inner.caught.borrow_mut().as_mut() {
                 anomaly.label.get_or_insert(name);
             }
@@ -475,5 +473,9 @@ pub fn grad<T: Float>(
 
 /// The L2 norm of a tensor's elements, in f64 (what the probe and the pictures report).
 pub fn l2_norm<T: Float>(t: &Tensor<T>) -> f64 {
-    norm(t)
+    t.to_vec()
+        .iter()
+        .map(|v| v.to_f64() * v.to_f64())
+        .sum::<f64>()
+        .sqrt()
 }

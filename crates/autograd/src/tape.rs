@@ -12,7 +12,7 @@ use std::rc::Rc;
 
 use tensor::{Float, Tensor};
 
-use crate::inspect::{check_finite, Anomaly, Captured, Norms, Pass, Scope};
+use crate::inspect::{check_finite, l2_norm, Anomaly, Captured, Norms, Pass, Scope};
 use crate::param::Param;
 use crate::var::Var;
 
@@ -425,7 +425,7 @@ impl<T: Float> Tape<T> {
             };
             let node = &nodes[i];
             if inspect {
-                node.norms.grad.set(Some(norm(&grad)));
+                node.norms.grad.set(Some(l2_norm(&grad)));
             }
             if let Some(backward) = &node.backward {
                 let input_grads = backward(&grad);
@@ -544,18 +544,9 @@ impl<T: Float> Tape<T> {
             self.inner.nodes.borrow()[id]
                 .norms
                 .value
-                .set(Some(norm(value)));
+                .set(Some(l2_norm(value)));
         }
     }
-}
-
-/// The L2 norm of all of `t`'s elements, in f64.
-pub(crate) fn norm<T: Float>(t: &Tensor<T>) -> f64 {
-    t.to_vec()
-        .iter()
-        .map(|v| v.to_f64() * v.to_f64())
-        .sum::<f64>()
-        .sqrt()
 }
 
 struct RestoreOnDrop<'a>(&'a Cell<bool>, bool);

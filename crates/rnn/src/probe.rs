@@ -126,16 +126,16 @@ pub struct Recording<T: Float> {
     pub ran: Ran,
     /// The largest |difference| between the layer's outputs and the probe's re-run of them.
     pub max_diff: f64,
-    lengths: Option<Vec<usize>>,
-    batch: usize,
+    pub(crate) lengths: Option<Vec<usize>>,
+    pub(crate) batch: usize,
     /// `states[t][k]`: state part k leaving step t (`[B, size_k]`), t in time order.
-    states: Vec<Vec<Tensor<T>>>,
+    pub(crate) states: Vec<Vec<Tensor<T>>>,
     /// `labelled[t]`: the values `step` labelled at step t, in the order it made them.
-    labelled: Vec<Vec<(&'static str, Tensor<T>)>>,
+    pub(crate) labelled: Vec<Vec<(&'static str, Tensor<T>)>>,
     /// After [`Probe::backward`]: `grads[t][k]` = ∂L/∂(state part k leaving step t).
-    grads: Option<Vec<Vec<Tensor<T>>>>,
+    pub(crate) grads: Option<Vec<Vec<Tensor<T>>>>,
     /// After [`Probe::backward`]: ∂L/∂(initial state part k).
-    init_grads: Option<Vec<Tensor<T>>>,
+    pub(crate) init_grads: Option<Vec<Tensor<T>>>,
 }
 
 impl<T: Float> Recording<T> {
@@ -409,25 +409,17 @@ impl<T: Float> Probe<T> {
     pub fn backward(&self, grads: &Gradients<T>) {
         let mut recs = self.inner.recordings.borrow_mut();
         let waiting = recs.iter().filter(|(_, p)| p.is_some()).count();
-        let mine = (recs.iter())
-            .filter(|(_, p)| {
-                p.as_ref()
-                    .is_some_and(|p| grads.same_tape_as(&p.real_output))
-            })
-            .count();
-        if waiting > 0 && mine == 0 {
+        let on_this_tape = |p: &Option<Pending<T>>| {
+            p.as_ref()
+                .is_some_and(|p| grads.same_tape_as(&p.real_output))
+        };
+        if waiting > 0 && !recs.iter().any(|(_, p)| on_this_tape(p)) {
             panic!(
                 "Probe::backward: these gradients come from another tape than the {waiting} \
                  watched forward(s) waiting for theirs"
             );
         }
-        for (rec, pending) in recs.iter_mut() {
-            if !pending
-                .as_ref()
-                .is_some_and(|p| grads.same_tape_as(&p.real_output))
-            {
-                continue;
-            }
+        for (rec, pending) in recs.iter_mut().filter(|(_, p)| on_this_tape(p)) {
             let Some(p) = pending.take() else { continue };
             let seed = |v: &Var<T>| {
                 grads
@@ -491,33 +483,5 @@ impl<T: Float> Probe<T> {
     pub fn clear(&self) {
         self.inner.recordings.borrow_mut().clear();
         self.inner.calls.set(0);
-    }
-}
-
-/// A recording's values, from a re-run's step log.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn recording<T: Float>(
-    call: usize,
-    layer: usize,
-    reverse: bool,
-    ran: Ran,
-    max_diff: f64,
-    lengths: Option<&[usize]>,
-    batch: usize,
-    states: Vec<Vec<Tensor<T>>>,
-    labelled: Vec<Vec<(&'static str, Tensor<T>)>>,
-) -> Recording<T> {
-    Recording {
-        call,
-        layer,
-        reverse,
-        ran,
-        max_diff,
-        lengths: lengths.map(<[usize]>::to_vec),
-        batch,
-        states,
-        labelled,
-        grads: None,
-        init_grads: None,
     }
 }

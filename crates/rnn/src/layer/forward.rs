@@ -366,8 +366,10 @@ pub(super) fn run_direction<T: Float, C: Cell<T>>(
     let sizes = cell.state_sizes();
     let tape = x.tape();
     let raise_per_step = tape.anomaly_detection() && !tape.catching_anomaly();
+    let logging = log.is_some();
+    // The names of the state's parts as they leave a step, in a re-run.
+    const NAMES: [&str; 4] = ["state[0] = h_t", "state[1]", "state[2]", "state[3]"];
     for t in step_order(seq, reverse) {
-        let logging = log.is_some();
         let step = || {
             let x_t = x.select(0, t);
             let (next, labelled) = match logging {
@@ -388,7 +390,6 @@ pub(super) fn run_direction<T: Float, C: Cell<T>>(
                 // probe reads is the one handed back by the later steps and the output, with
                 // the other parts held fixed (not also through h_t = o ⊙ tanh(c_t) inside
                 // the step).
-                const NAMES: [&str; 4] = ["state[0] = h_t", "state[1]", "state[2]", "state[3]"];
                 parts = (parts.iter().enumerate())
                     .map(|(k, p)| p.reshape(p.shape()).label(NAMES[k.min(3)]))
                     .collect();

@@ -24,7 +24,7 @@ use tensor::{Float, Tensor};
 use super::forward::{run_direction, StepMasks};
 use crate::cell::{Cell, State};
 use crate::module::{rng_state, set_rng_state};
-use crate::probe::{recording, Pending, Probe, Ran};
+use crate::probe::{Pending, Probe, Ran, Recording};
 
 /// The scope group of layer `l`'s direction `dir`: `"layer 0"`, `"layer 1 reverse"`.
 pub(super) fn group(l: usize, dir: usize) -> String {
@@ -110,7 +110,6 @@ impl<T: Float, C: Cell<T>> Replay<'_, T, C> {
     /// Records this direction for `probe`: the re-run's values now, and what its
     /// [`backward`](Probe::backward) needs, seeded from the layer's own `output` (`[T, B, H]`)
     /// and final state `finals`, whose gradients are kept from now on.
-    #[allow(clippy::too_many_arguments)]
     pub fn record(
         &self,
         probe: &Probe<T>,
@@ -138,18 +137,19 @@ impl<T: Float, C: Cell<T>> Replay<'_, T, C> {
         let labelled = (rerun.log.labelled.iter())
             .map(|step| step.iter().map(|c| (c.name, c.value.clone())).collect())
             .collect();
-        let batch = self.x.shape()[1];
-        let rec = recording(
+        let rec = Recording {
             call,
             layer,
-            self.reverse,
+            reverse: self.reverse,
             ran,
             max_diff,
-            lengths,
-            batch,
+            lengths: lengths.map(<[usize]>::to_vec),
+            batch: self.x.shape()[1],
             states,
             labelled,
-        );
+            grads: None,
+            init_grads: None,
+        };
         let pending = backward.then(|| Pending {
             outputs: rerun.outputs,
             finals: rerun.finals,
@@ -226,10 +226,9 @@ pub(super) fn locate<T: Float, C: Cell<T>>(replays: &[Replay<'_, T, C>]) -> Stri
 #[track_caller]
 pub(super) fn check_inputs<T: Float>(x: &Tensor<T>, init: Option<&[Var<T>]>, directions: usize) {
     let first_bad = |t: &Tensor<T>| t.contiguous().to_vec().iter().position(|v| !v.is_finite());
-    let [steps, batch, input] = <[usize; 3]>::try_from(x.shape()).expect("[T, B, I]");
+    let [_, batch, input] = <[usize; 3]>::try_from(x.shape()).expect("[T, B, I]");
     if let Some(at) = first_bad(x) {
         let (t, b) = (at / (batch * input), at / input % batch);
-        assert!(t < steps);
         panic!(
             "anomaly: the input of Layer::forward is NaN or Inf at t = {t}, row {b} (feature {})",
             at % input
