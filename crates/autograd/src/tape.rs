@@ -31,8 +31,10 @@ pub(crate) enum Grad<T: Float> {
 }
 
 /// The backward rule of a node: given the gradient of its output, the gradient of each input
-/// (`None` for an input that needs none).
-pub(crate) type BackwardFn<T> = Box<dyn Fn(&Tensor<T>) -> Vec<Option<Grad<T>>>>;
+/// (`None` for an input that needs none). The flag says whether the graph is retained
+/// ([`Tape::set_retain_graph`]): if not, this is the rule's last run, and it may consume what
+/// it saved (a fused kernel writes its gate gradients over its saved activations).
+pub(crate) type BackwardFn<T> = Box<dyn FnMut(&Tensor<T>, bool) -> Vec<Option<Grad<T>>>>;
 
 /// One recorded op.
 pub(crate) struct Node<T: Float> {
@@ -40,8 +42,10 @@ pub(crate) struct Node<T: Float> {
     /// The node id of each input, `None` for inputs that were not recorded (constants).
     pub inputs: Vec<Option<usize>>,
     pub shape: Vec<usize>,
-    /// `None` for leaves.
-    pub backward: Option<BackwardFn<T>>,
+    /// `None` for leaves, and once a backward that does not retain the graph has run it
+    /// (what it saved is freed then: `freed` says so).
+    pub backward: Cell<Option<BackwardFn<T>>>,
+    pub freed: Cell<bool>,
     /// Keep this node's gradient in the result of `backward` (leaves, and `retain_grad`).
     pub retain: bool,
     /// The parameter this leaf stands for.
@@ -64,6 +68,8 @@ pub(crate) struct TapeInner<T: Float> {
     pub nodes: RefCell<Vec<Node<T>>>,
     grad_enabled: Cell<bool>,
     pub(crate) anomaly: Cell<bool>,
+    /// Keep the nodes' backward rules (and what they saved) after a backward has run them.
+    retain_graph: Cell<bool>,
     pub(crate) tracing: Cell<bool>,
     /// Each parameter enters a tape once: its address → its leaf's node id.
     param_nodes: RefCell<HashMap<usize, usize>>,
@@ -151,6 +157,7 @@ impl<T: Float> Tape<T> {
                 nodes: RefCell::new(Vec::new()),
                 grad_enabled: Cell::new(true),
                 anomaly: Cell::new(false),
+                retain_graph: Cell::new(false),
                 tracing: Cell::new(false),
                 param_nodes: RefCell::new(HashMap::new()),
                 scopes: RefCell::new(Vec::new()),
@@ -174,7 +181,8 @@ impl<T: Float> Tape<T> {
             op: "leaf",
             inputs: vec![],
             shape: value.shape().to_vec(),
-            backward: None,
+            backward: Cell::new(None),
+            freed: Cell::new(false),
             retain: true,
             param: None,
             prim: None,
@@ -207,7 +215,8 @@ impl<T: Float> Tape<T> {
             op: "param",
             inputs: vec![],
             shape: value.shape().to_vec(),
-            backward: None,
+            backward: Cell::new(None),
+            freed: Cell::new(false),
             retain: true,
             param: Some(param.clone()),
             prim: None,
@@ -229,6 +238,19 @@ impl<T: Float> Tape<T> {
     /// If the inputs belong to another tape.
     #[track_caller]
     pub(crate) fn record(
+        &self,
+        op: &'static str,
+        inputs: &[&Var<T>],
+        value: Tensor<T>,
+        backward: impl Fn(&Tensor<T>) -> Vec<Option<Grad<T>>> + 'static,
+    ) -> Var<T> {
+        self.record_rule(op, inputs, value, Box::new(move |g, _| backward(g)))
+    }
+
+    /// [`record`](Self::record) for a rule told whether it will run again (see
+    /// [`BackwardFn`]).
+    #[track_caller]
+    pub(crate) fn record_rule(
         &self,
         op: &'static str,
         inputs: &[&Var<T>],
@@ -273,7 +295,8 @@ impl<T: Float> Tape<T> {
             op,
             inputs: ids,
             shape: value.shape().to_vec(),
-            backward: Some(backward),
+            backward: Cell::new(Some(backward)),
+            freed: Cell::new(false),
             retain: false,
             param: None,
             prim: None,
@@ -330,6 +353,30 @@ impl<T: Float> Tape<T> {
     /// reported at that value's node.
     pub fn set_anomaly_detection(&self, on: bool) {
         self.inner.anomaly.set(on);
+    }
+
+    /// Whether a backward keeps the graph (PyTorch's `retain_graph=True`), so that it can be
+    /// differentiated again. Off by default: a backward frees what each node saved for it
+    /// as it passes the node (a recurrent layer's activations, step by step), and a second
+    /// backward through the same nodes panics, saying so.
+    ///
+    /// ```
+    /// use autograd::Tape;
+    /// use tensor::Tensor;
+    /// let tape = Tape::<f64>::new();
+    /// let x = tape.var(Tensor::from_vec(vec![2.0], &[1]));
+    /// tape.set_retain_graph(true);
+    /// let y = (&x * &x).sum_all();
+    /// let first = y.backward().wrt(&x).to_vec();
+    /// assert_eq!(y.backward().wrt(&x).to_vec(), first); // again: the graph was kept
+    /// ```
+    pub fn set_retain_graph(&self, on: bool) {
+        self.inner.retain_graph.set(on);
+    }
+
+    /// Whether backward keeps the graph ([`set_retain_graph`](Self::set_retain_graph)).
+    pub fn retains_graph(&self) -> bool {
+        self.inner.retain_graph.get()
     }
 
     /// Whether anomaly detection is on.
@@ -394,7 +441,9 @@ impl<T: Float> Tape<T> {
 
     /// Reverse-mode sweep from several roots, each seeded with its gradient (seeds of one node
     /// add up). Returns the gradient of every retained node and of the nodes in `keep`; adds
-    /// parameter leaves' gradients to the parameters only if `accumulate`.
+    /// parameter leaves' gradients to the parameters only if `accumulate`. Unless the tape
+    /// [retains the graph](Self::set_retain_graph), each node's rule is dropped once it has
+    /// run, and with it what the node saved.
     pub(crate) fn sweep(
         &self,
         seeds: Vec<(usize, Tensor<T>)>,
@@ -404,6 +453,7 @@ impl<T: Float> Tape<T> {
         let nodes = self.inner.nodes.borrow();
         let anomaly = self.inner.anomaly.get();
         let inspect = self.inner.inspect.get();
+        let keep_graph = self.inner.retain_graph.get();
         let top = seeds.iter().map(|(id, _)| *id).max().map_or(0, |m| m + 1);
         let mut pending: Vec<Option<Tensor<T>>> = vec![None; top];
         let mut kept: Vec<Option<Tensor<T>>> = vec![None; nodes.len()];
@@ -427,8 +477,24 @@ impl<T: Float> Tape<T> {
             if inspect {
                 node.norms.grad.set(Some(l2_norm(&grad)));
             }
-            if let Some(backward) = &node.backward {
-                let input_grads = backward(&grad);
+            if node.freed.get() {
+                panic!(
+                    "backward: node {i} ('{}') was differentiated by an earlier backward, which \
+                     freed what it saved; to differentiate a graph more than once, call \
+                     tape.set_retain_graph(true) before the first backward (PyTorch's \
+                     retain_graph=True)",
+                    node.op
+                );
+            }
+            if let Some(rule) = node.backward.take() {
+                // Put back if the rule panics (or the graph is kept); dropped when it is done
+                // otherwise, with what it saved.
+                let mut rule = PutBack(&node.backward, Some(rule));
+                let input_grads = (rule.1.as_mut().expect("just taken"))(&grad, keep_graph);
+                if !keep_graph {
+                    rule.1 = None;
+                    node.freed.set(true);
+                }
                 assert_eq!(
                     input_grads.len(),
                     node.inputs.len(),
@@ -545,6 +611,17 @@ impl<T: Float> Tape<T> {
                 .norms
                 .value
                 .set(Some(l2_norm(value)));
+        }
+    }
+}
+
+/// A node's rule, put back in its place when dropped (if still held).
+struct PutBack<'a, T: Float>(&'a Cell<Option<BackwardFn<T>>>, Option<BackwardFn<T>>);
+
+impl<T: Float> Drop for PutBack<'_, T> {
+    fn drop(&mut self) {
+        if let Some(rule) = self.1.take() {
+            self.0.set(Some(rule));
         }
     }
 }

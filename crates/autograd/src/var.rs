@@ -211,7 +211,7 @@ impl<T: Float> Var<T> {
             op,
             inputs,
             value,
-            Box::new(move |g| {
+            Box::new(move |g: &Tensor<T>| {
                 rules
                     .iter()
                     .map(|r| r.as_ref().map(|r| Grad::Full(r(g))))
@@ -233,7 +233,7 @@ impl<T: Float> Var<T> {
             op,
             &[self],
             value,
-            Box::new(move |g| {
+            Box::new(move |g: &Tensor<T>| {
                 vec![Some(Grad::Slice {
                     dim,
                     start,
@@ -274,16 +274,49 @@ impl<T: Float> Var<T> {
         value: Tensor<T>,
         backward: impl Fn(&Tensor<T>) -> Vec<Option<Tensor<T>>> + 'static,
     ) -> Var<T> {
+        Self::custom_op_consuming(op, inputs, value, move |g, _| backward(g))
+    }
+
+    /// [`custom_op`](Self::custom_op) for a backward rule that may consume what it saved.
+    /// The rule is told whether the graph is retained ([`Tape::set_retain_graph`]): `false`
+    /// means this is its last run, so it may reuse its saved buffers for its gradients (the
+    /// fused recurrent kernels write their gate gradients over the saved gates); `true`
+    /// means it may run again and must leave them intact.
+    ///
+    /// ```
+    /// use autograd::{Tape, Var};
+    /// use tensor::Tensor;
+    /// let tape = Tape::<f64>::new();
+    /// let x = tape.var(Tensor::from_vec(vec![1.0, 2.0], &[2]));
+    /// // y = 3x, whose rule hands its saved buffer over when it runs for the last time.
+    /// let mut saved = Some(vec![3.0, 3.0]);
+    /// let y = Var::custom_op_consuming("triple", &[&x], x.value() * 3.0, move |g, retained| {
+    ///     let mut d = match retained {
+    ///         true => saved.clone().expect("kept while retained"),
+    ///         false => saved.take().expect("the last run comes once"),
+    ///     };
+    ///     d.iter_mut().zip(g.to_vec()).for_each(|(d, g)| *d *= g);
+    ///     vec![Some(Tensor::from_vec(d, &[2]))]
+    /// });
+    /// assert_eq!(y.sum_all().backward().wrt(&x).to_vec(), vec![3.0, 3.0]);
+    /// ```
+    #[track_caller]
+    pub fn custom_op_consuming(
+        op: &'static str,
+        inputs: &[&Var<T>],
+        value: Tensor<T>,
+        mut backward: impl FnMut(&Tensor<T>, bool) -> Vec<Option<Tensor<T>>> + 'static,
+    ) -> Var<T> {
         let Some(first) = inputs.first() else {
             panic!("{op}: a custom op needs at least one input");
         };
         let n = inputs.len();
-        first.tape.record(
+        first.tape.record_rule(
             op,
             inputs,
             value,
-            Box::new(move |g| {
-                let grads = backward(g);
+            Box::new(move |g, retained| {
+                let grads = backward(g, retained);
                 assert_eq!(
                     grads.len(),
                     n,

@@ -68,7 +68,7 @@ pub use compiled::Path;
 pub use dropout::{dropout, Dropout};
 pub use fused::{release_buffers, Fused};
 pub use gru::GruCell;
-pub use layer::{Chunk, Gru, Layer, LayerConfig, LayerOutput, Lstm, Rnn, Stream};
+pub use layer::{Chunk, Gru, Layer, LayerConfig, LayerOutput, Lstm, Recompute, Rnn, Stream};
 pub use linear::{Embedding, Linear};
 pub use loss::{
     cross_entropy, cross_entropy_with, l1_loss, l1_loss_with, mse_loss, mse_loss_with, nll_loss,

@@ -129,6 +129,8 @@ fn an_unrecorded_fault_is_named_by_the_label_of_its_own_value_only() {
 #[test]
 fn catch_anomaly_returns_a_backward_fault_with_the_input_and_the_explainers_detail() {
     let tape = Tape::<f64>::new();
+    tape.set_retain_graph(true); // differentiated twice
+
     let x = tape.var(t1(&[0.0, 4.0])); // node 0
     let y = tape.at_step(7, || x.sqrt().label("root")); // node 1: ∂/∂x = 1/(2·0) at 0
     tape.on_backward_anomaly(1, |g| {
@@ -159,6 +161,7 @@ fn catch_anomaly_returns_a_backward_fault_with_the_input_and_the_explainers_deta
 #[test]
 fn grad_is_a_vector_jacobian_product_that_leaves_parameters_alone() {
     let tape = Tape::<f64>::new();
+    tape.set_retain_graph(true); // differentiated twice
     let w = Param::new("w", t1(&[3.0]));
     let x = tape.param(&w);
     let h = x.square();

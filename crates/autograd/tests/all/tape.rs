@@ -171,6 +171,7 @@ fn backward_with_a_seed_is_a_vector_jacobian_product() {
 fn params_accumulate_gradients_across_backward_calls() {
     let w = Param::new("w", t1(&[2.0, -1.0]));
     let tape = Tape::<f64>::new();
+    tape.set_retain_graph(true); // for the second backward below
     let x = tape.constant(t1(&[3.0, 4.0]));
     // The same parameter used twice on one tape is one leaf.
     let wa = tape.param(&w);
@@ -594,4 +595,75 @@ fn anomaly_on_an_unrecorded_op_names_no_node() {
     tape.set_anomaly_detection(true);
     let c = tape.constant(tensor::Tensor::from_vec(vec![-1.0], &[1]));
     let _ = c.log();
+}
+
+/// A backward frees what each node it passes saved (as PyTorch does without `retain_graph`),
+/// and a second backward through those nodes panics and says why; with the graph retained, the
+/// rules stay and run again, told so.
+#[test]
+fn backward_frees_what_nodes_saved_unless_the_graph_is_retained() {
+    use std::rc::Rc;
+    for retain in [false, true] {
+        let tape = Tape::<f64>::new();
+        tape.set_retain_graph(retain);
+        assert_eq!(tape.retains_graph(), retain);
+        let x = tape.var(t1(&[1.0, 2.0]));
+        let saved = Rc::new(t1(&[3.0, 3.0]));
+        let held = saved.clone();
+        let runs = Rc::new(std::cell::RefCell::new(Vec::new()));
+        let log = runs.clone();
+        let y = Var::custom_op_consuming("triple", &[&x], x.value() * 3.0, move |g, retained| {
+            log.borrow_mut().push(retained);
+            vec![Some(g * &*held)]
+        });
+        let loss = y.sum_all();
+        assert_eq!(
+            Rc::strong_count(&saved),
+            2,
+            "the rule holds its saved tensor"
+        );
+        assert_eq!(loss.backward().wrt(&x).to_vec(), [3.0, 3.0]);
+        if retain {
+            assert_eq!(Rc::strong_count(&saved), 2, "kept for the next backward");
+            assert_eq!(loss.backward().wrt(&x).to_vec(), [3.0, 3.0]);
+            assert_eq!(*runs.borrow(), [true, true]);
+        } else {
+            assert_eq!(Rc::strong_count(&saved), 1, "freed by the backward");
+            assert_eq!(*runs.borrow(), [false]);
+            let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loss.backward()));
+            let msg = again
+                .err()
+                .and_then(|e| e.downcast_ref::<String>().cloned())
+                .expect("a second backward panics");
+            assert!(
+                msg.contains("node 2 ('sum_all') was differentiated by an earlier backward")
+                    && msg.contains("set_retain_graph(true)"),
+                "{msg}"
+            );
+        }
+    }
+}
+
+/// A rule that panics is put back, so the graph is not left half-freed by a failed backward;
+/// nodes a backward does not reach keep their rules.
+#[test]
+fn a_rule_that_panics_and_nodes_off_the_path_are_not_freed() {
+    let tape = Tape::<f64>::new();
+    let x = tape.var(t1(&[1.0]));
+    let fail = std::rc::Rc::new(std::cell::Cell::new(true));
+    let flag = fail.clone();
+    let y = Var::custom_op("flaky", &[&x], x.value().clone(), move |g| {
+        assert!(!flag.get(), "flaky fails the first time");
+        vec![Some(g.clone())]
+    });
+    let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| y.sum_all().backward()));
+    assert!(first.is_err());
+    fail.set(false);
+    // Its rule was put back: a new loss over the same `y` differentiates through it.
+    assert_eq!(y.sum_all().backward().wrt(&x).to_vec(), [1.0]);
+    // `z` is off the path of `w`'s backward: its rule is still there.
+    let z = x.exp();
+    let w = x.square().sum_all();
+    w.backward();
+    assert_eq!(z.sum_all().backward().wrt(&x).to_vec(), z.value().to_vec());
 }

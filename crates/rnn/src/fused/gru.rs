@@ -14,31 +14,52 @@
 //! ```
 //!
 //! Kept per step for training: r, z, n and h_n (4H). The entering h (for dz and dW_hh) is read
-//! from the outputs, which the node keeps anyway. Inference keeps nothing per step.
+//! from the outputs, which the node keeps anyway. Inference keeps nothing per step; with
+//! recompute, only `h` entering each segment. Training projects the inputs a chunk of steps
+//! at a time (`X_c W_ihᵀ`, one product of many rows per chunk); inference one step at a time.
 
 use tensor::Float;
 
 use tensor::pool::Buffer;
 
-use super::seq::{Rows, Saved, Seq};
+use std::ops::Range;
+
+use super::seq::{Acts, Rows, Saved, Seq};
 
 #[inline(always)]
 pub(super) fn forward<T: Float>(s: &Seq<'_, T>, out: &mut Rows<'_, T>) -> Saved<T> {
     let (hid, g3, g4) = (s.hidden, 3 * s.hidden, 4 * s.hidden);
-    // Training projects every step's input up front and keeps every step's r, z, n and h_n;
-    // inference projects and keeps the current step's only.
-    let slots = if s.keep { s.steps } else { 1 };
+    // Training projects a chunk of steps' inputs at a time and keeps every step's r, z, n
+    // and h_n (with recompute, none); inference projects and keeps the current step's only.
+    let keep_all = s.keeps_all();
+    let slots = if keep_all { s.steps } else { 1 };
     let mut xp = s.step_inputs(3);
-    // Not zeroed: every row of every step is written (zeros past a sequence's end).
+    let mut xp_first = 0; // the step of xp's first slot
+                          // Not zeroed: every row of every step is written (zeros past a sequence's end).
     let mut acts = Buffer::for_overwrite(slots * s.step(g4));
+    let mut bounds = Vec::new();
     let mut h = s.h0.to_vec();
     let mut hp = vec![T::ZERO; s.step(g3)];
-    for t in s.order() {
-        let slot = s.slot(t);
-        let xp_t = &mut xp[slot * s.step(g3)..(slot + 1) * s.step(g3)];
-        if !s.keep {
-            s.input_product(t, xp_t); // x_t W_ihᵀ + b_ih
+    for (k, t) in s.order().enumerate() {
+        if s.is_boundary(k) {
+            bounds.extend_from_slice(&h);
         }
+        let xp_t = match s.keep {
+            true => {
+                if k.is_multiple_of(s.chunk) {
+                    // x W_ihᵀ + b_ih for this chunk of steps
+                    let times = s.times(k..(k + s.chunk).min(s.steps));
+                    xp_first = times.start;
+                    s.x_projection(times.clone(), &mut xp[..times.len() * s.step(g3)]);
+                }
+                let at = (t - xp_first) * s.step(g3);
+                &mut xp[at..at + s.step(g3)]
+            }
+            false => {
+                s.input_product(t, &mut xp); // x_t W_ihᵀ + b_ih
+                &mut xp[..]
+            }
+        };
         // hp = h W_hhᵀ + b_hh
         match s.b_hh {
             Some(b_hh) => hp
@@ -47,6 +68,7 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>, out: &mut Rows<'_, T>) -> Saved<
             None => hp.fill(T::ZERO),
         }
         s.add_hidden_projection(&h, &mut hp);
+        let slot = s.slot(t);
         let acts_t = &mut acts[slot * s.step(g4)..(slot + 1) * s.step(g4)];
         for b in 0..s.batch {
             if !s.valid(t, b) {
@@ -63,8 +85,8 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>, out: &mut Rows<'_, T>) -> Saved<
         }
     }
     out.set_block(s.steps, &h);
-    let acts = if s.keep { acts } else { Buffer::zeroed(0) };
-    Saved::new(acts, Buffer::zeroed(0))
+    let acts = if keep_all { acts } else { Buffer::zeroed(0) };
+    Saved::new(acts, Buffer::zeroed(0), bounds)
 }
 
 /// One row of the forward, in simple passes the compiler vectorises: `acts` receives
@@ -137,22 +159,30 @@ fn cell_backward<T: Float>(
     }
 }
 
+/// The backward over positions `ks` of the visiting order, the last first, reading the
+/// activations from `acts` and the entering states from the outputs `out`: `d` (`[dh]`)
+/// enters as the gradient of the state leaving the last of those steps and leaves as that of
+/// the state entering the first; each step's gate gradients go to its blocks of `dp` (of the
+/// input and of the hidden projection).
 #[inline(always)]
 pub(super) fn backward<T: Float>(
     s: &Seq<'_, T>,
-    saved: &Saved<T>,
+    acts: &Acts<'_, T>,
     out: &[T],
     g: &[T],
+    ks: Range<usize>,
+    d: &mut [Vec<T>],
     dp: &mut [Rows<'_, T>],
-) -> Vec<Vec<T>> {
-    let (hid, g3, g4, n) = (s.hidden, 3 * s.hidden, 4 * s.hidden, s.step(s.hidden));
+) {
+    let (hid, g3, g4) = (s.hidden, 3 * s.hidden, 4 * s.hidden);
     let [dp_x, dp_h] = dp else {
         panic!("a GRU has gradients for its input and hidden projections");
     };
-    let mut dh = g[s.steps * n..(s.steps + 1) * n].to_vec();
-    let mut dh_rec = vec![T::ZERO; n];
-    let order: Vec<usize> = s.order().collect();
-    for &t in order.iter().rev() {
+    let [dh] = d else {
+        panic!("a GRU's state has one part");
+    };
+    let mut dh_rec = vec![T::ZERO; s.step(hid)];
+    for t in ks.rev().map(|k| s.time(k)) {
         let (dpx_t, dph_t) = (dp_x.block(t), dp_h.block(t));
         for b in 0..s.batch {
             if !s.valid(t, b) {
@@ -160,11 +190,11 @@ pub(super) fn backward<T: Float>(
                 dph_t[b * g3..(b + 1) * g3].fill(T::ZERO);
                 continue;
             }
-            let at = t * s.step(g4) + b * g4;
+            let at = s.at(t, b);
             cell_backward(
-                &saved.acts[at..at + g4],
+                acts.row(t, b, s.batch, g4),
                 s.h_prev(out, t, b),
-                &g[t * n + b * hid..t * n + (b + 1) * hid],
+                &g[at..at + hid],
                 &mut dh[b * hid..(b + 1) * hid],
                 &mut dpx_t[b * g3..(b + 1) * g3],
                 &mut dph_t[b * g3..(b + 1) * g3],
@@ -180,5 +210,4 @@ pub(super) fn backward<T: Float>(
             }
         }
     }
-    vec![dh]
 }

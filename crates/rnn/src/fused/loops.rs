@@ -1,6 +1,9 @@
 //! The loops' entry points: each kernel's forward and backward loop, compiled for the widest
-//! vector instructions the CPU has ([`with_simd`]; the loops are `#[inline(always)]`), with a
-//! [`StepHelper`] thread for the per-step products when one is free.
+//! vector instructions the CPU has ([`with_simd`]; the loops are `#[inline(always)]`), the
+//! forward with a [`StepHelper`] thread for the per-step products when one is free (the
+//! backward's are set up in [`backward`](super::backward)).
+
+use std::ops::Range;
 
 use tensor::ops::packed::PackedMat;
 use tensor::pool::Buffer;
@@ -8,8 +11,7 @@ use tensor::simd::{with_simd, SimdWork};
 use tensor::Float;
 
 use super::helper::with_step_helper;
-use super::seq::{Forward, LoopGrads, Rows, Saved, Seq};
-use super::split::backward_by_rows;
+use super::seq::{Acts, Forward, Rows, Saved, Seq};
 use super::{gru, lstm, rnn, Kind};
 
 /// The kernels' loops are `#[inline(always)]`, so `with_simd` compiles them for the widest
@@ -34,53 +36,6 @@ pub(super) fn forward_alone<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Forward<T> 
     (out, saved)
 }
 
-/// Buffers `[T, B, G·H]` for a backward's gate gradients: of the input projection's
-/// pre-activations, and for the GRU, whose hidden projection's differ, of those as well. Not
-/// zeroed: the backward loops write every row of every step (zeros past a sequence's end).
-pub(super) fn gate_grad_buffers<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Vec<Buffer<T>> {
-    let count = if kind == Kind::Gru { 2 } else { 1 };
-    let len = s.steps * s.step(kind.gates() * s.hidden);
-    (0..count).map(|_| Buffer::for_overwrite(len)).collect()
-}
-
-/// The gate gradients from [`gate_grad_buffers`], filled, and the initial state's.
-pub(super) fn loop_grads<T: Float>(dps: Vec<Buffer<T>>, d_init: Vec<Vec<T>>) -> LoopGrads<T> {
-    let mut dps = dps.into_iter();
-    LoopGrads {
-        dp_x: dps.next().expect("one at least"),
-        dp_h: dps.next(),
-        d_init,
-    }
-}
-
-pub(super) fn backward_loop<T: Float>(
-    kind: Kind,
-    s: &Seq<'_, T>,
-    saved: &Saved<T>,
-    out: &[T],
-    g: &[T],
-) -> LoopGrads<T> {
-    let w_hh = s.pack_w_hh(kind.gates());
-    let (width, mut dps) = (kind.gates() * s.hidden, gate_grad_buffers(kind, s));
-    let d_init = match &saved.halves {
-        Some(h) => backward_by_rows(kind, s, h, out, g, &w_hh, &mut dps),
-        None => {
-            let mut rows: Vec<Rows<'_, T>> = (dps.iter_mut())
-                .map(|dp| Rows::new(dp, s.batch, width))
-                .collect();
-            with_step_helper(&[&w_hh], s.batch, |helper| {
-                let s = Seq {
-                    helper,
-                    w_hh_packed: Some(&w_hh),
-                    ..*s
-                };
-                with_simd(BackwardWork(kind, &s, saved, out, g, &mut rows))
-            })
-        }
-    };
-    loop_grads(dps, d_init)
-}
-
 /// The kernel, the sequence, and where its result goes.
 pub(super) struct ForwardWork<'a, 'b, 'o, T: Float>(
     pub Kind,
@@ -101,27 +56,29 @@ impl<T: Float> SimdWork for ForwardWork<'_, '_, '_, T> {
     }
 }
 
-/// The kernel, the sequence, what the forward kept, its packed result, the gradient of that
-/// result, and where the gate gradients go (see [`gate_grad_buffers`]).
+/// The kernel, the sequence, the activations, its packed result and that result's gradient,
+/// the positions of the visiting order to run, the state's gradient carried through them, and
+/// where their gate gradients go (one [`Rows`], two for the GRU).
 pub(super) struct BackwardWork<'a, 'b, 'o, T: Float>(
     pub Kind,
     pub &'a Seq<'b, T>,
-    pub &'a Saved<T>,
+    pub &'a Acts<'a, T>,
     pub &'a [T],
     pub &'a [T],
+    pub Range<usize>,
+    pub &'a mut [Vec<T>],
     pub &'a mut [Rows<'o, T>],
 );
 
 impl<T: Float> SimdWork for BackwardWork<'_, '_, '_, T> {
-    /// The gradients of the initial state's parts.
-    type Output = Vec<Vec<T>>;
+    type Output = ();
     #[inline(always)]
-    fn run(self) -> Vec<Vec<T>> {
-        let BackwardWork(kind, s, saved, out, g, dp) = self;
+    fn run(self) {
+        let BackwardWork(kind, s, acts, out, g, ks, d, dp) = self;
         match kind {
-            Kind::Rnn(nl) => rnn::backward(s, nl, out, g, &mut dp[0]),
-            Kind::Lstm => lstm::backward(s, saved, g, &mut dp[0]),
-            Kind::Gru => gru::backward(s, saved, out, g, dp),
+            Kind::Rnn(nl) => rnn::backward(s, nl, out, g, ks, d, &mut dp[0]),
+            Kind::Lstm => lstm::backward(s, acts, g, ks, d, &mut dp[0]),
+            Kind::Gru => gru::backward(s, acts, out, g, ks, d, dp),
         }
     }
 }

@@ -14,27 +14,36 @@
 //! ```
 //!
 //! Kept per step for training: the activated gates (4H) and c_t (H). The entering h (for dW_hh)
-//! is read from the outputs, which the node keeps anyway. Inference keeps nothing per step.
+//! is read from the outputs, which the node keeps anyway. Inference keeps nothing per step;
+//! with recompute, only `h` and `c` entering each segment.
 
 use tensor::Float;
 
 use tensor::pool::Buffer;
 
-use super::seq::{Rows, Saved, Seq};
+use std::ops::Range;
+
+use super::seq::{Acts, Rows, Saved, Seq};
 
 #[inline(always)]
 pub(super) fn forward<T: Float>(s: &Seq<'_, T>, out: &mut Rows<'_, T>) -> Saved<T> {
     let (hid, g4) = (s.hidden, 4 * s.hidden);
     let bias = s.cell_bias(4);
-    // Training keeps every step's gates and cell state; inference the current step's gates
-    // only.
+    // Training keeps every step's gates and cell state; inference, and training with
+    // recompute, the current step's gates only.
+    let keep_all = s.keeps_all();
     let mut gates = s.step_slots(4);
     // Not zeroed: every step writes every row of its c_t.
-    let mut c_all = Buffer::for_overwrite(if s.keep { s.steps * s.step(hid) } else { 0 });
+    let mut c_all = Buffer::for_overwrite(if keep_all { s.steps * s.step(hid) } else { 0 });
+    let mut bounds = Vec::new();
     let mut h = s.h0.to_vec();
     let mut c = s.c0.expect("an LSTM has a cell state").to_vec();
     let mut xh = s.gather_room();
-    for t in s.order() {
+    for (k, t) in s.order().enumerate() {
+        if s.is_boundary(k) {
+            bounds.extend_from_slice(&h);
+            bounds.extend_from_slice(&c);
+        }
         let slot = s.slot(t);
         let p_t = &mut gates[slot * s.step(g4)..(slot + 1) * s.step(g4)];
         s.step_product(t, &h, &mut xh, p_t);
@@ -45,7 +54,7 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>, out: &mut Rows<'_, T>) -> Saved<
                 &mut c[b * hid..(b + 1) * hid],
             );
             let at = t * s.step(hid) + b * hid;
-            let c_t = match s.keep {
+            let c_t = match keep_all {
                 true => &mut c_all[at..at + hid],
                 false => &mut [],
             };
@@ -60,8 +69,8 @@ pub(super) fn forward<T: Float>(s: &Seq<'_, T>, out: &mut Rows<'_, T>) -> Saved<
     }
     out.set_block(s.steps, &h);
     out.set_block(s.steps + 1, &c);
-    let acts = if s.keep { gates } else { Buffer::zeroed(0) };
-    Saved::new(acts, c_all)
+    let acts = if keep_all { gates } else { Buffer::zeroed(0) };
+    Saved::new(acts, c_all, bounds)
 }
 
 /// One row of the forward: activates the gates `[i; f; g; o]` (adding the bias) in place and
@@ -159,39 +168,37 @@ pub(super) fn cell_backward<T: Float>(
     }
 }
 
+/// The backward over positions `ks` of the visiting order, the last first, reading the
+/// activations from `acts`: `d` (`[dh, dc]`, `[B, H]` each) enters as the gradient of the
+/// state leaving the last of those steps and leaves as that of the state entering the first;
+/// each step's gate gradients go to its block of `dp`.
 #[inline(always)]
 pub(super) fn backward<T: Float>(
     s: &Seq<'_, T>,
-    saved: &Saved<T>,
+    acts: &Acts<'_, T>,
     g: &[T],
+    ks: Range<usize>,
+    d: &mut [Vec<T>],
     dp: &mut Rows<'_, T>,
-) -> Vec<Vec<T>> {
-    let (hid, g4, n) = (s.hidden, 4 * s.hidden, s.step(s.hidden));
-    // Gradients arriving at the final state, then carried back step by step.
-    let mut dh = g[s.steps * n..(s.steps + 1) * n].to_vec();
-    let mut dc = g[(s.steps + 1) * n..(s.steps + 2) * n].to_vec();
-    let mut dh_prev = vec![T::ZERO; n];
+) {
+    let (hid, g4) = (s.hidden, 4 * s.hidden);
+    let [dh, dc] = d else {
+        panic!("an LSTM's state has two parts");
+    };
+    let mut dh_prev = vec![T::ZERO; s.step(hid)];
     let mut tanh_c = vec![T::ZERO; hid];
-    let c0 = s.c0.expect("an LSTM has a cell state");
-    let order: Vec<usize> = s.order().collect();
-    for (k, &t) in order.iter().enumerate().rev() {
-        // c_{t−1}: the cell state after the previous step visited, or c0.
-        let c_prev = match k {
-            0 => c0,
-            _ => &saved.c[order[k - 1] * n..order[k - 1] * n + n],
-        };
+    for t in ks.rev().map(|k| s.time(k)) {
         let dp_t = dp.block(t);
         for b in 0..s.batch {
             if !s.valid(t, b) {
                 dp_t[b * g4..(b + 1) * g4].fill(T::ZERO); // dh and dc pass through unchanged
                 continue;
             }
-            let at = t * n + b * hid;
-            let gates = &saved.acts[t * s.step(g4) + b * g4..t * s.step(g4) + (b + 1) * g4];
+            let at = s.at(t, b);
             cell_backward(
-                gates,
-                &saved.c[at..at + hid],
-                &c_prev[b * hid..(b + 1) * hid],
+                acts.row(t, b, s.batch, g4),
+                acts.c_t(t, b, s.batch, hid),
+                acts.c_prev(s, t, b),
                 &g[at..at + hid],
                 &mut dh[b * hid..(b + 1) * hid],
                 &mut dc[b * hid..(b + 1) * hid],
@@ -208,5 +215,4 @@ pub(super) fn backward<T: Float>(
             // else: dh passes through to the previous step unchanged
         }
     }
-    vec![dh, dc]
 }

@@ -50,6 +50,7 @@
 //! `k = I`. The measurements behind these choices, and the alternatives tried, are in
 //! `docs/performance.md`.
 
+mod backward;
 mod grads;
 mod gru;
 mod helper;
@@ -69,9 +70,11 @@ use tensor::ops::packed::PackedMat;
 use tensor::{Float, Tensor};
 
 use crate::init::GateParams;
+use crate::layer::Recompute;
 use crate::nonlinearity::Nonlinearity;
-use grads::input_grads;
-use loops::{backward_loop, forward};
+use backward::backward;
+pub(crate) use backward::chunk_steps;
+use loops::forward;
 pub(crate) use pack::PackCache;
 use pack::{pack_step_weights, pack_t, Packs};
 pub(crate) use seq::{running, step_order};
@@ -141,6 +144,8 @@ struct Inputs<T: Float> {
     lengths: Option<Vec<usize>>,
     reverse: bool,
     keep: bool,
+    /// Steps per recompute segment (`usize::MAX`: keep every step's activations).
+    segment: usize,
 }
 
 fn slice<T: Float>(t: &Tensor<T>) -> &[T] {
@@ -168,6 +173,10 @@ impl<T: Float> Inputs<T> {
             lengths: self.lengths.as_deref(),
             reverse: self.reverse,
             keep: self.keep,
+            segment: self.segment,
+            chunk: chunk_steps(batch),
+            row0: 0,
+            all_rows: batch,
             w_hh_packed: None,
             helper: None,
         }
@@ -203,6 +212,8 @@ pub(crate) struct Direction<'a, T: Float> {
     pub reverse: bool,
     /// The [scope](autograd::Tape::scoped) its node is recorded in (`"layer 0 reverse"`).
     pub group: String,
+    /// What its training forward keeps ([`Recompute`]).
+    pub recompute: Recompute,
 }
 
 /// The inputs of one direction's tape node, in the order its backward returns their
@@ -258,7 +269,12 @@ pub(crate) fn run<T: Float>(
                 true => pack(),
                 false => d.fused.packs.get_or_pack([ih_stamp, hh_stamp], pack),
             };
+            let steps = x_value.shape()[0];
             let inputs = Inputs {
+                segment: match d.recompute.segments(steps) {
+                    1 => usize::MAX,
+                    _ => d.recompute.segment_len(steps),
+                },
                 x: x_value.clone(),
                 init: d.init.iter().map(|v| v.value().contiguous()).collect(),
                 w_step: packs.w_step,
@@ -323,9 +339,14 @@ fn record<T: Float>(
         // The backward stays on the calling thread (its per-step loop gets the batch split or
         // a helper thread, as the forward did): sent to a worker like the forward, it was
         // slower (docs/performance.md).
-        let g = g.as_slice().expect("contiguous");
-        let loop_grads = backward_loop(kind, &s, &saved, out, g);
-        input_grads(kind, &s, out, loop_grads, &needs)
+        backward(
+            kind,
+            &s,
+            &saved,
+            out,
+            g.as_slice().expect("contiguous"),
+            &needs,
+        )
     });
     let output = node.narrow(0, 0, steps);
     let finals = (0..parts).map(|k| node.select(0, steps + k)).collect();

@@ -8,9 +8,11 @@
 //! ```
 //!
 //! Kept: nothing beyond the outputs h_t, which the node keeps anyway (the backward reads h_t
-//! and the entering h there).
+//! and the entering h there), so recompute has nothing to save here.
 
 use tensor::Float;
+
+use std::ops::Range;
 
 use super::seq::{Rows, Saved, Seq};
 use crate::nonlinearity::Nonlinearity;
@@ -57,26 +59,33 @@ pub(super) fn forward<T: Float>(
     Saved::none()
 }
 
+/// The backward over positions `ks` of the visiting order, the last first, reading `h_t`
+/// from the outputs `out`: `d` (`[dh]`) enters as the gradient of the state leaving the last
+/// of those steps and leaves as that of the state entering the first; each step's gate
+/// gradients go to its block of `dp`.
 #[inline(always)]
 pub(super) fn backward<T: Float>(
     s: &Seq<'_, T>,
     nl: Nonlinearity,
     out: &[T],
     g: &[T],
+    ks: Range<usize>,
+    d: &mut [Vec<T>],
     dp: &mut Rows<'_, T>,
-) -> Vec<Vec<T>> {
-    let (hid, n) = (s.hidden, s.step(s.hidden));
-    let mut dh = g[s.steps * n..(s.steps + 1) * n].to_vec();
-    let mut dh_rec = vec![T::ZERO; n];
-    let order: Vec<usize> = s.order().collect();
-    for &t in order.iter().rev() {
+) {
+    let hid = s.hidden;
+    let [dh] = d else {
+        panic!("an RNN's state has one part");
+    };
+    let mut dh_rec = vec![T::ZERO; s.step(hid)];
+    for t in ks.rev().map(|k| s.time(k)) {
         let dp_t = dp.block(t);
         for b in 0..s.batch {
             if !s.valid(t, b) {
                 dp_t[b * hid..(b + 1) * hid].fill(T::ZERO);
                 continue;
             }
-            let (at, row) = (t * n + b * hid, b * hid..(b + 1) * hid);
+            let (at, row) = (s.at(t, b), b * hid..(b + 1) * hid);
             let (y, dout) = (&out[at..at + hid], &g[at..at + hid]); // h_t and its gradient
             let (dh_b, dp_b) = (&dh[row.clone()], &mut dp_t[row]);
             // Zipped slices and the nonlinearity chosen outside the loop: no bounds checks,
@@ -102,5 +111,4 @@ pub(super) fn backward<T: Float>(
             }
         }
     }
-    vec![dh]
 }

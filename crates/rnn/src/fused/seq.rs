@@ -54,11 +54,25 @@ pub(crate) struct Seq<'a, T: Float> {
     pub c0: Option<&'a [T]>,
     pub lengths: Option<&'a [usize]>,
     pub reverse: bool,
-    /// Whether a backward will follow: the forward then keeps every step's activations
-    /// (and the GRU projects the inputs of all steps up front); otherwise it keeps only the
-    /// current step's.
+    /// Whether a backward will follow: the forward then keeps what the backward needs (every
+    /// step's activations, or only the states entering each segment, see `segment`), and the
+    /// GRU projects its inputs a chunk of steps at a time; otherwise it keeps only the
+    /// current step's activations.
     pub keep: bool,
-    /// `W_hh` packed for the backward's per-step product (set by [`backward_loop`]).
+    /// Steps per recompute segment ([`Recompute`](crate::Recompute)), in the order the steps
+    /// are visited: `steps` or more keeps every step's activations; fewer keeps only the
+    /// state entering each segment, and the backward recomputes the segment's activations.
+    pub segment: usize,
+    /// Steps per chunk of the backward (and of the GRU's input projection): the gate
+    /// gradients of one chunk at a time are alive, and the weight gradients' products run
+    /// per chunk ([`chunk_steps`]). Set from the whole batch, so that a half of it chunks as
+    /// the whole does.
+    pub chunk: usize,
+    /// This sequence's first row in the whole batch, and the whole batch's rows: where its
+    /// rows are in arrays of the whole batch (`out` and its gradient; see [`Self::at`]).
+    pub row0: usize,
+    pub all_rows: usize,
+    /// `W_hh` packed for the backward's per-step product (set by [`backward`](super::backward)).
     pub w_hh_packed: Option<&'a PackedMat<T>>,
     /// A second thread for the per-step products, when there is one to spare.
     pub helper: Option<&'a StepHelper<'a, T>>,
@@ -73,6 +87,41 @@ impl<'a, T: Float> Seq<'a, T> {
     /// Whether sequence `b` is still running at time `t`.
     pub fn valid(&self, t: usize, b: usize) -> bool {
         running(self.lengths, t, b)
+    }
+
+    /// The time step at position `k` of the visiting order.
+    pub fn time(&self, k: usize) -> usize {
+        if self.reverse {
+            self.steps - 1 - k
+        } else {
+            k
+        }
+    }
+
+    /// The time steps at positions `ks` of the visiting order, as a range of time.
+    pub fn times(&self, ks: Range<usize>) -> Range<usize> {
+        if self.reverse {
+            self.steps - ks.end..self.steps - ks.start
+        } else {
+            ks
+        }
+    }
+
+    /// Whether the forward keeps every step's activations (training without recompute).
+    pub fn keeps_all(&self) -> bool {
+        self.keep && self.segment >= self.steps
+    }
+
+    /// Whether the forward keeps the state entering position `k` of the visiting order: the
+    /// start of a recompute segment (after the first, whose state is the initial one).
+    pub fn is_boundary(&self, k: usize) -> bool {
+        self.keep && !self.keeps_all() && k > 0 && k.is_multiple_of(self.segment)
+    }
+
+    /// Where row `b` of step `t` starts in a `[K, B, H]` array of the whole batch (the
+    /// outputs and their gradient).
+    pub fn at(&self, t: usize, b: usize) -> usize {
+        (t * self.all_rows + self.row0 + b) * self.hidden
     }
 
     /// The size of one step's block of a `[T, B, n]` buffer.
@@ -92,6 +141,7 @@ impl<'a, T: Float> Seq<'a, T> {
         Seq {
             x: &self.x[r.start * input..],
             batch: r.len(),
+            row0: self.row0 + r.start,
             h0: &self.h0[r.start * hid..r.end * hid],
             c0: self.c0.map(|c| &c[r.start * hid..r.end * hid]),
             lengths: self.lengths.map(|l| &l[r]),
@@ -109,9 +159,14 @@ impl<'a, T: Float> Seq<'a, T> {
         }
     }
 
-    /// `X W_ihᵀ + b_ih` for all steps at once: `[T·B, G·H]` (GRU training).
-    fn x_projection(&self, gates: usize) -> Buffer<T> {
-        let (rows, cols) = (self.steps * self.batch, gates * self.hidden);
+    /// `X_t W_ihᵀ + b_ih` for the steps `times` at once, into `p` (`[len, B, G·H]`; GRU
+    /// training, a chunk of steps at a time). Each row is the same chain of operations
+    /// however many rows there are, so the chunking does not change the bits.
+    pub fn x_projection(&self, times: Range<usize>, p: &mut [T]) {
+        let (rows, cols) = (
+            times.len() * self.batch,
+            p.len() / (times.len() * self.batch),
+        );
         assert_eq!(
             self.x_stride,
             self.step(self.input),
@@ -119,47 +174,49 @@ impl<'a, T: Float> Seq<'a, T> {
         );
         // Every row starts as the bias and the product adds onto it (one pass over `P`, not
         // a zeroing and then an addition).
-        let (mut p, beta) = match self.b_ih {
+        let beta = match self.b_ih {
             Some(bias) => {
-                let mut p = Buffer::with_capacity(rows * cols);
-                (0..rows).for_each(|_| p.extend_from_slice(bias));
-                (p, T::ONE)
+                p.chunks_exact_mut(cols)
+                    .for_each(|row| row.copy_from_slice(bias));
+                T::ONE
             }
-            None => (Buffer::zeroed(rows * cols), T::ZERO),
+            None => T::ZERO,
         };
         // Many rows: a blocking gemm (which packs `W_ihᵀ` once per call anyway) is the tool.
+        let x = &self.x[times.start * self.x_stride..][..rows * self.input];
         gemm_into(
             T::ONE,
-            MatRef::new(self.x, rows, self.input),
+            MatRef::new(x, rows, self.input),
             MatRef::new(self.w_ih, cols, self.input).t(),
             beta,
-            &mut p,
+            p,
         );
-        p
     }
 
-    /// The GRU's input projections: in training every step's, made up front
-    /// ([`x_projection`](Self::x_projection)), in inference room for the current step's,
-    /// which [`input_product`](Self::input_product) fills.
+    /// The GRU's input projections: in training room for a chunk of steps'
+    /// ([`x_projection`](Self::x_projection)), in inference for the current step's, which
+    /// [`input_product`](Self::input_product) fills.
     pub fn step_inputs(&self, gates: usize) -> Buffer<T> {
-        match self.keep {
-            true => self.x_projection(gates),
-            false => Buffer::zeroed(self.step(gates * self.hidden)),
-        }
+        let slots = if self.keep {
+            self.chunk.min(self.steps)
+        } else {
+            1
+        };
+        Buffer::zeroed(slots * self.step(gates * self.hidden))
     }
 
     /// Room for the LSTM's `P_t` (`[B, 4H]`), which its forward activates in place: a slot
-    /// per step in training, which keeps them all (see [`slot`](Self::slot)), one otherwise.
+    /// per step where the forward keeps them all (see [`slot`](Self::slot)), one otherwise.
     /// Not zeroed: each step's product writes all of its slot.
     pub fn step_slots(&self, gates: usize) -> Buffer<T> {
-        let slots = if self.keep { self.steps } else { 1 };
+        let slots = if self.keeps_all() { self.steps } else { 1 };
         Buffer::for_overwrite(slots * self.step(gates * self.hidden))
     }
 
-    /// Which step-sized slot of a per-step buffer step `t` uses: its own in training, the one
-    /// slot in inference.
+    /// Which step-sized slot of a per-step buffer step `t` uses: its own where the forward
+    /// keeps every step's, otherwise the one slot.
     pub fn slot(&self, t: usize) -> usize {
-        if self.keep {
+        if self.keeps_all() {
             t
         } else {
             0
@@ -234,8 +291,8 @@ impl<'a, T: Float> Seq<'a, T> {
 
     /// The hidden state entering valid step `t` of sequence `b`: `h0` at its first step,
     /// otherwise the output of the step visited before (which was valid too: lengths cut only
-    /// the end of a sequence). `out` is the forward's packed result, so the backward keeps no
-    /// copy of the entering states.
+    /// the end of a sequence). `out` is the forward's packed result (of the whole batch), so
+    /// the backward keeps no copy of the entering states.
     pub fn h_prev<'o>(&self, out: &'o [T], t: usize, b: usize) -> &'o [T]
     where
         'a: 'o,
@@ -245,7 +302,7 @@ impl<'a, T: Float> Seq<'a, T> {
             return &self.h0[b * hid..(b + 1) * hid];
         }
         let prev = if self.reverse { t + 1 } else { t - 1 };
-        let at = (prev * self.batch + b) * hid;
+        let at = self.at(prev, b);
         &out[at..at + hid]
     }
 
@@ -291,13 +348,24 @@ pub(super) fn add_to_rows<T: Float>(m: &mut [T], bias: &[T]) {
 pub(crate) struct Rows<'o, T> {
     blocks: Vec<&'o mut [T]>,
     width: usize,
+    /// The step of the first block (a chunk's blocks are its steps').
+    first: usize,
 }
 
 impl<'o, T: Float> Rows<'o, T> {
     /// All of `buffer`, in blocks of `rows` rows of `width`.
     pub(super) fn new(buffer: &'o mut [T], rows: usize, width: usize) -> Self {
         let blocks = buffer.chunks_exact_mut(rows * width).collect();
-        Rows { blocks, width }
+        Rows {
+            blocks,
+            width,
+            first: 0,
+        }
+    }
+
+    /// The same blocks, the first of them step `first`'s.
+    pub(super) fn starting_at(self, first: usize) -> Self {
+        Rows { first, ..self }
     }
 
     /// `buffer`'s blocks of `batch` rows, cut into rows `..half` and `half..`.
@@ -306,50 +374,58 @@ impl<'o, T: Float> Rows<'o, T> {
             .chunks_exact_mut(batch * width)
             .map(|block| block.split_at_mut(half * width))
             .unzip();
-        [top, bottom].map(|blocks| Rows { blocks, width })
+        [top, bottom].map(|blocks| Rows {
+            blocks,
+            width,
+            first: 0,
+        })
     }
 
     /// Block `k`: this kernel's rows of step `k` (or, after the steps, of a final state's
     /// part), one after the other.
     pub fn block(&mut self, k: usize) -> &mut [T] {
-        self.blocks[k]
+        self.blocks[k - self.first]
     }
 
     /// Row `b` of block `k`.
     pub fn row(&mut self, k: usize, b: usize) -> &mut [T] {
-        &mut self.blocks[k][b * self.width..(b + 1) * self.width]
+        &mut self.blocks[k - self.first][b * self.width..(b + 1) * self.width]
     }
 
     /// Block `k` from `rows`: a final state's part.
     pub fn set_block(&mut self, k: usize, rows: &[T]) {
-        self.blocks[k].copy_from_slice(rows);
+        self.blocks[k - self.first].copy_from_slice(rows);
     }
 }
 
 /// What the forward keeps for the backward, all in time order.
 pub(crate) struct Saved<T: Float> {
     /// Per-step activations `[T, B, k·H]`, kernel-specific (empty for the vanilla RNN, whose
-    /// activations are its outputs).
+    /// activations are its outputs, and with recompute).
     pub acts: Buffer<T>,
-    /// LSTM: the cell state after each step, `[T, B, H]`.
+    /// LSTM: the cell state after each step, `[T, B, H]` (empty with recompute).
     pub c: Buffer<T>,
+    /// With recompute: the state entering each segment after the first, in the order they
+    /// are visited (`h`, then the LSTM's `c`, each `[B, H]`).
+    pub bounds: Vec<T>,
     /// Training split by rows ([`forward_by_rows`]): what each half kept, instead of the above.
     pub(super) halves: Option<Box<Halves<T>>>,
 }
 
 impl<T: Float> Saved<T> {
-    /// A whole batch's activations and cell states.
-    pub(super) fn new(acts: Buffer<T>, c: Buffer<T>) -> Self {
+    /// A whole batch's activations, cell states and segment boundaries.
+    pub(super) fn new(acts: Buffer<T>, c: Buffer<T>, bounds: Vec<T>) -> Self {
         Saved {
             acts,
             c,
+            bounds,
             halves: None,
         }
     }
 
     /// Nothing kept (inference, or the RNN's forward).
     pub(super) fn none() -> Self {
-        Self::new(Buffer::zeroed(0), Buffer::zeroed(0))
+        Self::new(Buffer::zeroed(0), Buffer::zeroed(0), Vec::new())
     }
 }
 
@@ -357,11 +433,45 @@ impl<T: Float> Saved<T> {
 /// parts), and what the backward needs.
 pub(crate) type Forward<T> = (Vec<T>, Saved<T>);
 
-/// The backward loop's results: the gradients of the input and hidden projections' pre-
-/// activations (`[T, B, G·H]` each; `None` for the hidden one means the same as the input
-/// one, as for LSTM and RNN), and of the initial state's parts.
-pub(crate) struct LoopGrads<T: Float> {
-    pub dp_x: Buffer<T>,
-    pub dp_h: Option<Buffer<T>>,
-    pub d_init: Vec<Vec<T>>,
+/// The activations of the steps `first..first + len` (time order) as the backward loop reads
+/// them: all of a sequence's as the forward kept them, or one segment's, recomputed.
+pub(crate) struct Acts<'a, T> {
+    /// `[len, B, k·H]`, kernel-specific (see [`Saved::acts`]).
+    pub acts: &'a [T],
+    /// LSTM: `c_t`, `[len, B, H]`.
+    pub c: &'a [T],
+    pub first: usize,
+    pub len: usize,
+    /// LSTM: the cell state entering the first of these steps the direction visits (`c0`
+    /// for a whole sequence), `[B, H]`.
+    pub c_enter: &'a [T],
+}
+
+impl<'a, T: Float> Acts<'a, T> {
+    /// Row `b` of step `t`'s activations, `width` wide.
+    pub fn row(&self, t: usize, b: usize, batch: usize, width: usize) -> &'a [T] {
+        let at = ((t - self.first) * batch + b) * width;
+        &self.acts[at..at + width]
+    }
+
+    /// Row `b` of `c_t` (LSTM).
+    pub fn c_t(&self, t: usize, b: usize, batch: usize, hidden: usize) -> &'a [T] {
+        let at = ((t - self.first) * batch + b) * hidden;
+        &self.c[at..at + hidden]
+    }
+
+    /// Row `b` of the cell state entering step `t` (LSTM): `c_enter` at the first step these
+    /// activations' direction visits, else `c` of the step visited before.
+    pub fn c_prev(&self, s: &Seq<'_, T>, t: usize, b: usize) -> &'a [T] {
+        let hid = s.hidden;
+        let entry = if s.reverse {
+            self.first + self.len - 1
+        } else {
+            self.first
+        };
+        match t == entry {
+            true => &self.c_enter[b * hid..(b + 1) * hid],
+            false => self.c_t(if s.reverse { t + 1 } else { t - 1 }, b, s.batch, hid),
+        }
+    }
 }

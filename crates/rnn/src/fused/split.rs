@@ -9,18 +9,17 @@
 
 use std::ops::Range;
 
-use tensor::ops::packed::PackedMat;
 use tensor::pool::Buffer;
 use tensor::simd::with_simd;
 use tensor::Float;
 
-use super::loops::{forward, forward_alone, BackwardWork, ForwardWork};
+use super::loops::{forward, forward_alone, ForwardWork};
 use super::seq::{Forward, Rows, Saved, Seq};
 use super::{team, Kind};
 
 /// A batch trained as two sequences of rows `0..half` and `half..`, one per thread: what each
 /// half's forward kept, for its backward loop. Their outputs are not kept twice: the
-/// backward gathers each half's rows again from the node's value.
+/// backward reads each half's rows from the node's value, where they are.
 pub(super) struct Halves<T: Float> {
     pub half: usize,
     pub saved: [Saved<T>; 2],
@@ -36,7 +35,7 @@ pub(super) struct Halves<T: Float> {
 /// the whole batch's result (see [`Rows::split`]), so the halves need no merging.
 ///
 /// Training splits as well: each half is a sequence of its own, input gathered, and keeps its
-/// own record for its backward loop ([`backward_by_rows`]). The halves then run without
+/// own record for its backward loop ([`backward`](super::backward)). The halves then run without
 /// meeting once in the sequence, where the helper meets the loop thread twice a step (and
 /// copies the step's left side and its half of the result across): 10–20% faster training
 /// steps on two threads (`docs/performance.md`).
@@ -75,46 +74,6 @@ pub(super) fn forward_by_rows<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Forward<T
         ..Saved::none()
     };
     (out, saved)
-}
-
-/// The backward loop of a batch trained by rows: each half's loop on its own thread, on its
-/// rows of the outputs `out` and their gradient `g` (`[T + parts, B, H]` each), writing its
-/// rows of the whole batch's gate gradients `dps` (see [`Rows::split`]) for the weight
-/// gradients' products. Returns the initial state's gradients, the halves' joined.
-pub(super) fn backward_by_rows<T: Float>(
-    kind: Kind,
-    s: &Seq<'_, T>,
-    h: &Halves<T>,
-    out: &[T],
-    g: &[T],
-    w_hh: &PackedMat<T>,
-    dps: &mut [Buffer<T>],
-) -> Vec<Vec<T>> {
-    let (rows, width) = ([0..h.half, h.half..s.batch], kind.gates() * s.hidden);
-    // Each half writes its rows of every step's block of the whole batch's gate gradients.
-    let (mut top, mut bottom): (Vec<_>, Vec<_>) = (dps.iter_mut())
-        .map(|dp| {
-            let [top, bottom] = Rows::split(dp, s.batch, h.half, width);
-            (top, bottom)
-        })
-        .unzip();
-    let run = |i: usize, dp: &mut [Rows<'_, T>]| {
-        // The backward loops do not read the input: the rows' view of it will do.
-        let hs = Seq {
-            w_hh_packed: Some(w_hh),
-            ..s.rows(rows[i].clone())
-        };
-        let out = gather_rows(out, s.batch, s.hidden, rows[i].clone());
-        let g = gather_rows(g, s.batch, s.hidden, rows[i].clone());
-        with_simd(BackwardWork(kind, &hs, &h.saved[i], &out, &g, dp))
-    };
-    let (top, bottom) = team::join(|| run(0, &mut top), || run(1, &mut bottom));
-    (top.into_iter().zip(bottom))
-        .map(|(mut a, b)| {
-            a.extend_from_slice(&b);
-            a
-        })
-        .collect()
 }
 
 /// Where [`forward_by_rows`] splits `s`'s batch, if it does: at half, on two threads or more,

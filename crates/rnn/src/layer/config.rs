@@ -35,6 +35,62 @@ pub struct LayerConfig {
     /// `nn.LSTM(proj_size=…)`; other cells refuse it.
     #[serde(default)]
     pub proj_size: usize,
+    /// What the forward keeps for the backward: every step's activations (the default), or
+    /// only the states at segment boundaries, the rest recomputed during the backward
+    /// ([`Recompute`]).
+    #[serde(default)]
+    pub recompute: Recompute,
+}
+
+/// Gradient checkpointing over time: what a training forward keeps for its backward.
+///
+/// Backpropagation through time needs every step's activations, so a layer's memory grows
+/// with the sequence. With `Segments(k)` the forward cuts the sequence into `k` segments of
+/// `⌈T / k⌉` steps and keeps only the state entering each segment; the backward reruns each
+/// segment's forward from that state, the last segment first, just before it needs its
+/// activations. The activations of one segment are alive at a time, plus the `k` boundary
+/// states: `Sqrt` picks `k = ⌈√T⌉`, for memory `O(√T)` at the cost of a second forward
+/// (Chen et al. 2016, "Training Deep Nets with Sublinear Memory Cost").
+///
+/// The gradients are bit-identical to training without it: the recomputed activations are the
+/// first forward's, bit for bit, and the backward runs the same arithmetic in the same order.
+/// Inference (no-grad mode, or nothing that needs a gradient) keeps nothing either way.
+///
+/// ```
+/// use rnn::{Layer, LayerConfig, Recompute};
+/// use tensor::Rng;
+/// let config = LayerConfig::new(8, 16).recompute(Recompute::Sqrt);
+/// let lstm = Layer::<f32, _>::lstm(config, &mut Rng::seed_from_u64(0));
+/// assert_eq!(lstm.config().recompute.segments(100), 10);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Recompute {
+    /// Keep every step's activations (the default).
+    #[default]
+    Off,
+    /// Keep the states entering `k` segments of `⌈T / k⌉` steps, recompute the rest.
+    Segments(usize),
+    /// `Segments(⌈√T⌉)`.
+    Sqrt,
+}
+
+impl Recompute {
+    /// How many segments a sequence of `steps` steps is cut into (1: nothing recomputed; no
+    /// more than `steps`).
+    pub fn segments(self, steps: usize) -> usize {
+        let k = match self {
+            Recompute::Off => 1,
+            Recompute::Segments(k) => k,
+            Recompute::Sqrt => (1..=steps).find(|k| k * k >= steps).unwrap_or(1),
+        };
+        k.clamp(1, steps.max(1))
+    }
+
+    /// The steps in each segment of a sequence of `steps` steps: `⌈steps / k⌉` for
+    /// [`segments`](Self::segments) `k` (the last one may be shorter).
+    pub fn segment_len(self, steps: usize) -> usize {
+        steps.div_ceil(self.segments(steps)).max(1)
+    }
 }
 
 impl LayerConfig {
@@ -50,7 +106,15 @@ impl LayerConfig {
             bidirectional: false,
             nonlinearity: Nonlinearity::Tanh,
             proj_size: 0,
+            recompute: Recompute::Off,
         }
+    }
+
+    /// Sets `recompute`: keep only segment boundaries in a training forward and recompute the
+    /// rest in the backward ([`Recompute`]).
+    pub fn recompute(mut self, r: Recompute) -> Self {
+        self.recompute = r;
+        self
     }
 
     /// Sets `proj_size`.
@@ -132,6 +196,10 @@ impl LayerConfig {
             "Layer: proj_size {} has to be smaller than hidden_size {}",
             self.proj_size,
             self.hidden_size
+        );
+        assert!(
+            self.recompute != Recompute::Segments(0),
+            "Layer: Recompute::Segments(0): a sequence is cut into one segment at least"
         );
         assert!(
             self.dropout == 0.0 || self.num_layers > 1,

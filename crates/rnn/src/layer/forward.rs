@@ -179,6 +179,7 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
                             init: init.parts(),
                             reverse: dir == 1,
                             group: group(l, dir),
+                            recompute: cfg.recompute,
                         })
                         .collect();
                     fused::run(&input, directions, lengths)

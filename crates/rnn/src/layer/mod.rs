@@ -44,7 +44,7 @@ mod inspect;
 mod stream;
 mod tbptt;
 
-pub use config::LayerConfig;
+pub use config::{LayerConfig, Recompute};
 pub use stream::Stream;
 pub use tbptt::Chunk;
 

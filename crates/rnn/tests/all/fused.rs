@@ -9,6 +9,8 @@ use proptest::prelude::*;
 use rnn::{Cell, Layer, LayerConfig, Module, Nonlinearity, Path, State};
 use tensor::{Rng, Tensor};
 
+use crate::common::on_threads;
+
 #[derive(Clone, Debug)]
 struct Setup {
     cell: usize, // 0 rnn tanh, 1 rnn relu, 2 lstm, 3 gru
@@ -277,14 +279,6 @@ fn on_one_thread<R: Send>(work: impl FnOnce() -> R + Send) -> R {
 /// Runs `work` in a rayon pool of two threads, whatever the machine has.
 fn on_two_threads<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     on_threads(2, work)
-}
-
-fn on_threads<R: Send>(threads: usize, work: impl FnOnce() -> R + Send) -> R {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .expect("pool")
-        .install(work)
 }
 
 /// Inference of the layer and input `make` builds (afresh for each run: layers are not shared

@@ -12,4 +12,5 @@ mod io;
 mod layers;
 mod modules;
 mod probe;
+mod recompute;
 mod torch_parity;

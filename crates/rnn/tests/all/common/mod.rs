@@ -82,3 +82,12 @@ pub fn panic_message<R>(f: impl FnOnce() -> R) -> String {
         .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap()
 }
+
+/// Runs `work` in a rayon pool of `threads` threads, whatever the machine has.
+pub fn on_threads<R: Send>(threads: usize, work: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("pool")
+        .install(work)
+}

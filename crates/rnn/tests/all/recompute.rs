@@ -1,0 +1,259 @@
+//! BPTT memory: the fused backward in chunks of steps, recompute (gradient checkpointing over
+//! time), and long sequences.
+//!
+//! - Sequences longer than one chunk of the backward (`CHUNK_ROWS` = 2048 rows: 682 steps of
+//!   3 rows, 128 of 16) give the composed path's numbers, with lengths that end inside a
+//!   chunk, in both directions and stacked, on one thread and (batch split in halves) two.
+//! - Recompute gives the same bits as keeping everything, for any number of segments
+//!   (dividing the sequence or not, one per step, more than steps), on every cell, with
+//!   lengths, bidirectional and stacked, on one and two threads, across chunk boundaries.
+
+use autograd::{Tape, Var};
+use rnn::{Cell, Layer, LayerConfig, Module, Recompute, State};
+use tensor::{Rng, Tensor};
+
+use crate::common::{on_threads, panic_message};
+
+/// Output, final state, and the gradients of the input, the initial state and every
+/// parameter, for a loss that weighs every output and final state at random.
+fn run<C: Cell<f64>>(
+    layer: &Layer<f64, C>,
+    x: &Tensor<f64>,
+    lengths: Option<&[usize]>,
+) -> Vec<Tensor<f64>> {
+    let mut rng = Rng::seed_from_u64(3);
+    let cfg = layer.config();
+    let rows = cfg.num_layers * cfg.num_directions();
+    for p in layer.params() {
+        p.zero_grad();
+    }
+    let tape = Tape::new();
+    let xv = tape.var(x.clone());
+    let init: Vec<Var<f64>> = layer.cell(0, 0).state_sizes()[..C::State::num_parts()]
+        .iter()
+        .map(|&size| {
+            let shape = [rows, x.shape()[1], size];
+            tape.var(Tensor::rand_normal(&shape, 0.0, 0.5, &mut rng))
+        })
+        .collect();
+    let state = C::State::from_parts(init.clone());
+    let out = layer.forward_with(&xv, Some(&state), lengths);
+    let weights = Tensor::rand_normal(out.output.shape(), 0.0, 1.0, &mut rng);
+    let mut loss = (&out.output * &weights).sum_all();
+    for part in out.state.parts() {
+        let w = Tensor::rand_normal(part.shape(), 0.0, 1.0, &mut rng);
+        loss = loss + (&part * &w).sum_all();
+    }
+    let grads = loss.backward();
+    let mut all = vec![out.output.value().clone()];
+    all.extend(out.state.parts().iter().map(|p| p.value().clone()));
+    all.push(grads.wrt(&xv).clone());
+    all.extend(init.iter().map(|v| grads.wrt(v).clone()));
+    all.extend(
+        layer
+            .params()
+            .iter()
+            .map(|p| p.grad().expect("every parameter is used")),
+    );
+    all
+}
+
+/// One of the built-in layers (0 RNN, 1 LSTM, 2 GRU) with `config`, the same weights for the
+/// same seed, run by `f`.
+fn with_layer<R>(
+    cell: usize,
+    config: LayerConfig,
+    f: impl FnOnce(&dyn Fn(bool) -> Vec<Tensor<f64>>) -> R,
+    x: &Tensor<f64>,
+    lengths: Option<&[usize]>,
+) -> R {
+    let rng = &mut Rng::seed_from_u64(17);
+    match cell {
+        0 => {
+            let layer = Layer::rnn(config, rng);
+            f(&|fused| {
+                layer.set_fused(fused);
+                layer.set_compiled(false);
+                run(&layer, x, lengths)
+            })
+        }
+        1 => {
+            let layer = Layer::lstm(config, rng);
+            f(&|fused| {
+                layer.set_fused(fused);
+                layer.set_compiled(false);
+                run(&layer, x, lengths)
+            })
+        }
+        _ => {
+            let layer = Layer::gru(config, rng);
+            f(&|fused| {
+                layer.set_fused(fused);
+                layer.set_compiled(false);
+                run(&layer, x, lengths)
+            })
+        }
+    }
+}
+
+const CELLS: [&str; 3] = ["rnn", "lstm", "gru"];
+
+/// The largest difference between `a` and `b`, relative to the largest magnitude in `b`.
+fn relative_diff(a: &Tensor<f64>, b: &Tensor<f64>) -> f64 {
+    assert_eq!(a.shape(), b.shape());
+    let (a, b) = (a.to_vec(), b.to_vec());
+    let scale = b.iter().fold(1e-300f64, |m, v| m.max(v.abs()));
+    let worst = a
+        .iter()
+        .zip(&b)
+        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
+    worst / scale
+}
+
+/// 700 steps of 3 rows are two chunks of the fused backward (682 steps, then 18): the fused
+/// path, bidirectional and stacked, with one sequence ending in each chunk, agrees with the
+/// composed path (which has no chunks) on every value and gradient.
+#[test]
+fn sequences_longer_than_a_chunk_match_the_composed_path() {
+    let (seq, batch) = (700, 3);
+    let x = Tensor::rand_normal(&[seq, batch, 2], 0.0, 1.0, &mut Rng::seed_from_u64(1));
+    let lengths = [700, 690, 300];
+    for (cell, name) in CELLS.iter().enumerate() {
+        let config = LayerConfig::new(2, 3).num_layers(2).bidirectional(true);
+        with_layer(
+            cell,
+            config,
+            |run| {
+                let (fused, composed) = (run(true), run(false));
+                for (k, (a, b)) in fused.iter().zip(&composed).enumerate() {
+                    let diff = relative_diff(a, b);
+                    assert!(diff < 1e-11, "{name}: result {k} differs by {diff:e}");
+                }
+            },
+            &x,
+            Some(&lengths),
+        );
+    }
+}
+
+/// Recompute, every way of cutting the sequence, gives the bits of keeping everything: 37
+/// steps of 3 rows (one chunk), bidirectional, stacked, with lengths.
+#[test]
+fn recompute_gives_the_same_bits_for_any_segments() {
+    let (seq, batch) = (37, 3);
+    let x = Tensor::rand_normal(&[seq, batch, 4], 0.0, 1.0, &mut Rng::seed_from_u64(2));
+    let lengths = [37, 20, 1];
+    let cuts = [
+        Recompute::Segments(1),
+        Recompute::Segments(2),
+        Recompute::Segments(5),
+        Recompute::Segments(36),
+        Recompute::Segments(37),
+        Recompute::Segments(1000),
+        Recompute::Sqrt,
+    ];
+    for (cell, name) in CELLS.iter().enumerate() {
+        let base = LayerConfig::new(4, 5).num_layers(2).bidirectional(true);
+        let kept = with_layer(cell, base.clone(), |run| run(true), &x, Some(&lengths));
+        for cut in cuts {
+            let config = base.clone().recompute(cut);
+            let recomputed = with_layer(cell, config, |run| run(true), &x, Some(&lengths));
+            for (k, (a, b)) in recomputed.iter().zip(&kept).enumerate() {
+                assert_eq!(a.to_vec(), b.to_vec(), "{name} {cut:?}: result {k}");
+            }
+        }
+    }
+}
+
+/// Across the chunks of a long sequence (segments of 27 steps against chunks of 682, so
+/// some segments straddle a chunk's end), and without lengths too.
+#[test]
+fn recompute_gives_the_same_bits_across_chunks() {
+    let (seq, batch) = (700, 3);
+    let x = Tensor::rand_normal(&[seq, batch, 2], 0.0, 1.0, &mut Rng::seed_from_u64(4));
+    for lengths in [None, Some(&[700, 683, 5][..])] {
+        for (cell, name) in CELLS.iter().enumerate() {
+            let base = LayerConfig::new(2, 3).bidirectional(true);
+            let kept = with_layer(cell, base.clone(), |run| run(true), &x, lengths);
+            let config = base.recompute(Recompute::Sqrt);
+            let recomputed = with_layer(cell, config, |run| run(true), &x, lengths);
+            for (k, (a, b)) in recomputed.iter().zip(&kept).enumerate() {
+                assert_eq!(a.to_vec(), b.to_vec(), "{name} {lengths:?}: result {k}");
+            }
+        }
+    }
+}
+
+/// On two threads a training batch of 16 rows or more runs in halves, one per thread, each
+/// recomputing its own rows' segments: the same bits as one thread, with and without
+/// recompute, over three chunks (300 steps of 16 rows, chunks of 128); and the composed
+/// path's numbers.
+#[test]
+fn recompute_on_two_threads_splits_the_batch_with_the_same_bits() {
+    // 300 × 16 × 4·48 × (24 + 48) ≈ 6.6e7 multiply-adds: over the split's 2²³.
+    let (seq, batch) = (300, 16);
+    let x = Tensor::rand_normal(&[seq, batch, 24], 0.0, 1.0, &mut Rng::seed_from_u64(5));
+    let lengths: Vec<usize> = (0..batch).map(|b| seq - 17 * b).collect();
+    for (cell, name) in CELLS.iter().enumerate() {
+        let base = LayerConfig::new(24, 48);
+        let runs: Vec<Vec<Tensor<f64>>> = [1, 2]
+            .into_iter()
+            .flat_map(|threads| {
+                let (base, x, lengths) = (&base, &x, &lengths);
+                [Recompute::Off, Recompute::Segments(7)].map(move |cut| {
+                    on_threads(threads, move || {
+                        let config = base.clone().recompute(cut);
+                        with_layer(cell, config, |run| run(true), x, Some(lengths))
+                    })
+                })
+            })
+            .collect();
+        for (i, other) in runs.iter().enumerate().skip(1) {
+            for (k, (a, b)) in other.iter().zip(&runs[0]).enumerate() {
+                assert_eq!(a.to_vec(), b.to_vec(), "{name} run {i}: result {k}");
+            }
+        }
+        let composed = with_layer(cell, base.clone(), |run| run(false), &x, Some(&lengths));
+        for (k, (a, b)) in runs[0].iter().zip(&composed).enumerate() {
+            let diff = relative_diff(a, b);
+            assert!(
+                diff < 1e-11,
+                "{name}: result {k} differs from composed by {diff:e}"
+            );
+        }
+    }
+}
+
+/// How many segments each setting cuts a sequence into.
+#[test]
+fn segments_are_counted_as_documented() {
+    assert_eq!(Recompute::Off.segments(800), 1);
+    assert_eq!(Recompute::Sqrt.segments(800), 29); // 28² = 784 < 800 ≤ 29²
+    assert_eq!(Recompute::Sqrt.segment_len(800), 28);
+    assert_eq!(Recompute::Sqrt.segments(1), 1);
+    assert_eq!(
+        Recompute::Segments(5).segments(3),
+        3,
+        "no more than the steps"
+    );
+    assert_eq!(Recompute::Segments(3).segment_len(10), 4);
+    assert_eq!(Recompute::default(), Recompute::Off);
+}
+
+/// `Segments(0)` is refused when the layer is built; a config saved before the option
+/// existed loads with it off.
+#[test]
+fn zero_segments_are_refused_and_old_configs_load_without_recompute() {
+    let msg = panic_message(|| {
+        let config = LayerConfig::new(2, 3).recompute(Recompute::Segments(0));
+        Layer::<f64, _>::lstm(config, &mut Rng::seed_from_u64(0))
+    });
+    assert!(msg.contains("Recompute::Segments(0)"), "{msg}");
+    let mut json = serde_json::to_value(LayerConfig::new(2, 3)).unwrap();
+    json.as_object_mut().unwrap().remove("recompute");
+    let old: LayerConfig = serde_json::from_value(json).unwrap();
+    assert_eq!(old.recompute, Recompute::Off);
+    let sqrt = LayerConfig::new(2, 3).recompute(Recompute::Sqrt);
+    let back: LayerConfig = serde_json::from_str(&serde_json::to_string(&sqrt).unwrap()).unwrap();
+    assert_eq!(back, sqrt);
+}
