@@ -12,16 +12,19 @@
 //! cargo bench --bench memory                                      # every row, one thread
 //! TORCH_PYTHON=/path/to/venv/bin/python cargo bench --bench memory  # and PyTorch's
 //! cargo bench --bench memory -- --cells lstm --steps 200,800 --paths fused,sqrt
-//! cargo bench --bench memory -- --one lstm 200 fused train        # one row
+//! cargo bench --bench memory -- --one lstm 200 fused train 64,256,512  # one row
 //! ```
 //!
 //! Rows are LSTM, GRU and RNN layers of batch 64, input 256, hidden 512, float32 (the issue's
 //! configuration), one thread (as the script's `torch.set_num_threads(1)`; `--threads N` for
 //! more, on both sides), three steps each.
 //! Paths: `fused` (the built-in kernel), `compiled` (the traced step), `composed` (op by op on
-//! the tape), and `sqrt` / `sqrt-composed`: the fused and composed paths with
-//! `Recompute::Sqrt`. Each row also prints the fastest of its steps; the recompute rows
-//! print their time as a ratio to the same path without recompute, measured in this run.
+//! the tape), and `sqrt`: the fused path with `Recompute::Sqrt` (the other paths refuse
+//! recompute so far). Each row also prints the fastest of its steps; the recompute row prints
+//! its time as a ratio to the fused path's, measured in this run.
+//!
+//! `--size B,I,H` changes the layer (`--size 1,2,3 --steps 100000` for the long-sequence
+//! rows of the README).
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -31,9 +34,8 @@ use unroll::autograd::Tape;
 use unroll::rnn::{Cell, Layer, LayerConfig, Module, Recompute};
 use unroll::tensor::{Rng, Tensor};
 
-const BATCH: usize = 64;
-const INPUT: usize = 256;
-const HIDDEN: usize = 512;
+/// Batch, input and hidden size: the issue's configuration unless `--size` says otherwise.
+const SIZE: &str = "64,256,512";
 /// Steps per row: the script's three.
 const REPEATS: usize = 3;
 
@@ -48,11 +50,12 @@ fn peak_kb() -> u64 {
 }
 
 /// One row, in this process: prints `growth_mb fastest_step_ms`.
-fn one<C: Cell<f32>>(layer: Layer<f32, C>, steps: usize, path: &str, train: bool) {
+fn one<C: Cell<f32>>(layer: Layer<f32, C>, steps: usize, batch: usize, path: &str, train: bool) {
     layer.set_fused(!path.contains("composed") && path != "compiled");
     layer.set_compiled(path == "compiled");
+    let input = layer.config().input_size;
     let x =
-        Tensor::<f32>::rand_normal(&[steps, BATCH, INPUT], 0.0, 1.0, &mut Rng::seed_from_u64(1));
+        Tensor::<f32>::rand_normal(&[steps, batch, input], 0.0, 1.0, &mut Rng::seed_from_u64(1));
     let base = peak_kb();
     let mut fastest = f64::INFINITY;
     for _ in 0..REPEATS {
@@ -80,22 +83,29 @@ fn one<C: Cell<f32>>(layer: Layer<f32, C>, steps: usize, path: &str, train: bool
 }
 
 fn run_one(args: &[String]) {
-    let [cell, steps, path, mode] = args else {
-        panic!("--one CELL STEPS PATH train|infer");
+    let [cell, steps, path, mode, size] = args else {
+        panic!("--one CELL STEPS PATH train|infer B,I,H");
     };
     let steps: usize = steps.parse().expect("STEPS is a number");
-    let mut config = LayerConfig::new(INPUT, HIDDEN);
+    let [batch, input, hidden] = sizes(size);
+    let mut config = LayerConfig::new(input, hidden);
     if path.starts_with("sqrt") {
         config = config.recompute(Recompute::Sqrt);
     }
     let rng = &mut Rng::seed_from_u64(0);
     let train = mode == "train";
     match cell.as_str() {
-        "lstm" => one(Layer::lstm(config, rng), steps, path, train),
-        "gru" => one(Layer::gru(config, rng), steps, path, train),
-        "rnn" => one(Layer::rnn(config, rng), steps, path, train),
+        "lstm" => one(Layer::lstm(config, rng), steps, batch, path, train),
+        "gru" => one(Layer::gru(config, rng), steps, batch, path, train),
+        "rnn" => one(Layer::rnn(config, rng), steps, batch, path, train),
         other => panic!("unknown cell {other}"),
     }
+}
+
+/// `B,I,H` as numbers.
+fn sizes(size: &str) -> [usize; 3] {
+    let n: Vec<usize> = size.split(',').map(|v| v.parse().expect("B,I,H")).collect();
+    n.try_into().expect("three sizes: B,I,H")
 }
 
 /// Runs `program args`, returning the numbers its last line prints.
@@ -141,19 +151,17 @@ fn main() {
     }
     let cells = list(&args, "--cells", &["lstm", "gru", "rnn"]);
     let steps = list(&args, "--steps", &["200", "800", "3200"]);
-    let paths = list(
-        &args,
-        "--paths",
-        &["fused", "compiled", "composed", "sqrt", "sqrt-composed"],
-    );
+    let paths = list(&args, "--paths", &["fused", "compiled", "composed", "sqrt"]);
     let torch = std::env::var("TORCH_PYTHON").ok();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_rnn_memory.py");
     let me = std::env::current_exe().expect("this program");
     // One thread unless told otherwise, as the script's `torch.set_num_threads(1)`.
     let threads = list(&args, "--threads", &["1"]).remove(0);
+    let size = list(&args, "--size", &[SIZE]).join(",");
+    let [batch, input, hidden] = sizes(&size);
     println!(
-        "peak-RSS growth in MB (ratio to PyTorch), batch {BATCH}, input {INPUT}, hidden \
-         {HIDDEN}, float32, {threads} thread(s); time: fastest of {REPEATS} steps"
+        "peak-RSS growth in MB (ratio to PyTorch), batch {batch}, input {input}, hidden \
+         {hidden}, float32, {threads} thread(s); time: fastest of {REPEATS} steps"
     );
     for cell in &cells {
         for t in &steps {
@@ -161,8 +169,8 @@ fn main() {
                 let torch_mb = torch.as_ref().and_then(|python| {
                     let mut cmd = Command::new(python);
                     cmd.env("TORCH_THREADS", &threads)
-                        .args([script, cell, &BATCH.to_string(), t])
-                        .args([&INPUT.to_string(), &HIDDEN.to_string(), mode]);
+                        .args([script, cell, &batch.to_string(), t])
+                        .args([&input.to_string(), &hidden.to_string(), mode]);
                     growth_over_baseline(&mut cmd)
                 });
                 let mut row = format!("{cell:>4} T={t:<5} {mode:<5}");
@@ -177,7 +185,7 @@ fn main() {
                     }
                     let mut cmd = Command::new(&me);
                     cmd.env("RAYON_NUM_THREADS", &threads)
-                        .args(["--one", cell, t, path, mode]);
+                        .args(["--one", cell, t, path, mode, &size]);
                     let Some([mb, ms]) =
                         numbers(&mut cmd).and_then(|n| <[f64; 2]>::try_from(n).ok())
                     else {
@@ -189,14 +197,10 @@ fn main() {
                     if let Some(base) = torch_mb {
                         row += &format!(" ({:.2}×)", mb / base);
                     }
-                    let plain = match path.as_str() {
-                        "sqrt" => times.get("fused"),
-                        "sqrt-composed" => times.get("composed"),
-                        _ => None,
-                    };
+                    let plain = (path == "sqrt").then(|| times.get("fused")).flatten();
                     match plain {
-                        Some(p) => row += &format!(" {ms:.0} ms = {:.2}× time", ms / p),
-                        None => row += &format!(" {ms:.0} ms"),
+                        Some(p) => row += &format!(" {ms:.1} ms = {:.2}× time", ms / p),
+                        None => row += &format!(" {ms:.1} ms"),
                     }
                 }
                 println!("{row}");

@@ -39,7 +39,7 @@ use super::{team, Kind};
 
 /// Rows of gate gradients per chunk (its steps: this many rows of the whole batch, at least
 /// one step).
-pub(super) const CHUNK_ROWS: usize = 2048;
+pub(super) const CHUNK_ROWS: usize = 1024;
 
 /// Steps per chunk for a batch of `batch` rows.
 pub(crate) fn chunk_steps(batch: usize) -> usize {

@@ -18,7 +18,7 @@ use super::{gru, lstm, rnn, Kind};
 /// vector instructions the CPU has.
 /// Each has a [`StepHelper`] thread for the per-step products when one is free.
 pub(super) fn forward<T: Float>(kind: Kind, s: &Seq<'_, T>) -> Forward<T> {
-    let rights: Vec<&PackedMat<T>> = [Some(s.w_step), s.w_in].into_iter().flatten().collect();
+    let rights: Vec<&PackedMat<T>> = [s.w_step, s.w_in].into_iter().flatten().collect();
     with_step_helper(&rights, s.batch, |helper| {
         forward_alone(kind, &Seq { helper, ..*s })
     })

@@ -137,7 +137,8 @@ struct Inputs<T: Float> {
     init: Vec<Tensor<T>>,
     w_ih: Tensor<T>,
     w_hh: Tensor<T>,
-    w_step: Arc<PackedMat<T>>,
+    /// Dropped once the forward has run, unless a recompute needs it again.
+    w_step: Option<Arc<PackedMat<T>>>,
     w_in: Option<Arc<PackedMat<T>>>,
     b_ih: Option<Tensor<T>>,
     b_hh: Option<Tensor<T>>,
@@ -164,7 +165,7 @@ impl<T: Float> Inputs<T> {
             hidden: self.w_hh.shape()[1],
             w_ih: slice(&self.w_ih),
             w_hh: slice(&self.w_hh),
-            w_step: &self.w_step,
+            w_step: self.w_step.as_deref(),
             w_in: self.w_in.as_deref(),
             b_ih: self.b_ih.as_ref().map(slice),
             b_hh: self.b_hh.as_ref().map(slice),
@@ -277,7 +278,7 @@ pub(crate) fn run<T: Float>(
                 },
                 x: x_value.clone(),
                 init: d.init.iter().map(|v| v.value().contiguous()).collect(),
-                w_step: packs.w_step,
+                w_step: Some(packs.w_step),
                 w_in: packs.w_in,
                 w_ih,
                 w_hh,
@@ -318,7 +319,7 @@ pub(crate) fn run<T: Float>(
 /// result, then views of it for the output and each final state part.
 fn record<T: Float>(
     kind: Kind,
-    inputs: Inputs<T>,
+    mut inputs: Inputs<T>,
     vars: Vec<Var<T>>,
     packed: Vec<T>,
     saved: Saved<T>,
@@ -326,6 +327,10 @@ fn record<T: Float>(
     let s = inputs.seq();
     let (steps, batch, hidden) = (s.steps, s.batch, s.hidden);
     let parts = kind.parts();
+    let recompute = s.keep && !s.keeps_all();
+    if !recompute {
+        inputs.w_step = None; // only a recomputed forward would read it again
+    }
     let value = Tensor::from_vec(packed, &[steps + parts, batch, hidden]);
     // The backward reads the outputs (the entering states, and the RNN's activations) from the
     // node's own value: shared, not copied.

@@ -45,7 +45,7 @@ pub(crate) struct Seq<'a, T: Float> {
     /// The right side of the forward's per-step product, packed once per sequence for
     /// [`gemm_packed`] (see [`pack_step_weights`]): `[W_ih | W_hh]ᵀ` for LSTM and RNN,
     /// `W_hhᵀ` for GRU.
-    pub w_step: &'a PackedMat<T>,
+    pub w_step: Option<&'a PackedMat<T>>,
     /// GRU inference: `W_ihᵀ` packed for the per-step `x_t W_ihᵀ` (see [`Self::input_product`]).
     pub w_in: Option<&'a PackedMat<T>>,
     pub b_ih: Option<&'a [T]>,
@@ -254,7 +254,8 @@ impl<'a, T: Float> Seq<'a, T> {
     pub fn step_product(&self, t: usize, h: &[T], xh: &mut [T], p_t: &mut [T]) {
         let x_t = self.x_t(t);
         let Some(helper) = self.helper else {
-            return gemm_packed_cat([x_t, h], self.batch, self.w_step, T::ZERO, p_t);
+            let w_step = self.w_step.expect("packed for the forward");
+            return gemm_packed_cat([x_t, h], self.batch, w_step, T::ZERO, p_t);
         };
         let (input, hid) = (self.input, self.hidden);
         for ((row, x_b), h_b) in xh
@@ -310,7 +311,10 @@ impl<'a, T: Float> Seq<'a, T> {
     pub fn add_hidden_projection(&self, h: &[T], out: &mut [T]) {
         match self.helper {
             Some(helper) => helper.product(h, T::ONE, out),
-            None => gemm_packed(h, self.batch, self.w_step, T::ONE, out),
+            None => {
+                let w_step = self.w_step.expect("packed for the forward");
+                gemm_packed(h, self.batch, w_step, T::ONE, out)
+            }
         }
     }
 

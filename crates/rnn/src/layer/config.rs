@@ -56,6 +56,11 @@ pub struct LayerConfig {
 /// first forward's, bit for bit, and the backward runs the same arithmetic in the same order.
 /// Inference (no-grad mode, or nothing that needs a gradient) keeps nothing either way.
 ///
+/// It runs on the fused kernels of the built-in RNN, LSTM and GRU (stacked, bidirectional,
+/// with lengths; the RNN's backward reads only its outputs, so it has nothing to recompute).
+/// Not yet on the compiled and composed paths, nor for an LSTM with `proj_size`: a training
+/// forward there refuses it rather than silently keep every step.
+///
 /// ```
 /// use rnn::{Layer, LayerConfig, Recompute};
 /// use tensor::Rng;
@@ -200,6 +205,12 @@ impl LayerConfig {
         assert!(
             self.recompute != Recompute::Segments(0),
             "Layer: Recompute::Segments(0): a sequence is cut into one segment at least"
+        );
+        assert!(
+            self.proj_size == 0 || self.recompute == Recompute::Off,
+            "Layer: recompute ({:?}) is not implemented for an LSTM with proj_size {}",
+            self.recompute,
+            self.proj_size
         );
         assert!(
             self.dropout == 0.0 || self.num_layers > 1,

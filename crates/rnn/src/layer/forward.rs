@@ -57,7 +57,9 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
     /// # Panics
     /// If `x` is not 3-D (or 2-D) with `input_size` features, the sequence is empty (as
     /// PyTorch), `init` has the wrong shape, or a length is 0 or longer than the sequence, or
-    /// lengths are given for an unbatched input.
+    /// lengths are given for an unbatched input. If the config asks for
+    /// [`Recompute`](super::Recompute) in a training forward that does not run on the fused
+    /// kernels, which alone implement it so far.
     #[track_caller]
     pub fn forward_with(
         &self,
@@ -116,6 +118,20 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
         // An empty batch runs composed: its outputs are empty either way.
         let fused = self.is_fused() && batch > 0;
         let tape = x.tape().clone();
+        if !fused && tape.grad_enabled() && cfg.recompute.segments(seq) > 1 {
+            panic!(
+                "Layer::forward: recompute ({:?}) runs on the fused kernels of the built-in \
+                 cells only, and this layer runs {} (its cell has no fused kernel, the fused \
+                 switch is off, or the batch is empty); it would keep every step. Set \
+                 Recompute::Off for it, or use a built-in cell with set_fused(true)",
+                cfg.recompute,
+                if self.program(0, 0, batch).is_some() {
+                    "compiled"
+                } else {
+                    "composed"
+                }
+            );
+        }
         let probe = Probe::<T>::watching().map(|p| {
             let call = p.next_call();
             (p, call)

@@ -257,3 +257,62 @@ fn zero_segments_are_refused_and_old_configs_load_without_recompute() {
     let back: LayerConfig = serde_json::from_str(&serde_json::to_string(&sqrt).unwrap()).unwrap();
     assert_eq!(back, sqrt);
 }
+
+/// A forward and backward over 100,000 steps completes on every path (the fused kernel, the
+/// compiled step, the composed tape of 2 million nodes, and the fused kernel with recompute):
+/// nothing in the forward, the backward or the tape's drop recurses with the length. The
+/// gradient of the first input reaches it through every step.
+#[test]
+fn a_hundred_thousand_steps_train_on_every_path() {
+    let steps = 100_000;
+    let x = Tensor::<f32>::rand_normal(&[steps, 1, 2], 0.0, 1.0, &mut Rng::seed_from_u64(6));
+    for (path, recompute) in [
+        ("fused", Recompute::Off),
+        ("fused", Recompute::Sqrt),
+        ("compiled", Recompute::Off),
+        ("composed", Recompute::Off),
+    ] {
+        let config = LayerConfig::new(2, 3).recompute(recompute);
+        let layer = Layer::<f32, _>::gru(config, &mut Rng::seed_from_u64(0));
+        layer.set_fused(path == "fused");
+        layer.set_compiled(path == "compiled");
+        let tape = Tape::new();
+        let xv = tape.var(x.clone());
+        let out = layer.forward(&xv);
+        let grads = out.output.sum_all().backward();
+        let dx = grads.wrt(&xv);
+        assert_eq!(dx.shape(), [steps, 1, 2], "{path}");
+        assert!(dx.to_vec().iter().all(|v| v.is_finite()), "{path}");
+        assert!(layer.params().iter().all(|p| p.grad().is_some()), "{path}");
+    }
+}
+
+/// Where recompute is not implemented (the compiled and composed paths, an LSTM with
+/// `proj_size`), a training forward refuses it rather than keep every step unasked;
+/// inference, which keeps nothing anyway, runs.
+#[test]
+fn recompute_is_refused_where_it_would_not_run() {
+    let x = Tensor::<f64>::rand_normal(&[5, 2, 3], 0.0, 1.0, &mut Rng::seed_from_u64(8));
+    let config = LayerConfig::new(3, 4).recompute(Recompute::Sqrt);
+    let lstm = Layer::<f64, _>::lstm(config.clone(), &mut Rng::seed_from_u64(0));
+    for (fused, compiled, path) in [(false, true, "compiled"), (false, false, "composed")] {
+        lstm.set_fused(fused);
+        lstm.set_compiled(compiled);
+        let tape = Tape::new();
+        let msg = panic_message(|| lstm.forward(&tape.var(x.clone())));
+        assert!(
+            msg.contains("recompute (Sqrt) runs on the fused kernels")
+                && msg.contains(&format!("this layer runs {path}")),
+            "{msg}"
+        );
+        let out = tape.no_grad(|| lstm.forward(&tape.var(x.clone())));
+        assert_eq!(out.output.shape(), [5, 2, 4]);
+    }
+    let msg = panic_message(|| {
+        Layer::<f64, _>::lstm(config.clone().proj_size(2), &mut Rng::seed_from_u64(0))
+    });
+    assert!(
+        msg.contains("not implemented for an LSTM with proj_size 2"),
+        "{msg}"
+    );
+}
