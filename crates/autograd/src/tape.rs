@@ -5,6 +5,11 @@
 //! shape, and its backward rule — a closure that turns the gradient of the op's output into the
 //! gradients of its inputs. Nodes are appended in the order ops run, so an op's inputs always
 //! come before it, and walking the list backwards visits every node after all its consumers.
+//!
+//! A rule owns what its op saved for the backward (a sigmoid its output, a product both
+//! operands). Unless the tape [retains the graph](Tape::set_retain_graph), the sweep drops
+//! each rule once it has run, so a recurrent net's per-step values are freed as the backward
+//! passes them, and memory falls during the backward instead of staying at its peak.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -46,6 +51,9 @@ pub(crate) struct Node<T: Float> {
     /// (what it saved is freed then: `freed` says so).
     pub backward: Cell<Option<BackwardFn<T>>>,
     pub freed: Cell<bool>,
+    /// The [checkpointed](Tape::checkpoint) region this node was recorded in, whose re-run
+    /// makes its rule again when a backward reaches it.
+    pub region: Cell<Option<u32>>,
     /// Keep this node's gradient in the result of `backward` (leaves, and `retain_grad`).
     pub retain: bool,
     /// The parameter this leaf stands for.
@@ -89,7 +97,19 @@ pub(crate) struct TapeInner<T: Float> {
     pub(crate) inspect: Cell<bool>,
     /// What to add to a backward anomaly at a node ([`Tape::on_backward_anomaly`]).
     pub(crate) explainers: RefCell<HashMap<usize, Explainer<T>>>,
+    /// Each [checkpointed](Tape::checkpoint) region: its nodes, and the re-run that makes
+    /// their rules again (taken when it runs).
+    regions: RefCell<Vec<Region<T>>>,
 }
+
+/// A [checkpointed](Tape::checkpoint) region of a tape.
+struct Region<T: Float> {
+    nodes: std::ops::Range<usize>,
+    again: Option<ReRun<T>>,
+}
+
+/// What records a checkpointed region's ops again, on a tape of its own.
+type ReRun<T> = Box<dyn FnOnce(&Tape<T>)>;
 
 /// Given the gradient of a node's output, more about where its backward went non-finite.
 pub(crate) type Explainer<T> = Box<dyn Fn(&Tensor<T>) -> Option<String>>;
@@ -168,6 +188,7 @@ impl<T: Float> Tape<T> {
                 caught_value: RefCell::new(None),
                 inspect: Cell::new(false),
                 explainers: RefCell::new(HashMap::new()),
+                regions: RefCell::new(Vec::new()),
             }),
         }
     }
@@ -183,6 +204,7 @@ impl<T: Float> Tape<T> {
             shape: value.shape().to_vec(),
             backward: Cell::new(None),
             freed: Cell::new(false),
+            region: Cell::new(None),
             retain: true,
             param: None,
             prim: None,
@@ -217,6 +239,7 @@ impl<T: Float> Tape<T> {
             shape: value.shape().to_vec(),
             backward: Cell::new(None),
             freed: Cell::new(false),
+            region: Cell::new(None),
             retain: true,
             param: Some(param.clone()),
             prim: None,
@@ -297,6 +320,7 @@ impl<T: Float> Tape<T> {
             shape: value.shape().to_vec(),
             backward: Cell::new(Some(backward)),
             freed: Cell::new(false),
+            region: Cell::new(None),
             retain: false,
             param: None,
             prim: None,
@@ -377,6 +401,106 @@ impl<T: Float> Tape<T> {
     /// Whether backward keeps the graph ([`set_retain_graph`](Self::set_retain_graph)).
     pub fn retains_graph(&self) -> bool {
         self.inner.retain_graph.get()
+    }
+
+    /// Runs `f`, which records on this tape as usual, then frees what its ops saved for the
+    /// backward (gradient checkpointing): when a backward reaches one of those ops, `again`
+    /// runs on a fresh tape of its own, records the same ops (the same code on the same
+    /// values, its inputs made leaves there where they are recorded here), and their rules
+    /// take the freed ones' places. The gradients are the same bits as without the
+    /// checkpoint: the same rules, run in the same order, from the same saved values.
+    ///
+    /// What stays alive between the forward and the backward is what the caller keeps (the
+    /// values `f` returns) and `again`'s captures; a recurrent layer keeps the state entering
+    /// each segment of steps (`LayerConfig::recompute` in the rnn crate).
+    ///
+    /// ```
+    /// use autograd::Tape;
+    /// use tensor::Tensor;
+    /// let tape = Tape::<f64>::new();
+    /// let x = tape.var(Tensor::from_vec(vec![0.5, -1.0], &[2]));
+    /// let x_value = x.value().clone();
+    /// // y = tanh(tanh(x)): the inner tanh's output is freed, made again in the backward.
+    /// let y = tape.checkpoint(
+    ///     |_| x.tanh().tanh(),
+    ///     move |t| {
+    ///         let x = t.var(x_value);
+    ///         x.tanh().tanh();
+    ///     },
+    /// );
+    /// let dx = y.sum_all().backward().wrt(&x).to_vec();
+    /// let plain = Tape::<f64>::new();
+    /// let x2 = plain.var(Tensor::from_vec(vec![0.5, -1.0], &[2]));
+    /// assert_eq!(dx, x2.tanh().tanh().sum_all().backward().wrt(&x2).to_vec());
+    /// ```
+    ///
+    /// # Panics
+    /// During the backward, if `again` records other ops than `f` did (names and count).
+    pub fn checkpoint<R>(
+        &self,
+        f: impl FnOnce(&Tape<T>) -> R,
+        again: impl FnOnce(&Tape<T>) + 'static,
+    ) -> R {
+        let start = self.len();
+        let result = f(self);
+        let end = self.len();
+        let nodes = self.inner.nodes.borrow();
+        let mut regions = self.inner.regions.borrow_mut();
+        let region = u32::try_from(regions.len()).expect("fewer than 2³² regions");
+        let mut any = false;
+        for node in &nodes[start..end] {
+            // Leaves (a parameter's first use, say) have no rule to free.
+            if let Some(rule) = node.backward.take() {
+                drop(rule);
+                node.region.set(Some(region));
+                any = true;
+            }
+        }
+        if any {
+            regions.push(Region {
+                nodes: start..end,
+                again: Some(Box::new(again)),
+            });
+        }
+        result
+    }
+
+    /// Re-runs region `r` ([`checkpoint`](Self::checkpoint)) on a tape of its own and gives
+    /// its ops' rules to this tape's nodes.
+    fn rebuild(&self, nodes: &[Node<T>], r: u32) {
+        let (range, again) = {
+            let mut regions = self.inner.regions.borrow_mut();
+            let region = &mut regions[r as usize];
+            let again = region.again.take().expect("a region is re-run once");
+            (region.nodes.clone(), again)
+        };
+        let fresh = Tape::new();
+        again(&fresh);
+        let made = fresh.inner.nodes.borrow();
+        let mut made_ops = made.iter().filter(|n| n.op != "leaf" && n.op != "param");
+        for (id, node) in nodes[range.clone()].iter().enumerate() {
+            if node.region.get() != Some(r) {
+                continue;
+            }
+            let again_node = made_ops.next();
+            match again_node {
+                Some(m) if m.op == node.op => node.backward.set(m.backward.take()),
+                other => panic!(
+                    "checkpoint: the re-run recorded {} where the forward recorded '{}' (node \
+                     {}); a checkpoint's re-run must record the same ops as its forward",
+                    other.map_or("nothing".to_string(), |m| format!("'{}'", m.op)),
+                    node.op,
+                    range.start + id
+                ),
+            }
+            node.region.set(None);
+        }
+        if let Some(extra) = made_ops.next() {
+            panic!(
+                "checkpoint: the re-run recorded more ops than the forward (first extra: '{}')",
+                extra.op
+            );
+        }
     }
 
     /// Whether anomaly detection is on.
@@ -485,6 +609,9 @@ impl<T: Float> Tape<T> {
                      retain_graph=True)",
                     node.op
                 );
+            }
+            if let Some(r) = node.region.get() {
+                self.rebuild(&nodes, r); // a checkpointed region: its rules made again
             }
             if let Some(rule) = node.backward.take() {
                 // Put back if the rule panics (or the graph is kept); dropped when it is done

@@ -81,8 +81,11 @@ pub(crate) fn check_step_state<T: Float, S: State<T>>(next: &S, batch: usize, si
 /// suffixes PyTorch uses. Every parameter `step` uses must be listed there (a [`Layer`] checks
 /// this when it is built), or no optimizer or saved file would see it.
 ///
+/// A cell is `'static` (it owns its parameters): a layer that recomputes its activations in
+/// the backward ([`Recompute`](crate::Recompute)) keeps a handle to the cell on the tape.
+///
 /// [`Layer`]: crate::Layer
-pub trait Cell<T: Float>: Module<T> {
+pub trait Cell<T: Float>: Module<T> + 'static {
     /// The recurrent state: `Var<T>` for a single hidden vector, `(Var<T>, Var<T>)` for (h, c).
     type State: State<T>;
 

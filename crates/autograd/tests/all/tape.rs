@@ -667,3 +667,73 @@ fn a_rule_that_panics_and_nodes_off_the_path_are_not_freed() {
     w.backward();
     assert_eq!(z.sum_all().backward().wrt(&x).to_vec(), z.value().to_vec());
 }
+
+/// A checkpointed region frees what its ops saved as soon as it is recorded, and the backward
+/// makes the rules again from the re-run: the same bits as without the checkpoint, with the
+/// graph retained or not; a re-run that records other ops is refused, naming both.
+#[test]
+fn a_checkpoint_frees_its_saved_values_and_the_backward_makes_them_again() {
+    use std::rc::Rc;
+    let x0 = Tensor::from_vec(vec![0.3, -1.2, 2.0], &[3]);
+    let plain = Tape::<f64>::new();
+    let xp = plain.var(x0.clone());
+    let expected = (xp.tanh() * xp.exp())
+        .sum_all()
+        .backward()
+        .wrt(&xp)
+        .to_vec();
+    for retain in [false, true] {
+        let tape = Tape::<f64>::new();
+        tape.set_retain_graph(retain);
+        let x = tape.var(x0.clone());
+        let marker = Rc::new(());
+        let (held, again_x) = (marker.clone(), x0.clone());
+        // A custom op inside the region holds `marker`: freed with the region's rules.
+        let y = tape.checkpoint(
+            |_| {
+                let m = held.clone();
+                let t = Var::custom_op("tanh_marked", &[&x], x.value().tanh(), move |g| {
+                    let _ = &m;
+                    vec![Some(g.clone())]
+                });
+                drop(held);
+                let _ = t;
+                x.tanh() * x.exp()
+            },
+            move |t| {
+                let x = t.var(again_x);
+                let _ = Var::custom_op("tanh_marked", &[&x], x.value().tanh(), |g| {
+                    vec![Some(g.clone())]
+                });
+                let _ = x.tanh() * x.exp();
+            },
+        );
+        assert_eq!(
+            Rc::strong_count(&marker),
+            1,
+            "the region's rules were freed"
+        );
+        let loss = y.sum_all();
+        assert_eq!(loss.backward().wrt(&x).to_vec(), expected);
+        if retain {
+            assert_eq!(loss.backward().wrt(&x).to_vec(), expected, "rules kept");
+        }
+    }
+    // A re-run that records something else.
+    let tape = Tape::<f64>::new();
+    let x = tape.var(x0.clone());
+    let y = tape.checkpoint(
+        |_| x.exp(),
+        move |t| {
+            let _ = t.var(x0).tanh();
+        },
+    );
+    let msg = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| y.sum_all().backward()))
+        .err()
+        .and_then(|e| e.downcast_ref::<String>().cloned())
+        .expect("refused");
+    assert!(
+        msg.contains("the re-run recorded 'tanh' where the forward recorded 'exp'"),
+        "{msg}"
+    );
+}

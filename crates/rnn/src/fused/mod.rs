@@ -13,13 +13,14 @@
 //!            P_t = h_{t−1} W_hhᵀ          and one [B, H] × [H, 3H] per step, kept apart (GRU
 //!                                         training; its inference makes x_t W_ihᵀ per step)
 //! backward:  dh_{t−1} = dP_t W_hh        one [B, G·H] × [G·H, H] product per step
-//!            dX = dP W_ih,  dW_ih = dPᵀ X,  dW_hh = dPᵀ H_in,  db = Σ dP   (all steps at once)
+//!            dX = dP W_ih,  dW_ih = dPᵀ X,  dW_hh = dPᵀ H_in,  db = Σ dP   (a chunk of
+//!                                         steps at once: about 1024 rows)
 //! ```
 //!
 //! The files, in the order a call meets them:
 //!
 //! - here: [`run`] takes a layer's directions, runs their forwards and records each as one
-//!   node (`record`), whose backward runs the backward loop and then `grads.rs`;
+//!   node (`record`), whose backward is `backward.rs`;
 //! - `seq.rs`: [`Seq`], one direction as plain slices, what every loop reads; [`Rows`], where
 //!   a loop writes; [`Saved`], what a forward keeps for its backward;
 //! - `loops.rs`: the loops' entry points, compiled for the widest vector instructions;
@@ -27,7 +28,9 @@
 //! - `split.rs`: two threads by halves of the batch; `helper.rs`: a second thread for each
 //!   step's product instead, where the batch is too small to halve; `team.rs`: the two-thread
 //!   handoff both use;
-//! - `grads.rs`: after the backward loop, the input's and the weights' gradients;
+//! - `backward.rs`: the backward, a chunk of steps at a time: the loop over the chunk's steps
+//!   (recomputing a segment's activations first, with [`Recompute`]), then `grads.rs`, the
+//!   chunk's share of the weights' gradients and its rows of the input's;
 //! - `pack.rs`: the weights packed for the per-step products, and their cache for inference.
 //!
 //! Invariants:
@@ -35,6 +38,9 @@
 //! - A node's value is `[T + parts, B, H]`: the outputs, then the final state's parts (flat
 //!   for the projected LSTM, whose `h` and `c` differ in width). The backward reads the
 //!   entering states from it, so no copy of them is kept.
+//! - The backward holds no `[T, B, G·H]` array beyond what the forward kept: one chunk's gate
+//!   gradients at a time. With recompute the forward keeps only each segment's entering
+//!   state, and the gradients are the same bits as without (`backward.rs`).
 //! - Past a sequence's end (`lengths`), the state carries over, the output is zero and the
 //!   gate gradients are zero, so those steps add nothing to any gradient.
 //! - Wherever work is split across threads (batch halves, weight-gradient rows, the step

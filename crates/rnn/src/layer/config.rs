@@ -57,9 +57,11 @@ pub struct LayerConfig {
 /// Inference (no-grad mode, or nothing that needs a gradient) keeps nothing either way.
 ///
 /// It runs on the fused kernels of the built-in RNN, LSTM and GRU (stacked, bidirectional,
-/// with lengths; the RNN's backward reads only its outputs, so it has nothing to recompute).
-/// Not yet on the compiled and composed paths, nor for an LSTM with `proj_size`: a training
-/// forward there refuses it rather than silently keep every step.
+/// with lengths; the RNN's backward reads only its outputs, so it has nothing to recompute),
+/// and on the composed path of any cell, where each segment is a
+/// [checkpointed](autograd::Tape::checkpoint) region of the tape. Not yet on the compiled
+/// path, nor for an LSTM with `proj_size`: a training forward there refuses it rather than
+/// silently keep every step.
 ///
 /// ```
 /// use rnn::{Layer, LayerConfig, Recompute};

@@ -21,7 +21,9 @@
 //! Internally, time is always the first axis: a batch-first input is transposed on the way
 //! in and the output on the way out, and an unbatched input runs as a batch of one.
 
-use autograd::Var;
+use std::sync::Arc;
+
+use autograd::{Tape, Var};
 use tensor::{Float, Tensor};
 
 use super::inspect::{check_inputs, group, locate, Replay, StepLog};
@@ -30,7 +32,7 @@ use crate::cell::{check_step_state, Cell, State};
 use crate::compiled;
 use crate::dropout::dropout;
 use crate::fused::{self, step_order};
-use crate::module::rng_state;
+use crate::module::{rng_state, set_rng_state};
 use crate::probe::{Probe, Ran};
 
 /// What one direction of a layer returns: its output `[T, B, H]` and final state's parts.
@@ -58,8 +60,8 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
     /// If `x` is not 3-D (or 2-D) with `input_size` features, the sequence is empty (as
     /// PyTorch), `init` has the wrong shape, or a length is 0 or longer than the sequence, or
     /// lengths are given for an unbatched input. If the config asks for
-    /// [`Recompute`](super::Recompute) in a training forward that does not run on the fused
-    /// kernels, which alone implement it so far.
+    /// [`Recompute`](super::Recompute) in a training forward on the compiled path, which
+    /// does not implement it yet.
     #[track_caller]
     pub fn forward_with(
         &self,
@@ -118,18 +120,16 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
         // An empty batch runs composed: its outputs are empty either way.
         let fused = self.is_fused() && batch > 0;
         let tape = x.tape().clone();
-        if !fused && tape.grad_enabled() && cfg.recompute.segments(seq) > 1 {
+        if !fused
+            && tape.grad_enabled()
+            && cfg.recompute.segments(seq) > 1
+            && self.program(0, 0, batch).is_some()
+        {
             panic!(
-                "Layer::forward: recompute ({:?}) runs on the fused kernels of the built-in \
-                 cells only, and this layer runs {} (its cell has no fused kernel, the fused \
-                 switch is off, or the batch is empty); it would keep every step. Set \
-                 Recompute::Off for it, or use a built-in cell with set_fused(true)",
+                "Layer::forward: recompute ({:?}) runs on the fused kernels and the composed \
+                 path, and this layer runs compiled; it would keep every step. Set \
+                 set_compiled(false) to recompute on the composed path, or Recompute::Off",
                 cfg.recompute,
-                if self.program(0, 0, batch).is_some() {
-                    "compiled"
-                } else {
-                    "composed"
-                }
             );
         }
         let probe = Probe::<T>::watching().map(|p| {
@@ -161,7 +161,7 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
             let replays = |rng_at: &[Option<[u64; 4]>]| -> Vec<Replay<'_, T, C>> {
                 (layer_cells.iter().zip(&inits).enumerate())
                     .map(|(dir, (cell, init))| Replay {
-                        cell,
+                        cell: &**cell,
                         x: &x_value,
                         init: init.parts().iter().map(|v| v.value().clone()).collect(),
                         masks: masks.as_ref(),
@@ -213,17 +213,23 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
                 });
                 (Ran::Compiled, results)
             } else {
+                // With recompute, segments of steps whose saved values the tape frees and
+                // makes again in the backward.
+                let segment = match cfg.recompute.segments(seq) {
+                    k if k > 1 && tape.grad_enabled() => cfg.recompute.segment_len(seq),
+                    _ => seq,
+                };
                 let results = (layer_cells.iter().zip(&inits).enumerate())
                     .map(|(dir, (cell, init))| {
                         rng_at[dir] = Some(rng_state());
                         let (out, last) = tape.scoped(&group(l, dir), || {
-                            let (out, last) = run_direction(
+                            let (out, last) = run_segments(
                                 cell,
                                 &input,
                                 init.clone(),
                                 masks.as_deref(),
                                 dir == 1,
-                                None,
+                                segment,
                             );
                             (Var::stack(&out.iter().collect::<Vec<_>>(), 0), last)
                         });
@@ -372,13 +378,106 @@ pub(super) fn step_masks(lengths: &[usize], seq: usize, batch: usize, ended_ok: 
 pub(super) fn run_direction<T: Float, C: Cell<T>>(
     cell: &C,
     x: &Var<T>,
+    state: C::State,
+    masks: Option<&[Option<Tensor<bool>>]>,
+    reverse: bool,
+    log: Option<&mut StepLog<T>>,
+) -> (Vec<Var<T>>, C::State) {
+    let mut outputs: Vec<Option<Var<T>>> = vec![None; x.shape()[0]];
+    let all = 0..x.shape()[0];
+    let state = run_steps(cell, x, state, masks, reverse, all, &mut outputs, log);
+    (
+        outputs
+            .into_iter()
+            .map(|o| o.expect("every step ran"))
+            .collect(),
+        state,
+    )
+}
+
+/// [`run_direction`] in segments of `segment` steps (in the order they are visited), each
+/// [checkpointed](autograd::Tape::checkpoint): the tape frees what a segment's ops saved, and
+/// the backward runs the segment again from the state that entered it (kept here, with the
+/// random generator's state, for a cell that draws), so the layer keeps one state per
+/// segment. The gradients are the same bits as without segments. One segment of all the
+/// steps is [`run_direction`].
+fn run_segments<T: Float, C: Cell<T>>(
+    cell: &Arc<C>,
+    x: &Var<T>,
     mut state: C::State,
     masks: Option<&[Option<Tensor<bool>>]>,
     reverse: bool,
-    mut log: Option<&mut StepLog<T>>,
+    segment: usize,
 ) -> (Vec<Var<T>>, C::State) {
-    let (seq, batch) = (x.shape()[0], x.shape()[1]);
+    let seq = x.shape()[0];
+    if segment >= seq {
+        return run_direction(&**cell, x, state, masks, reverse, None);
+    }
     let mut outputs: Vec<Option<Var<T>>> = vec![None; seq];
+    for start in (0..seq).step_by(segment) {
+        let ks = start..(start + segment).min(seq);
+        // What the re-run needs: the input, the entering state, the masks, the generator.
+        let rng = rng_state();
+        let x_value = (x.value().clone(), x.requires_grad());
+        let entering: Vec<(Tensor<T>, bool)> = (state.parts().iter())
+            .map(|p| (p.value().clone(), p.requires_grad()))
+            .collect();
+        let masks_owned: Option<Vec<Option<Tensor<bool>>>> = masks.map(<[_]>::to_vec);
+        let (again_cell, again_ks) = (cell.clone(), ks.clone());
+        let again = move |tape: &Tape<T>| {
+            let caller = rng_state();
+            set_rng_state(rng);
+            // Leaves where the forward's values were recorded, constants where not, so that
+            // the same ops are recorded.
+            let leaf = |(v, recorded): (Tensor<T>, bool)| match recorded {
+                true => tape.var(v),
+                false => tape.constant(v),
+            };
+            let x = leaf(x_value);
+            let state = C::State::from_parts(entering.into_iter().map(leaf).collect());
+            let mut outputs = vec![None; seq];
+            let masks = masks_owned.as_deref();
+            run_steps(
+                &*again_cell,
+                &x,
+                state,
+                masks,
+                reverse,
+                again_ks,
+                &mut outputs,
+                None,
+            );
+            set_rng_state(caller);
+        };
+        let tape = x.tape();
+        state = tape.checkpoint(
+            |_| run_steps(&**cell, x, state, masks, reverse, ks, &mut outputs, None),
+            again,
+        );
+    }
+    (
+        outputs
+            .into_iter()
+            .map(|o| o.expect("every step ran"))
+            .collect(),
+        state,
+    )
+}
+
+/// The steps at positions `ks` of the visiting order of [`run_direction`], from `state`,
+/// writing each step's output to `outputs[t]`; returns the state after them.
+#[allow(clippy::too_many_arguments)]
+fn run_steps<T: Float, C: Cell<T>>(
+    cell: &C,
+    x: &Var<T>,
+    mut state: C::State,
+    masks: Option<&[Option<Tensor<bool>>]>,
+    reverse: bool,
+    ks: std::ops::Range<usize>,
+    outputs: &mut [Option<Var<T>>],
+    mut log: Option<&mut StepLog<T>>,
+) -> C::State {
+    let batch = x.shape()[1];
     let zero = Tensor::<T>::zeros(&[]);
     let sizes = cell.state_sizes();
     let tape = x.tape();
@@ -386,7 +485,8 @@ pub(super) fn run_direction<T: Float, C: Cell<T>>(
     let logging = log.is_some();
     // The names of the state's parts as they leave a step, in a re-run.
     const NAMES: [&str; 4] = ["state[0] = h_t", "state[1]", "state[2]", "state[3]"];
-    for t in step_order(seq, reverse) {
+    let seq = x.shape()[0];
+    for t in step_order(seq, reverse).skip(ks.start).take(ks.len()) {
         let step = || {
             let x_t = x.select(0, t);
             let (next, labelled) = match logging {
@@ -429,11 +529,5 @@ pub(super) fn run_direction<T: Float, C: Cell<T>>(
         outputs[t] = Some(output);
         state = next;
     }
-    (
-        outputs
-            .into_iter()
-            .map(|o| o.expect("every step ran"))
-            .collect(),
-        state,
-    )
+    state
 }

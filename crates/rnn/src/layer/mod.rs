@@ -63,8 +63,8 @@ use crate::rnn_cell::RnnCell;
 
 /// A recurrent layer over any cell.
 pub struct Layer<T: Float, C: Cell<T>> {
-    /// `cells[layer][direction]`.
-    cells: Vec<Vec<C>>,
+    /// `cells[layer][direction]`, shared with the tape's re-runs when recomputing.
+    cells: Vec<Vec<Arc<C>>>,
     config: LayerConfig,
     training: Flag<bool>,
     use_fused: Flag<bool>,
@@ -154,7 +154,7 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
                             config.proj_size,
                             config.hidden_size
                         );
-                        cell
+                        Arc::new(cell)
                     })
                     .collect()
             })
@@ -178,7 +178,7 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
             p.set_name(name.clone());
         }
         for cell in layer.cells.iter().flatten() {
-            check_params_listed(cell);
+            check_params_listed(&**cell);
         }
         layer
     }
@@ -239,7 +239,7 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
                 } else if !self.use_compiled.get() {
                     Path::Composed("the compiled path is switched off (set_compiled)".into())
                 } else {
-                    match compiled::compile(cell, 2) {
+                    match compiled::compile(&**cell, 2) {
                         Ok(p) => Path::Compiled {
                             hoisted: p.hoisted_ops(),
                             per_step: p.len(),
@@ -260,9 +260,9 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
             return None;
         }
         let cell = &self.cells[l][d];
-        let key = compiled::Key::of(cell, batch, self.is_training());
+        let key = compiled::Key::of(&**cell, batch, self.is_training());
         let slot = l * self.config.num_directions() + d;
-        compiled::program(&self.programs, slot, cell, key).ok()
+        compiled::program(&self.programs, slot, &**cell, key).ok()
     }
 }
 

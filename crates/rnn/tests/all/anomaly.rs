@@ -8,7 +8,7 @@ use rnn::{Cell, Layer, LayerConfig, Lstm, Module};
 use tensor::{Float, Rng, Tensor};
 
 use crate::common::{panic_message, uniform};
-use crate::custom_cells::{named, param};
+use crate::custom_cells::{named, param, Dropped};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Path {
@@ -309,33 +309,9 @@ fn a_callers_catch_anomaly_gets_the_located_fault() {
     );
 }
 
-/// h' = tanh(dropout(x) Wᵀ + h Uᵀ): a cell that draws random numbers in `step` (composed, in
-/// training). Its probe re-run draws the same masks (max_diff 0), and watching does not move
-/// the generator: the next draw is the one an unwatched run would make.
-struct Dropped {
-    w: Param<f64>,
-    u: Param<f64>,
-}
-
-impl Cell<f64> for Dropped {
-    type State = Var<f64>;
-    fn input_size(&self) -> usize {
-        self.w.shape()[1]
-    }
-    fn hidden_size(&self) -> usize {
-        self.u.shape()[0]
-    }
-    fn step(&self, x: &Var<f64>, h: &Var<f64>) -> Var<f64> {
-        (rnn::dropout(x, 0.5).linear(&self.w) + h.linear(&self.u)).tanh()
-    }
-}
-
-impl Module<f64> for Dropped {
-    fn named_params(&self) -> Vec<(String, Param<f64>)> {
-        named(&[("w", &self.w), ("u", &self.u)])
-    }
-}
-
+/// A cell that draws random numbers in `step` ([`Dropped`]): its probe re-run draws the same
+/// masks (max_diff 0), and watching does not move the generator: the next draw is the one an
+/// unwatched run would make.
 #[test]
 fn a_probe_re_run_draws_what_the_layer_drew_and_leaves_the_generator_alone() {
     let rng = &mut Rng::seed_from_u64(9);

@@ -1032,7 +1032,7 @@ impl<S: State<f64>> ProgCell<S> {
     }
 }
 
-impl<S: State<f64>> Cell<f64> for ProgCell<S> {
+impl<S: State<f64> + 'static> Cell<f64> for ProgCell<S> {
     type State = S;
 
     fn input_size(&self) -> usize {

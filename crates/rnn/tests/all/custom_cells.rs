@@ -344,3 +344,29 @@ impl<T: Float> Module<T> for AllOps<T> {
         ])
     }
 }
+
+/// h' = tanh(dropout(x) Wᵀ + h Uᵀ): a cell that draws random numbers in `step` (composed, in
+/// training), for the re-runs (probe, recompute) that must draw what the forward drew.
+pub struct Dropped {
+    pub w: Param<f64>,
+    pub u: Param<f64>,
+}
+
+impl Cell<f64> for Dropped {
+    type State = Var<f64>;
+    fn input_size(&self) -> usize {
+        self.w.shape()[1]
+    }
+    fn hidden_size(&self) -> usize {
+        self.u.shape()[0]
+    }
+    fn step(&self, x: &Var<f64>, h: &Var<f64>) -> Var<f64> {
+        (rnn::dropout(x, 0.5).linear(&self.w) + h.linear(&self.u)).tanh()
+    }
+}
+
+impl Module<f64> for Dropped {
+    fn named_params(&self) -> Vec<(String, Param<f64>)> {
+        named(&[("w", &self.w), ("u", &self.u)])
+    }
+}

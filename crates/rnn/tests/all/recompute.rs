@@ -13,6 +13,7 @@ use rnn::{Cell, Layer, LayerConfig, Module, Recompute, State};
 use tensor::{Rng, Tensor};
 
 use crate::common::{on_threads, panic_message};
+use crate::custom_cells::{param, Dropped, Mgu};
 
 /// Output, final state, and the gradients of the input, the initial state and every
 /// parameter, for a loss that weighs every output and final state at random.
@@ -258,10 +259,105 @@ fn zero_segments_are_refused_and_old_configs_load_without_recompute() {
     assert_eq!(back, sqrt);
 }
 
-/// A forward and backward over 100,000 steps completes on every path (the fused kernel, the
-/// compiled step, the composed tape of 2 million nodes, and the fused kernel with recompute):
-/// nothing in the forward, the backward or the tape's drop recurses with the length. The
-/// gradient of the first input reaches it through every step.
+/// Where recompute is not implemented (the compiled path, an LSTM with `proj_size`), a
+/// training forward refuses it rather than keep every step unasked; inference, which keeps
+/// nothing anyway, runs.
+#[test]
+fn recompute_is_refused_where_it_would_not_run() {
+    let x = Tensor::<f64>::rand_normal(&[5, 2, 3], 0.0, 1.0, &mut Rng::seed_from_u64(8));
+    let config = LayerConfig::new(3, 4).recompute(Recompute::Sqrt);
+    let lstm = Layer::<f64, _>::lstm(config.clone(), &mut Rng::seed_from_u64(0));
+    lstm.set_fused(false);
+    let tape = Tape::new();
+    let msg = panic_message(|| lstm.forward(&tape.var(x.clone())));
+    assert!(
+        msg.contains("recompute (Sqrt) runs on the fused kernels and the composed path")
+            && msg.contains("this layer runs compiled"),
+        "{msg}"
+    );
+    let out = tape.no_grad(|| lstm.forward(&tape.var(x.clone())));
+    assert_eq!(out.output.shape(), [5, 2, 4]);
+    let msg = panic_message(|| {
+        Layer::<f64, _>::lstm(config.clone().proj_size(2), &mut Rng::seed_from_u64(0))
+    });
+    assert!(
+        msg.contains("not implemented for an LSTM with proj_size 2"),
+        "{msg}"
+    );
+}
+
+/// On the composed path each segment is a checkpointed region of the tape: the same bits as
+/// keeping every step, for the built-in cells and a cell of your own (MGU), any segments,
+/// stacked, bidirectional, with lengths.
+#[test]
+fn recompute_on_the_composed_path_gives_the_same_bits() {
+    let (seq, batch) = (13, 3);
+    let x = Tensor::rand_normal(&[seq, batch, 4], 0.0, 1.0, &mut Rng::seed_from_u64(9));
+    let lengths = [13, 6, 1];
+    let cuts = [
+        Recompute::Segments(2),
+        Recompute::Segments(13),
+        Recompute::Sqrt,
+    ];
+    for (cell, name) in CELLS.iter().enumerate() {
+        let base = LayerConfig::new(4, 5).num_layers(2).bidirectional(true);
+        let kept = with_layer(cell, base.clone(), |run| run(false), &x, Some(&lengths));
+        for cut in cuts {
+            let config = base.clone().recompute(cut);
+            let recomputed = with_layer(cell, config, |run| run(false), &x, Some(&lengths));
+            for (k, (a, b)) in recomputed.iter().zip(&kept).enumerate() {
+                assert_eq!(a.to_vec(), b.to_vec(), "{name} {cut:?}: result {k}");
+            }
+        }
+    }
+    let mgu = |cut| {
+        let config = LayerConfig::new(4, 5).bidirectional(true).recompute(cut);
+        let layer = Layer::new(config, &mut Rng::seed_from_u64(1), |input, rng| {
+            Mgu::<f64>::new(input, 5, rng)
+        });
+        layer.set_compiled(false);
+        run(&layer, &x, Some(&lengths))
+    };
+    let kept = mgu(Recompute::Off);
+    for (k, (a, b)) in mgu(Recompute::Segments(4)).iter().zip(&kept).enumerate() {
+        assert_eq!(a.to_vec(), b.to_vec(), "mgu: result {k}");
+    }
+}
+
+/// A cell that draws in `step`: the re-run draws the forward's masks again (so the gradients
+/// are the same bits), and leaves the generator where the backward found it (so the next
+/// draw is the one a run without recompute would make).
+#[test]
+fn recompute_redraws_what_the_forward_drew_and_leaves_the_generator_alone() {
+    let x = Tensor::rand_normal(&[9, 2, 3], 0.0, 1.0, &mut Rng::seed_from_u64(10));
+    let train = |cut| {
+        let config = LayerConfig::new(3, 4).recompute(cut);
+        let layer = Layer::new(config, &mut Rng::seed_from_u64(2), |input, rng| Dropped {
+            w: param("w", &[4, input], -0.5, 0.5, rng),
+            u: param("u", &[4, 4], -0.5, 0.5, rng),
+        });
+        rnn::manual_seed(5);
+        let mut all = run(&layer, &x, None);
+        all.push(Tensor::from_vec(
+            rnn::rng_state().map(|v| v as f64).to_vec(),
+            &[4],
+        ));
+        all
+    };
+    let kept = train(Recompute::Off);
+    for (k, (a, b)) in train(Recompute::Segments(3)).iter().zip(&kept).enumerate() {
+        assert_eq!(
+            a.to_vec(),
+            b.to_vec(),
+            "result {k} (the last: the generator)"
+        );
+    }
+}
+
+/// A forward and backward over 100,000 steps completes on every path (the fused kernel, with
+/// and without recompute, the compiled step, and the composed tape of 2 million nodes, with
+/// and without recompute): nothing in the forward, the backward or the tape's drop recurses
+/// with the length.
 #[test]
 fn a_hundred_thousand_steps_train_on_every_path() {
     let steps = 100_000;
@@ -271,6 +367,7 @@ fn a_hundred_thousand_steps_train_on_every_path() {
         ("fused", Recompute::Sqrt),
         ("compiled", Recompute::Off),
         ("composed", Recompute::Off),
+        ("composed", Recompute::Sqrt),
     ] {
         let config = LayerConfig::new(2, 3).recompute(recompute);
         let layer = Layer::<f32, _>::gru(config, &mut Rng::seed_from_u64(0));
@@ -285,34 +382,4 @@ fn a_hundred_thousand_steps_train_on_every_path() {
         assert!(dx.to_vec().iter().all(|v| v.is_finite()), "{path}");
         assert!(layer.params().iter().all(|p| p.grad().is_some()), "{path}");
     }
-}
-
-/// Where recompute is not implemented (the compiled and composed paths, an LSTM with
-/// `proj_size`), a training forward refuses it rather than keep every step unasked;
-/// inference, which keeps nothing anyway, runs.
-#[test]
-fn recompute_is_refused_where_it_would_not_run() {
-    let x = Tensor::<f64>::rand_normal(&[5, 2, 3], 0.0, 1.0, &mut Rng::seed_from_u64(8));
-    let config = LayerConfig::new(3, 4).recompute(Recompute::Sqrt);
-    let lstm = Layer::<f64, _>::lstm(config.clone(), &mut Rng::seed_from_u64(0));
-    for (fused, compiled, path) in [(false, true, "compiled"), (false, false, "composed")] {
-        lstm.set_fused(fused);
-        lstm.set_compiled(compiled);
-        let tape = Tape::new();
-        let msg = panic_message(|| lstm.forward(&tape.var(x.clone())));
-        assert!(
-            msg.contains("recompute (Sqrt) runs on the fused kernels")
-                && msg.contains(&format!("this layer runs {path}")),
-            "{msg}"
-        );
-        let out = tape.no_grad(|| lstm.forward(&tape.var(x.clone())));
-        assert_eq!(out.output.shape(), [5, 2, 4]);
-    }
-    let msg = panic_message(|| {
-        Layer::<f64, _>::lstm(config.clone().proj_size(2), &mut Rng::seed_from_u64(0))
-    });
-    assert!(
-        msg.contains("not implemented for an LSTM with proj_size 2"),
-        "{msg}"
-    );
 }
