@@ -19,9 +19,10 @@
 //! configuration), one thread (as the script's `torch.set_num_threads(1)`; `--threads N` for
 //! more, on both sides), three steps each.
 //! Paths: `fused` (the built-in kernel), `compiled` (the traced step), `composed` (op by op on
-//! the tape), and `sqrt`: the fused path with `Recompute::Sqrt` (the other paths refuse
-//! recompute so far). Each row also prints the fastest of its steps; the recompute row prints
-//! its time as a ratio to the fused path's, measured in this run.
+//! the tape), and `sqrt` / `sqrt-composed`: the fused and composed paths with
+//! `Recompute::Sqrt` (the compiled path refuses recompute so far). Each row also prints the
+//! fastest of its steps; the recompute rows print their time as a ratio to the same path
+//! without recompute, measured in this run.
 //!
 //! `--size B,I,H` changes the layer (`--size 1,2,3 --steps 100000` for the long-sequence
 //! rows of the README).
@@ -151,7 +152,11 @@ fn main() {
     }
     let cells = list(&args, "--cells", &["lstm", "gru", "rnn"]);
     let steps = list(&args, "--steps", &["200", "800", "3200"]);
-    let paths = list(&args, "--paths", &["fused", "compiled", "composed", "sqrt"]);
+    let paths = list(
+        &args,
+        "--paths",
+        &["fused", "compiled", "composed", "sqrt", "sqrt-composed"],
+    );
     let torch = std::env::var("TORCH_PYTHON").ok();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_rnn_memory.py");
     let me = std::env::current_exe().expect("this program");
@@ -197,7 +202,11 @@ fn main() {
                     if let Some(base) = torch_mb {
                         row += &format!(" ({:.2}×)", mb / base);
                     }
-                    let plain = (path == "sqrt").then(|| times.get("fused")).flatten();
+                    let plain = match path.as_str() {
+                        "sqrt" => times.get("fused"),
+                        "sqrt-composed" => times.get("composed"),
+                        _ => None,
+                    };
                     match plain {
                         Some(p) => row += &format!(" {ms:.1} ms = {:.2}× time", ms / p),
                         None => row += &format!(" {ms:.1} ms"),
