@@ -7,7 +7,7 @@
 //!     dW_ih += dP_cᵀ X_c,  dW_hh += Σ_t dP_tᵀ h_{t−1},  db += Σ_rows dP_c,  dX_c = dP_c W_ih
 //! ```
 //!
-//! Only one chunk's gate gradients are alive ([`chunk_steps`] steps, about 2048 rows), so the
+//! Only one chunk's gate gradients are alive ([`chunk_steps`] steps, about 1024 rows), so the
 //! backward holds no `[T, B, G·H]` buffer beyond what the forward kept, and the products
 //! still have thousands of rows. The input's gradient is written in place, a chunk's rows at
 //! a time.
@@ -38,7 +38,8 @@ use super::seq::{Acts, Rows, Saved, Seq};
 use super::{team, Kind};
 
 /// Rows of gate gradients per chunk (its steps: this many rows of the whole batch, at least
-/// one step).
+/// one step). The products of a chunk still have a thousand rows; 2048 measured the same
+/// speed and 8–13 MB more memory on the large LSTM and GRU (`docs/performance.md`).
 pub(super) const CHUNK_ROWS: usize = 1024;
 
 /// Steps per chunk for a batch of `batch` rows.

@@ -1,8 +1,8 @@
 //! BPTT memory: the fused backward in chunks of steps, recompute (gradient checkpointing over
 //! time), and long sequences.
 //!
-//! - Sequences longer than one chunk of the backward (`CHUNK_ROWS` = 2048 rows: 682 steps of
-//!   3 rows, 128 of 16) give the composed path's numbers, with lengths that end inside a
+//! - Sequences longer than one chunk of the backward (`CHUNK_ROWS` = 1024 rows: 341 steps of
+//!   3 rows, 64 of 16) give the composed path's numbers, with lengths that end inside a
 //!   chunk, in both directions and stacked, on one thread and (batch split in halves) two.
 //! - Recompute gives the same bits as keeping everything, for any number of segments
 //!   (dividing the sequence or not, one per step, more than steps), on every cell, with
@@ -111,8 +111,8 @@ fn relative_diff(a: &Tensor<f64>, b: &Tensor<f64>) -> f64 {
     worst / scale
 }
 
-/// 700 steps of 3 rows are two chunks of the fused backward (682 steps, then 18): the fused
-/// path, bidirectional and stacked, with one sequence ending in each chunk, agrees with the
+/// 700 steps of 3 rows are three chunks of the fused backward (341, 341, then 18 steps): the
+/// fused path, bidirectional and stacked, with sequences ending in the first and the last, agrees with the
 /// composed path (which has no chunks) on every value and gradient.
 #[test]
 fn sequences_longer_than_a_chunk_match_the_composed_path() {
@@ -166,7 +166,7 @@ fn recompute_gives_the_same_bits_for_any_segments() {
     }
 }
 
-/// Across the chunks of a long sequence (segments of 27 steps against chunks of 682, so
+/// Across the chunks of a long sequence (segments of 27 steps against chunks of 341, so
 /// some segments straddle a chunk's end), and without lengths too.
 #[test]
 fn recompute_gives_the_same_bits_across_chunks() {
@@ -187,7 +187,7 @@ fn recompute_gives_the_same_bits_across_chunks() {
 
 /// On two threads a training batch of 16 rows or more runs in halves, one per thread, each
 /// recomputing its own rows' segments: the same bits as one thread, with and without
-/// recompute, over three chunks (300 steps of 16 rows, chunks of 128); and the composed
+/// recompute, over five chunks (300 steps of 16 rows, chunks of 64); and the composed
 /// path's numbers.
 #[test]
 fn recompute_on_two_threads_splits_the_batch_with_the_same_bits() {
