@@ -25,7 +25,9 @@
 //! without recompute, measured in this run.
 //!
 //! `--size B,I,H` changes the layer (`--size 1,2,3 --steps 100000` for the long-sequence
-//! rows of the README).
+//! rows of the README). To see where a row's peak is, `MEMORY_DETAIL=1` prints the growth
+//! after each forward of a `--one` row, and with it `MEMORY_FORWARD_ONLY=1` skips the
+//! backwards.
 
 use std::collections::HashMap;
 use std::process::Command;
