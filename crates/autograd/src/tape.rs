@@ -38,7 +38,7 @@ pub(crate) enum Grad<T: Float> {
 /// The backward rule of a node: given the gradient of its output, the gradient of each input
 /// (`None` for an input that needs none). The flag says whether the graph is retained
 /// ([`Tape::set_retain_graph`]): if not, this is the rule's last run, and it may consume what
-/// it saved (a fused kernel writes its gate gradients over its saved activations).
+/// it saved ([`Var::custom_op_consuming`]).
 pub(crate) type BackwardFn<T> = Box<dyn FnMut(&Tensor<T>, bool) -> Vec<Option<Grad<T>>>>;
 
 /// One recorded op.

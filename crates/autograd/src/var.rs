@@ -279,9 +279,9 @@ impl<T: Float> Var<T> {
 
     /// [`custom_op`](Self::custom_op) for a backward rule that may consume what it saved.
     /// The rule is told whether the graph is retained ([`Tape::set_retain_graph`]): `false`
-    /// means this is its last run, so it may reuse its saved buffers for its gradients (the
-    /// fused recurrent kernels write their gate gradients over the saved gates); `true`
-    /// means it may run again and must leave them intact.
+    /// means this is its last run, so it may reuse its saved buffers for its gradients (a
+    /// kernel could write its gradients over the activations it kept); `true` means it may
+    /// run again and must leave them intact.
     ///
     /// ```
     /// use autograd::{Tape, Var};

@@ -69,3 +69,20 @@ pub fn set_rng_state(state: [u64; 4]) {
 pub fn with_rng<R>(f: impl FnOnce(&mut Rng) -> R) -> R {
     RNG.with(|r| f(&mut r.borrow_mut()))
 }
+
+/// Runs `f` with this thread's generator at `state` (where it is now, if `None`), then puts
+/// the caller's generator back, on panic too: a re-run draws what an earlier run drew and
+/// leaves the caller's next draw as it was.
+pub(crate) fn at_rng_state<R>(state: Option<[u64; 4]>, f: impl FnOnce() -> R) -> R {
+    struct Restore([u64; 4]);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            set_rng_state(self.0);
+        }
+    }
+    let _restore = Restore(rng_state());
+    if let Some(state) = state {
+        set_rng_state(state);
+    }
+    f()
+}

@@ -151,7 +151,7 @@ struct Inputs<T: Float> {
     lengths: Option<Vec<usize>>,
     reverse: bool,
     keep: bool,
-    /// Steps per recompute segment (`usize::MAX`: keep every step's activations).
+    /// Steps per recompute segment (all of them: keep every step's activations).
     segment: usize,
 }
 
@@ -276,12 +276,8 @@ pub(crate) fn run<T: Float>(
                 true => pack(),
                 false => d.fused.packs.get_or_pack([ih_stamp, hh_stamp], pack),
             };
-            let steps = x_value.shape()[0];
             let inputs = Inputs {
-                segment: match d.recompute.segments(steps) {
-                    1 => usize::MAX,
-                    _ => d.recompute.segment_len(steps),
-                },
+                segment: d.recompute.segment_len(x_value.shape()[0]),
                 x: x_value.clone(),
                 init: d.init.iter().map(|v| v.value().contiguous()).collect(),
                 w_step: Some(packs.w_step),

@@ -94,7 +94,7 @@ impl Recompute {
     }
 
     /// The steps in each segment of a sequence of `steps` steps: `⌈steps / k⌉` for
-    /// [`segments`](Self::segments) `k` (the last one may be shorter).
+    /// [`segments`](Self::segments) `k` (the last one may be shorter); `steps` when off.
     pub fn segment_len(self, steps: usize) -> usize {
         steps.div_ceil(self.segments(steps)).max(1)
     }

@@ -32,7 +32,7 @@ use crate::cell::{check_step_state, Cell, State};
 use crate::compiled;
 use crate::dropout::dropout;
 use crate::fused::{self, step_order};
-use crate::module::{rng_state, set_rng_state};
+use crate::module::{at_rng_state, rng_state};
 use crate::probe::{Probe, Ran};
 
 /// What one direction of a layer returns: its output `[T, B, H]` and final state's parts.
@@ -214,10 +214,10 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
                 (Ran::Compiled, results)
             } else {
                 // With recompute, segments of steps whose saved values the tape frees and
-                // makes again in the backward.
-                let segment = match cfg.recompute.segments(seq) {
-                    k if k > 1 && tape.grad_enabled() => cfg.recompute.segment_len(seq),
-                    _ => seq,
+                // makes again in the backward (one segment of all the steps without).
+                let segment = match tape.grad_enabled() {
+                    true => cfg.recompute.segment_len(seq),
+                    false => seq,
                 };
                 let results = (layer_cells.iter().zip(&inits).enumerate())
                     .map(|(dir, (cell, init))| {
@@ -425,8 +425,6 @@ fn run_segments<T: Float, C: Cell<T>>(
         let masks_owned: Option<Vec<Option<Tensor<bool>>>> = masks.map(<[_]>::to_vec);
         let (again_cell, again_ks) = (cell.clone(), ks.clone());
         let again = move |tape: &Tape<T>| {
-            let caller = rng_state();
-            set_rng_state(rng);
             // Leaves where the forward's values were recorded, constants where not, so that
             // the same ops are recorded.
             let leaf = |(v, recorded): (Tensor<T>, bool)| match recorded {
@@ -437,17 +435,18 @@ fn run_segments<T: Float, C: Cell<T>>(
             let state = C::State::from_parts(entering.into_iter().map(leaf).collect());
             let mut outputs = vec![None; seq];
             let masks = masks_owned.as_deref();
-            run_steps(
-                &*again_cell,
-                &x,
-                state,
-                masks,
-                reverse,
-                again_ks,
-                &mut outputs,
-                None,
-            );
-            set_rng_state(caller);
+            at_rng_state(Some(rng), || {
+                run_steps(
+                    &*again_cell,
+                    &x,
+                    state,
+                    masks,
+                    reverse,
+                    again_ks,
+                    &mut outputs,
+                    None,
+                )
+            });
         };
         let tape = x.tape();
         state = tape.checkpoint(

@@ -23,7 +23,7 @@ use tensor::{Float, Tensor};
 
 use super::forward::{run_direction, StepMasks};
 use crate::cell::{Cell, State};
-use crate::module::{rng_state, set_rng_state};
+use crate::module::at_rng_state;
 use crate::probe::{Pending, Probe, Ran, Recording};
 
 /// The scope group of layer `l`'s direction `dir`: `"layer 0"`, `"layer 1 reverse"`.
@@ -66,16 +66,11 @@ struct Rerun<T: Float> {
 impl<T: Float, C: Cell<T>> Replay<'_, T, C> {
     /// Runs the direction op by op on `tape` (whose modes the caller set).
     fn run(&self, tape: &Tape<T>) -> Rerun<T> {
-        struct Restore([u64; 4]);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                set_rng_state(self.0);
-            }
-        }
-        let _restore = Restore(rng_state());
-        if let Some(state) = self.rng {
-            set_rng_state(state);
-        }
+        at_rng_state(self.rng, || self.run_here(tape))
+    }
+
+    /// [`run`](Self::run) with the generator where the caller put it.
+    fn run_here(&self, tape: &Tape<T>) -> Rerun<T> {
         let init: Vec<Var<T>> = self.init.iter().map(|v| tape.var(v.clone())).collect();
         let x = tape.constant(self.x.clone());
         let steps = self.x.shape()[0];

@@ -274,11 +274,9 @@ fn check_params_listed<T: Float, C: Cell<T>>(cell: &C) {
     if cell.fused().is_some() {
         return;
     }
-    let rng = crate::module::rng_state();
     let tape = Tape::new();
     let x = tape.constant(Tensor::zeros(&[1, cell.input_size()]));
-    cell.step(&x, &cell.zero_state(&tape, 1));
-    crate::module::set_rng_state(rng);
+    crate::module::at_rng_state(None, || cell.step(&x, &cell.zero_state(&tape, 1)));
     let listed = cell.params();
     if let Some(p) = tape
         .params()
