@@ -24,6 +24,7 @@
 //! runs each half's loop (and recompute) on its own thread, writing its rows of the chunk's
 //! gate gradients; the products then run on the whole batch.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use tensor::ops::packed::PackedMat;
@@ -255,11 +256,13 @@ impl<'a, T: Float> Half<'a, T> {
                 .map(|&l| l.saturating_sub(times.start).min(times.len()))
                 .collect()
         });
-        // The segment's input rows, as a sequence of their own (a half's gathered).
-        let mut x = Vec::with_capacity(times.len() * s.step(s.input));
-        for t in times.clone() {
-            x.extend_from_slice(s.x_t(t));
-        }
+        // The segment's input rows, as a sequence of their own: the whole batch's where they
+        // are, a half's gathered.
+        let rows = times.len() * s.step(s.input);
+        let x: Cow<'_, [T]> = match s.x_stride == s.step(s.input) {
+            true => Cow::Borrowed(&s.x[times.start * s.x_stride..][..rows]),
+            false => Cow::Owned(times.clone().flat_map(|t| s.x_t(t)).copied().collect()),
+        };
         let sub = Seq {
             x: &x,
             x_stride: s.step(s.input),

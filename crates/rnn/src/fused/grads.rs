@@ -223,17 +223,16 @@ pub(super) fn hidden_weight_grad<T: Float>(
             acc,
         );
     }
-    let mut first = vec![T::ZERO; batch * cols];
-    let mut any = false;
-    for (b, row) in first.chunks_exact_mut(cols).enumerate() {
-        let t = s.first_step(b);
-        if times.contains(&t) {
-            let at = ((t - times.start) * batch + b) * cols;
-            row.copy_from_slice(&dp[at..at + cols]);
-            any = true;
+    // Only the chunks holding some sequence's first step have a `D₀`.
+    if (0..batch).any(|b| times.contains(&s.first_step(b))) {
+        let mut first = vec![T::ZERO; batch * cols];
+        for (b, row) in first.chunks_exact_mut(cols).enumerate() {
+            let t = s.first_step(b);
+            if times.contains(&t) {
+                let at = ((t - times.start) * batch + b) * cols;
+                row.copy_from_slice(&dp[at..at + cols]);
+            }
         }
-    }
-    if any {
         gemm_into(
             T::ONE,
             MatRef::new(&first, batch, cols).t(),
