@@ -19,8 +19,8 @@
 //! configuration), one thread (as the script's `torch.set_num_threads(1)`; `--threads N` for
 //! more, on both sides), three steps each.
 //! Paths: `fused` (the built-in kernel), `compiled` (the traced step), `composed` (op by op on
-//! the tape), and `sqrt` / `sqrt-composed`: the fused and composed paths with
-//! `Recompute::Sqrt` (the compiled path refuses recompute so far). Each row also prints the
+//! the tape), and `sqrt` / `sqrt-compiled` / `sqrt-composed`: those paths with
+//! `Recompute::Sqrt`. Each row also prints the
 //! fastest of its steps; the recompute rows print their time as a ratio to the same path
 //! without recompute, measured in this run.
 //!
@@ -54,8 +54,8 @@ fn peak_kb() -> u64 {
 
 /// One row, in this process: prints `growth_mb fastest_step_ms`.
 fn one<C: Cell<f32>>(layer: Layer<f32, C>, steps: usize, batch: usize, path: &str, train: bool) {
-    layer.set_fused(!path.contains("composed") && path != "compiled");
-    layer.set_compiled(path == "compiled");
+    layer.set_fused(!path.contains("composed") && !path.contains("compiled"));
+    layer.set_compiled(path.contains("compiled"));
     let input = layer.config().input_size;
     let x =
         Tensor::<f32>::rand_normal(&[steps, batch, input], 0.0, 1.0, &mut Rng::seed_from_u64(1));
@@ -157,7 +157,14 @@ fn main() {
     let paths = list(
         &args,
         "--paths",
-        &["fused", "compiled", "composed", "sqrt", "sqrt-composed"],
+        &[
+            "fused",
+            "compiled",
+            "composed",
+            "sqrt",
+            "sqrt-compiled",
+            "sqrt-composed",
+        ],
     );
     let torch = std::env::var("TORCH_PYTHON").ok();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_rnn_memory.py");
@@ -206,6 +213,7 @@ fn main() {
                     }
                     let plain = match path.as_str() {
                         "sqrt" => times.get("fused"),
+                        "sqrt-compiled" => times.get("compiled"),
                         "sqrt-composed" => times.get("composed"),
                         _ => None,
                     };

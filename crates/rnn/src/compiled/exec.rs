@@ -8,12 +8,14 @@
 //!              slots ← the state's rows, the hoisted values' rows of this step
 //!              every instruction, in order, each writing its own slot
 //!              the state ← the state_out slots (rows still running), output ← h
-//!              keep the slots the backward reads
+//!              keep the slots the backward reads (with recompute: only the state
+//!              entering each segment)
 //! backward   for each step in reverse, for each block of rows:
+//!              (with recompute, entering a segment: its forward again, from its state)
 //!              seed the state_out slots' gradients (the next step's, the output's)
 //!              every instruction's rule, in reverse, into its operands' gradients
 //!              the state's gradient ← the state_in slots'
-//!            then each weight's gradient as one product over all steps: dW = dPᵀ A
+//!            after each chunk of steps, each weight's gradient: dW += dP_cᵀ A_c
 //! ```
 //!
 //! A block's slots live in one buffer (the arena), slot after slot, `[rows, width]` each.
@@ -32,7 +34,8 @@ use tensor::{Float, Tensor};
 
 use super::build::instr_out;
 use super::{Instr, Operand, PreArg, PreOp, Program, Source};
-use crate::fused::{running, step_order};
+use crate::fused::{chunk_steps, running};
+use crate::Recompute;
 
 /// A block holds at most this many elements (rows × all slots' widths), unless one row is
 /// wider: its slots stay in the core's L2 cache from one instruction to the next.
@@ -51,6 +54,7 @@ pub(crate) fn run<T: Float>(
     init: &[Var<T>],
     lengths: Option<&[usize]>,
     reverse: bool,
+    recompute: Recompute,
 ) -> (Var<T>, Vec<Var<T>>) {
     let (steps, batch) = (x.shape()[0], x.shape()[1]);
     let tape = x.tape();
@@ -116,9 +120,14 @@ pub(crate) fn run<T: Float>(
         lengths: lengths.map(<[usize]>::to_vec),
         reverse,
         keep,
+        segment: match keep {
+            true => recompute.segment_len(steps),
+            false => steps,
+        },
+        chunk: chunk_steps(batch).min(steps),
     };
     let init_values: Vec<Tensor<T>> = init.iter().map(|v| v.value().contiguous()).collect();
-    let (value, saved) = loops::forward(&exec, &init_values);
+    let (value, kept) = loops::forward(&exec, &init_values);
     let out_width = program.width[program.state_out[0]];
     let part_widths: Vec<usize> = program
         .state_out
@@ -135,7 +144,7 @@ pub(crate) fn run<T: Float>(
         Tensor::from_vec(value, &[total]),
         move |g| {
             let g = g.contiguous();
-            loops::backward(&exec, &g, &saved, &needs, n_hoisted)
+            loops::backward(&exec, &g, &kept, &needs, n_hoisted)
         },
     );
     let output = node
@@ -166,12 +175,11 @@ mod loops {
 
     use std::any::Any;
 
-    use tensor::pool::Buffer;
     use tensor::{Float, Tensor};
 
-    use super::Exec;
+    use super::{Exec, Kept};
 
-    type Forward<T> = (Vec<T>, Vec<Buffer<T>>);
+    type Forward<T> = (Vec<T>, Kept<T>);
 
     /// `Ok` if the loops exist for `T` (f32 and f64), else why a program cannot run.
     pub(in crate::compiled) fn has_loops<T: Float>() -> Result<(), String> {
@@ -198,7 +206,7 @@ mod loops {
     pub(super) fn backward<T: Float>(
         exec: &Exec<T>,
         g: &Tensor<T>,
-        saved: &Vec<Buffer<T>>,
+        saved: &Kept<T>,
         needs: &[bool],
         n_hoisted: usize,
     ) -> Vec<Option<Tensor<T>>> {
@@ -225,7 +233,7 @@ mod loops {
     fn backward_f32(
         exec: &Exec<f32>,
         g: &Tensor<f32>,
-        saved: &Vec<Buffer<f32>>,
+        saved: &Kept<f32>,
         needs: &[bool],
         n_hoisted: usize,
     ) -> Vec<Option<Tensor<f32>>> {
@@ -235,7 +243,7 @@ mod loops {
     fn backward_f64(
         exec: &Exec<f64>,
         g: &Tensor<f64>,
-        saved: &Vec<Buffer<f64>>,
+        saved: &Kept<f64>,
         needs: &[bool],
         n_hoisted: usize,
     ) -> Vec<Option<Tensor<f64>>> {
@@ -266,6 +274,26 @@ struct Exec<T: Float> {
     reverse: bool,
     /// Whether a backward may follow: the forward then keeps the slots it reads.
     keep: bool,
+    /// Steps per recompute segment ([`Recompute::segment_len`]; `steps` when off).
+    segment: usize,
+    /// Steps per chunk of the backward's weight products ([`chunk_steps`]).
+    chunk: usize,
+}
+
+/// What the forward kept for the backward.
+struct Kept<T: Float> {
+    /// Per slot the backward reads (empty for the others): its rows at every step, step
+    /// after step in this direction's order. Empty with recompute.
+    saved: Vec<Buffer<T>>,
+    /// With recompute: the state entering each segment, in this direction's order.
+    bounds: Vec<Vec<Vec<T>>>,
+}
+
+/// A forward's working memory: a block's arena per thread, and where a step's rows are split
+/// between them ([`Exec::split_row`]).
+struct Arenas<T> {
+    mid: usize,
+    blocks: [Vec<T>; 2],
 }
 
 /// An operand as a block sees it: rows of a slot (`width` 1 broadcasts along the row), or a
@@ -463,11 +491,6 @@ impl<T: Float> SimdWork for ForwardBlock<'_, T> {
 }
 
 impl<T: Float> Exec<T> {
-    /// The time steps in this direction's order.
-    fn order(&self) -> impl DoubleEndedIterator<Item = usize> {
-        step_order(self.steps, self.reverse)
-    }
-
     fn valid(&self, t: usize, b: usize) -> bool {
         running(self.lengths.as_deref(), t, b)
     }
@@ -509,9 +532,48 @@ impl<T: Float> Exec<T> {
         }
     }
 
+    /// The time step at position `k` of this direction's order.
+    fn time(&self, k: usize) -> usize {
+        match self.reverse {
+            true => self.steps - 1 - k,
+            false => k,
+        }
+    }
+
+    /// Whether the forward keeps only segment boundaries, and the backward recomputes.
+    fn recomputes(&self) -> bool {
+        self.keep && self.segment < self.steps
+    }
+
+    /// A buffer of `steps` steps' rows per slot the backward reads (empty for the others, and
+    /// for all when no backward follows).
+    fn saved_buffers(&self, steps: usize) -> Vec<Buffer<T>> {
+        let p = &*self.prog;
+        (0..p.width.len())
+            .map(|s| match self.keep && p.saved[s] {
+                // Every row of every step is written before the backward reads it.
+                true => Buffer::for_overwrite(steps * self.batch * p.width[s]),
+                false => Buffer::with_capacity(0),
+            })
+            .collect()
+    }
+
+    fn arenas(&self) -> Arenas<T> {
+        let (block, mid) = (self.block_rows(), self.split_row());
+        let arena = |on: bool| match on {
+            true => vec![T::ZERO; block * self.prog.columns],
+            false => vec![],
+        };
+        Arenas {
+            mid,
+            blocks: [arena(true), arena(mid < self.batch)],
+        }
+    }
+
     /// The forward loop. Returns the node's value (the outputs `[T, B, H]`, then each final
-    /// state part `[B, w]`) and, per slot the backward reads, its value at every step.
-    fn forward(&self, init: &[Tensor<T>]) -> (Vec<T>, Vec<Buffer<T>>) {
+    /// state part `[B, w]`) and what the backward reads: each kept slot's value at every step
+    /// or, with recompute, the state entering each segment.
+    fn forward(&self, init: &[Tensor<T>]) -> (Vec<T>, Kept<T>) {
         let p = &*self.prog;
         let (steps, batch) = (self.steps, self.batch);
         let mut state: Vec<Vec<T>> = init.iter().map(|t| slice(t).to_vec()).collect();
@@ -519,56 +581,69 @@ impl<T: Float> Exec<T> {
         let parts_len: usize = p.state_out.iter().map(|&s| batch * p.width[s]).sum();
         // Pooled buffers: a training step's arrays are the size of the last one's.
         let mut value = Buffer::zeroed(steps * batch * out_w + parts_len).into_vec();
-        // Every row of every step is written before the backward reads it.
-        let mut saved: Vec<Buffer<T>> = (0..p.width.len())
-            .map(|s| match self.keep && p.saved[s] {
-                true => Buffer::for_overwrite(steps * batch * p.width[s]),
-                false => Buffer::with_capacity(0),
-            })
-            .collect();
-        let block = self.block_rows();
-        let mut arenas = [vec![T::ZERO; block * p.columns], vec![]];
-        let mid = self.split_row();
-        if mid < batch {
-            arenas[1] = vec![T::ZERO; block * p.columns];
-        }
-        for t in self.order() {
-            // This step's rows of everything it writes, cut at `mid`.
-            let state_parts = state.iter_mut().map(|v| &mut v[..]);
-            let (state_a, state_b) =
-                split_rows(state_parts, (0, batch, mid), |k| p.width[p.state_in[k]]);
-            let value_t = &mut value[t * batch * out_w..][..batch * out_w];
-            let (value_a, value_b) = value_t.split_at_mut(mid * out_w);
-            let saved_t = saved.iter_mut().map(|v| &mut v[..]);
-            let (saved_a, saved_b) = split_rows(saved_t, (t, batch, mid), |s| p.width[s]);
-            let [arena_a, arena_b] = &mut arenas;
-            let first = Half {
-                rows: 0..mid,
-                state: state_a,
-                value: value_a,
-                saved: saved_a,
-            };
-            if mid < batch {
-                let second = Half {
-                    rows: mid..batch,
-                    state: state_b,
-                    value: value_b,
-                    saved: saved_b,
-                };
-                crate::fused::team::join(
-                    || self.forward_rows(t, first, arena_a),
-                    || self.forward_rows(t, second, arena_b),
-                );
-            } else {
-                self.forward_rows(t, first, arena_a);
+        let recompute = self.recomputes();
+        let mut kept = Kept {
+            saved: self.saved_buffers(if recompute { 0 } else { steps }),
+            bounds: vec![],
+        };
+        let mut arenas = self.arenas();
+        for k in 0..steps {
+            if recompute && k.is_multiple_of(self.segment) {
+                kept.bounds.push(state.clone());
             }
+            let t = self.time(k);
+            let value_t = &mut value[t * batch * out_w..][..batch * out_w];
+            self.forward_step(t, &mut state, value_t, (&mut kept.saved, k), &mut arenas);
         }
         let mut at = steps * batch * out_w;
         for part in &state {
             value[at..][..part.len()].copy_from_slice(part);
             at += part.len();
         }
-        (value, saved)
+        (value, kept)
+    }
+
+    /// Step `t`: from `state` to the next, its output rows into `value_t`, its kept slots'
+    /// rows into `saved` at the given step of theirs.
+    fn forward_step(
+        &self,
+        t: usize,
+        state: &mut [Vec<T>],
+        value_t: &mut [T],
+        (saved, row): (&mut [Buffer<T>], usize),
+        arenas: &mut Arenas<T>,
+    ) {
+        let p = &*self.prog;
+        let (batch, mid) = (self.batch, arenas.mid);
+        let out_w = p.width[p.state_out[0]];
+        // This step's rows of everything it writes, cut at `mid`.
+        let state_parts = state.iter_mut().map(|v| &mut v[..]);
+        let (state_a, state_b) =
+            split_rows(state_parts, (0, batch, mid), |k| p.width[p.state_in[k]]);
+        let (value_a, value_b) = value_t.split_at_mut(mid * out_w);
+        let saved_t = saved.iter_mut().map(|v| &mut v[..]);
+        let (saved_a, saved_b) = split_rows(saved_t, (row, batch, mid), |s| p.width[s]);
+        let [arena_a, arena_b] = &mut arenas.blocks;
+        let first = Half {
+            rows: 0..mid,
+            state: state_a,
+            value: value_a,
+            saved: saved_a,
+        };
+        if mid < batch {
+            let second = Half {
+                rows: mid..batch,
+                state: state_b,
+                value: value_b,
+                saved: saved_b,
+            };
+            crate::fused::team::join(
+                || self.forward_rows(t, first, arena_a),
+                || self.forward_rows(t, second, arena_b),
+            );
+        } else {
+            self.forward_rows(t, first, arena_a);
+        }
     }
 
     /// Step `t`'s forward over the rows of `half`, block by block.
@@ -622,15 +697,23 @@ impl<T: Float> Exec<T> {
 
     /// The backward loop, from `g`, the gradient of the node's value. Returns a gradient per
     /// node input (`None` where `needs` says none is wanted).
+    ///
+    /// The steps run in reverse, a chunk of [`Exec::chunk`] steps at a time: each product's
+    /// result gradient dP is kept for the chunk's steps only, and the chunk's weight
+    /// gradients are one product, `dWᵀ += dP_cᵀ A_c`. With recompute, before the loop
+    /// reaches a segment, the segment's forward runs again from the state that entered it
+    /// (the same code on the same inputs: the same values to the bit); the chunk's operand
+    /// rows `A_c` are copied out as the steps pass, since a chunk may straddle two segments.
+    /// Chunks are cut the same way either way, so the gradients are bit-identical.
     fn backward(
         &self,
         g: &[T],
-        saved: &[Buffer<T>],
+        kept: &Kept<T>,
         needs: &[bool],
         n_hoisted: usize,
     ) -> Vec<Option<Tensor<T>>> {
         let p = &*self.prog;
-        let (steps, batch) = (self.steps, self.batch);
+        let (steps, batch, chunk) = (self.steps, self.batch, self.chunk);
         let out_w = p.width[p.state_out[0]];
         let mut at = steps * batch * out_w;
         let mut carried: Vec<Vec<T>> = (p.state_out.iter())
@@ -663,15 +746,27 @@ impl<T: Float> Exec<T> {
                     .collect()
             })
             .collect();
-        // Per product whose weight wants a gradient: its dP at every step, `[T·B, n]`.
-        let mut dp: Vec<Buffer<T>> = (p.instrs.iter())
-            .map(|instr| match instr {
-                Instr::Matmul(_, w, _, out) if needs_source(*w) => {
-                    Buffer::for_overwrite(steps * batch * p.width[*out])
-                }
-                _ => Buffer::with_capacity(0),
-            })
-            .collect();
+        let recompute = self.recomputes();
+        // Per product whose weight wants a gradient: its dP over a chunk's steps, `[K·B, n]`,
+        // and with recompute its operand's rows, `[K·B, k]`.
+        let chunk_buffer = |width: fn(&Instr<T>) -> Option<usize>| -> Vec<Buffer<T>> {
+            (p.instrs.iter())
+                .map(|instr| match (instr, width(instr)) {
+                    (Instr::Matmul(_, w, _, _), Some(n)) if needs_source(*w) => {
+                        Buffer::for_overwrite(chunk * batch * p.width[n])
+                    }
+                    _ => Buffer::with_capacity(0),
+                })
+                .collect()
+        };
+        let mut dp = chunk_buffer(|i| Some(instr_out(i)));
+        let mut a_rows = match recompute {
+            true => chunk_buffer(|i| match i {
+                Instr::Matmul(a, ..) => Some(*a),
+                _ => None,
+            }),
+            false => vec![],
+        };
         let packed_t: Vec<Option<PackedMat<T>>> = (self.sources.iter().enumerate())
             .map(|(i, src)| {
                 self.packed[i].as_ref().map(|_| {
@@ -688,7 +783,39 @@ impl<T: Float> Exec<T> {
             false => (vec![], vec![]),
         };
         let mut scratches = [scratch(true), scratch(mid < batch)];
-        for t in self.order().rev() {
+        // With recompute: one segment's kept slots, the forward's arenas, a step's outputs
+        // (not needed again), and the position of the segment's first step.
+        let mut segment = match recompute {
+            true => self.saved_buffers(self.segment),
+            false => vec![],
+        };
+        let (mut arenas, mut value_t) = match recompute {
+            true => (Some(self.arenas()), vec![T::ZERO; batch * out_w]),
+            false => (None, vec![]),
+        };
+        let mut first = 0;
+        // The weights' gradients, made as [n, k] (dWᵀ = dPᵀ A), so the parameter (whose
+        // transpose the product used) gets it in its layout.
+        let mut weight_grads: Vec<Option<Vec<T>>> = vec![None; self.sources.len()];
+        for k in (0..steps).rev() {
+            let t = self.time(k);
+            if let (Some(arenas), true) = (
+                &mut arenas,
+                k % self.segment == self.segment - 1 || k == steps - 1,
+            ) {
+                first = k / self.segment * self.segment;
+                let mut state = kept.bounds[k / self.segment].clone();
+                for j in first..=k {
+                    let buffers = (&mut segment[..], j - first);
+                    self.forward_step(self.time(j), &mut state, &mut value_t, buffers, arenas);
+                }
+            }
+            let saved = if recompute {
+                &segment[..]
+            } else {
+                &kept.saved[..]
+            };
+            let c0 = k / chunk * chunk;
             let next_parts = next.iter_mut().map(|v| &mut v[..]);
             let (next_a, next_b) =
                 split_rows(next_parts, (0, batch, mid), |k| p.width[p.state_in[k]]);
@@ -696,17 +823,19 @@ impl<T: Float> Exec<T> {
             let (hoisted_a, hoisted_b) =
                 split_rows(hoisted_t, (t, batch, mid), |h| p.width[p.hoisted[h].1]);
             let dp_t = dp.iter_mut().map(|v| &mut v[..]);
-            let (dp_a, dp_b) =
-                split_rows(dp_t, (t, batch, mid), |i| p.width[instr_out(&p.instrs[i])]);
+            let (dp_a, dp_b) = split_rows(dp_t, (k - c0, batch, mid), |i| {
+                p.width[instr_out(&p.instrs[i])]
+            });
             let (sources_a, sources_b) = source_grads.split_at_mut(mid.div_ceil(block));
             let [scratch_a, scratch_b] = &mut scratches;
             let step = StepGrads {
                 g,
                 saved,
+                row: k - first,
                 carried: &carried,
                 packed_t: &packed_t,
             };
-            let first = HalfGrads {
+            let first_half = HalfGrads {
                 rows: 0..mid,
                 next: next_a,
                 hoisted: hoisted_a,
@@ -722,28 +851,41 @@ impl<T: Float> Exec<T> {
                     sources: sources_b,
                 };
                 crate::fused::team::join(
-                    || self.backward_rows(t, &step, first, scratch_a),
+                    || self.backward_rows(t, &step, first_half, scratch_a),
                     || self.backward_rows(t, &step, second, scratch_b),
                 );
             } else {
-                self.backward_rows(t, &step, first, scratch_a);
+                self.backward_rows(t, &step, first_half, scratch_a);
             }
             std::mem::swap(&mut carried, &mut next);
-        }
-        // The weights' gradients, one product each over all steps: dWᵀ = dPᵀ A, made as
-        // [n, k] so the parameter (whose transpose the product used) gets it in its layout.
-        let mut weight_grads: Vec<Option<Vec<T>>> = vec![None; self.sources.len()];
-        for (i, instr) in p.instrs.iter().enumerate() {
-            if let (Instr::Matmul(a, w, _, out), false) = (instr, dp[i].is_empty()) {
-                let (k, n, m) = (p.width[*a], p.width[*out], steps * batch);
-                let acc = weight_grads[*w].get_or_insert_with(|| vec![T::ZERO; n * k]);
-                gemm_into(
-                    T::ONE,
-                    MatRef::new(&dp[i], m, n).t(),
-                    MatRef::new(&saved[*a], m, k),
-                    T::ONE,
-                    acc,
-                );
+            for (i, instr) in p.instrs.iter().enumerate() {
+                if let (Instr::Matmul(a, ..), false) = (instr, dp[i].is_empty() || !recompute) {
+                    let w = p.width[*a];
+                    a_rows[i][(k - c0) * batch * w..][..batch * w]
+                        .copy_from_slice(&saved[*a][(k - first) * batch * w..][..batch * w]);
+                }
+            }
+            if k != c0 {
+                continue;
+            }
+            // The chunk's weight products.
+            let m = (chunk.min(steps - c0)) * batch;
+            for (i, instr) in p.instrs.iter().enumerate() {
+                if let (Instr::Matmul(a, w, _, out), false) = (instr, dp[i].is_empty()) {
+                    let (kk, n) = (p.width[*a], p.width[*out]);
+                    let rows_a = match recompute {
+                        true => &a_rows[i][..m * kk],
+                        false => &kept.saved[*a][c0 * batch * kk..][..m * kk],
+                    };
+                    let acc = weight_grads[*w].get_or_insert_with(|| vec![T::ZERO; n * kk]);
+                    gemm_into(
+                        T::ONE,
+                        MatRef::new(&dp[i][..m * n], m, n).t(),
+                        MatRef::new(rows_a, m, kk),
+                        T::ONE,
+                        acc,
+                    );
+                }
             }
         }
         let mut grads: Vec<Option<Tensor<T>>> = vec![None; needs.len()];
@@ -826,7 +968,7 @@ impl<T: Float> Exec<T> {
             }
             let val = |s: usize| -> &[T] {
                 let w = p.width[s];
-                &step.saved[s][(t * batch + r0) * w..][..rows * w]
+                &step.saved[s][(step.row * batch + r0) * w..][..rows * w]
             };
             with_simd(BackwardBlock {
                 exec: self,
@@ -1037,7 +1179,9 @@ struct Half<'a, T> {
 /// What every share of a backward step reads.
 struct StepGrads<'a, T: Float> {
     g: &'a [T],
+    /// The kept slots, and this step's place in them.
     saved: &'a [Buffer<T>],
+    row: usize,
     carried: &'a [Vec<T>],
     packed_t: &'a [Option<PackedMat<T>>],
 }

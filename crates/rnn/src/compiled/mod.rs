@@ -17,7 +17,8 @@
 //!            chain of elementwise ops stays in cache                            exec.rs
 //!            backward: the steps in reverse, each instruction's rule in reverse
 //!            (autograd's Unary/Binary rules, the ones the tape runs); the weight
-//!            gradients as one product over all steps, dW = dPᵀ A
+//!            gradients as one product per chunk of steps, dW += dP_cᵀ A_c; with
+//!            recompute, each segment's forward again from the state that entered it
 //! ```
 //!
 //! Invariants:

@@ -58,10 +58,10 @@ pub struct LayerConfig {
 ///
 /// It runs on the fused kernels of the built-in RNN, LSTM and GRU (stacked, bidirectional,
 /// with lengths; the RNN's backward reads only its outputs, so it has nothing to recompute),
-/// and on the composed path of any cell, where each segment is a
-/// [checkpointed](autograd::Tape::checkpoint) region of the tape. Not yet on the compiled
-/// path, nor for an LSTM with `proj_size`: a training forward there refuses it rather than
-/// silently keep every step.
+/// on the compiled step of any cell, whose node keeps the segments' states and runs the
+/// program again, and on the composed path, where each segment is a
+/// [checkpointed](autograd::Tape::checkpoint) region of the tape. Not for an LSTM with
+/// `proj_size`: building one with recompute is refused, rather than silently keep every step.
 ///
 /// ```
 /// use rnn::{Layer, LayerConfig, Recompute};

@@ -59,9 +59,7 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
     /// # Panics
     /// If `x` is not 3-D (or 2-D) with `input_size` features, the sequence is empty (as
     /// PyTorch), `init` has the wrong shape, or a length is 0 or longer than the sequence, or
-    /// lengths are given for an unbatched input. If the config asks for
-    /// [`Recompute`](super::Recompute) in a training forward on the compiled path, which
-    /// does not implement it yet.
+    /// lengths are given for an unbatched input.
     #[track_caller]
     pub fn forward_with(
         &self,
@@ -120,18 +118,6 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
         // An empty batch runs composed: its outputs are empty either way.
         let fused = self.is_fused() && batch > 0;
         let tape = x.tape().clone();
-        if !fused
-            && tape.grad_enabled()
-            && cfg.recompute.segments(seq) > 1
-            && self.program(0, 0, batch).is_some()
-        {
-            panic!(
-                "Layer::forward: recompute ({:?}) runs on the fused kernels and the composed \
-                 path, and this layer runs compiled; it would keep every step. Set \
-                 set_compiled(false) to recompute on the composed path, or Recompute::Off",
-                cfg.recompute,
-            );
-        }
         let probe = Probe::<T>::watching().map(|p| {
             let call = p.next_call();
             (p, call)
@@ -206,7 +192,15 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
                     (programs.iter().zip(&inits).enumerate())
                         .map(|(dir, (program, init))| {
                             tape.scoped(&group(l, dir), || {
-                                compiled::run(&input, program, &init.parts(), lengths, dir == 1)
+                                let (inits, reverse) = (init.parts(), dir == 1);
+                                compiled::run(
+                                    &input,
+                                    program,
+                                    &inits,
+                                    lengths,
+                                    reverse,
+                                    cfg.recompute,
+                                )
                             })
                         })
                         .collect()

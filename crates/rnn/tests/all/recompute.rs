@@ -59,12 +59,29 @@ fn run<C: Cell<f64>>(
     all
 }
 
+/// Which code runs a layer: the built-in cell's fused kernels, its compiled step, or the
+/// composed tape.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Path {
+    Fused,
+    Compiled,
+    Composed,
+}
+
+/// The two paths that run a whole sequence as one node per direction.
+const WHOLE: [Path; 2] = [Path::Fused, Path::Compiled];
+
+fn set_path<C: Cell<f64>>(layer: &Layer<f64, C>, path: Path) {
+    layer.set_fused(path == Path::Fused);
+    layer.set_compiled(path == Path::Compiled);
+}
+
 /// One of the built-in layers (0 RNN, 1 LSTM, 2 GRU) with `config`, the same weights for the
-/// same seed, run by `f`.
+/// same seed, run by `f` on a path.
 fn with_layer<R>(
     cell: usize,
     config: LayerConfig,
-    f: impl FnOnce(&dyn Fn(bool) -> Vec<Tensor<f64>>) -> R,
+    f: impl FnOnce(&dyn Fn(Path) -> Vec<Tensor<f64>>) -> R,
     x: &Tensor<f64>,
     lengths: Option<&[usize]>,
 ) -> R {
@@ -72,25 +89,22 @@ fn with_layer<R>(
     match cell {
         0 => {
             let layer = Layer::rnn(config, rng);
-            f(&|fused| {
-                layer.set_fused(fused);
-                layer.set_compiled(false);
+            f(&|path| {
+                set_path(&layer, path);
                 run(&layer, x, lengths)
             })
         }
         1 => {
             let layer = Layer::lstm(config, rng);
-            f(&|fused| {
-                layer.set_fused(fused);
-                layer.set_compiled(false);
+            f(&|path| {
+                set_path(&layer, path);
                 run(&layer, x, lengths)
             })
         }
         _ => {
             let layer = Layer::gru(config, rng);
-            f(&|fused| {
-                layer.set_fused(fused);
-                layer.set_compiled(false);
+            f(&|path| {
+                set_path(&layer, path);
                 run(&layer, x, lengths)
             })
         }
@@ -98,6 +112,13 @@ fn with_layer<R>(
 }
 
 const CELLS: [&str; 3] = ["rnn", "lstm", "gru"];
+
+/// Every built-in cell on each of `paths`: the path, the cell's number and its name.
+fn cases(paths: &[Path]) -> Vec<(Path, usize, &'static str)> {
+    (paths.iter())
+        .flat_map(|&path| (0..CELLS.len()).map(move |cell| (path, cell, CELLS[cell])))
+        .collect()
+}
 
 /// The largest difference between `a` and `b`, relative to the largest magnitude in `b`.
 fn relative_diff(a: &Tensor<f64>, b: &Tensor<f64>) -> f64 {
@@ -111,9 +132,9 @@ fn relative_diff(a: &Tensor<f64>, b: &Tensor<f64>) -> f64 {
     worst / scale
 }
 
-/// 700 steps of 3 rows are three chunks of the fused backward (341, 341, then 18 steps): the
-/// fused path, bidirectional and stacked, with sequences ending in the first and the last, agrees with the
-/// composed path (which has no chunks) on every value and gradient.
+/// 700 steps of 3 rows are three chunks of the backward (341, 341, then 18 steps): the fused
+/// and the compiled paths, bidirectional and stacked, with sequences ending in the first and
+/// the last, agree with the composed path (which has no chunks) on every value and gradient.
 #[test]
 fn sequences_longer_than_a_chunk_match_the_composed_path() {
     let (seq, batch) = (700, 3);
@@ -125,10 +146,15 @@ fn sequences_longer_than_a_chunk_match_the_composed_path() {
             cell,
             config,
             |run| {
-                let (fused, composed) = (run(true), run(false));
-                for (k, (a, b)) in fused.iter().zip(&composed).enumerate() {
-                    let diff = relative_diff(a, b);
-                    assert!(diff < 1e-11, "{name}: result {k} differs by {diff:e}");
+                let composed = run(Path::Composed);
+                for path in WHOLE {
+                    for (k, (a, b)) in run(path).iter().zip(&composed).enumerate() {
+                        let diff = relative_diff(a, b);
+                        assert!(
+                            diff < 1e-11,
+                            "{name} {path:?}: result {k} differs by {diff:e}"
+                        );
+                    }
                 }
             },
             &x,
@@ -137,8 +163,8 @@ fn sequences_longer_than_a_chunk_match_the_composed_path() {
     }
 }
 
-/// Recompute, every way of cutting the sequence, gives the bits of keeping everything: 37
-/// steps of 3 rows (one chunk), bidirectional, stacked, with lengths.
+/// Recompute, every way of cutting the sequence, gives the bits of keeping everything, fused
+/// and compiled: 37 steps of 3 rows (one chunk), bidirectional, stacked, with lengths.
 #[test]
 fn recompute_gives_the_same_bits_for_any_segments() {
     let (seq, batch) = (37, 3);
@@ -153,33 +179,41 @@ fn recompute_gives_the_same_bits_for_any_segments() {
         Recompute::Segments(1000),
         Recompute::Sqrt,
     ];
-    for (cell, name) in CELLS.iter().enumerate() {
+    for (path, cell, name) in cases(&WHOLE) {
         let base = LayerConfig::new(4, 5).num_layers(2).bidirectional(true);
-        let kept = with_layer(cell, base.clone(), |run| run(true), &x, Some(&lengths));
+        let kept = with_layer(cell, base.clone(), |run| run(path), &x, Some(&lengths));
         for cut in cuts {
             let config = base.clone().recompute(cut);
-            let recomputed = with_layer(cell, config, |run| run(true), &x, Some(&lengths));
+            let recomputed = with_layer(cell, config, |run| run(path), &x, Some(&lengths));
             for (k, (a, b)) in recomputed.iter().zip(&kept).enumerate() {
-                assert_eq!(a.to_vec(), b.to_vec(), "{name} {cut:?}: result {k}");
+                assert_eq!(
+                    a.to_vec(),
+                    b.to_vec(),
+                    "{name} {path:?} {cut:?}: result {k}"
+                );
             }
         }
     }
 }
 
 /// Across the chunks of a long sequence (segments of 27 steps against chunks of 341, so
-/// some segments straddle a chunk's end), and without lengths too.
+/// some segments straddle a chunk's end), and without lengths too, fused and compiled.
 #[test]
 fn recompute_gives_the_same_bits_across_chunks() {
     let (seq, batch) = (700, 3);
     let x = Tensor::rand_normal(&[seq, batch, 2], 0.0, 1.0, &mut Rng::seed_from_u64(4));
     for lengths in [None, Some(&[700, 683, 5][..])] {
-        for (cell, name) in CELLS.iter().enumerate() {
+        for (path, cell, name) in cases(&WHOLE) {
             let base = LayerConfig::new(2, 3).bidirectional(true);
-            let kept = with_layer(cell, base.clone(), |run| run(true), &x, lengths);
+            let kept = with_layer(cell, base.clone(), |run| run(path), &x, lengths);
             let config = base.recompute(Recompute::Sqrt);
-            let recomputed = with_layer(cell, config, |run| run(true), &x, lengths);
+            let recomputed = with_layer(cell, config, |run| run(path), &x, lengths);
             for (k, (a, b)) in recomputed.iter().zip(&kept).enumerate() {
-                assert_eq!(a.to_vec(), b.to_vec(), "{name} {lengths:?}: result {k}");
+                assert_eq!(
+                    a.to_vec(),
+                    b.to_vec(),
+                    "{name} {path:?} {lengths:?}: result {k}"
+                );
             }
         }
     }
@@ -187,15 +221,15 @@ fn recompute_gives_the_same_bits_across_chunks() {
 
 /// On two threads a training batch of 16 rows or more runs in halves, one per thread, each
 /// recomputing its own rows' segments: the same bits as one thread, with and without
-/// recompute, over five chunks (300 steps of 16 rows, chunks of 64); and the composed
-/// path's numbers.
+/// recompute, over five chunks (300 steps of 16 rows, chunks of 64), fused and compiled;
+/// and the composed path's numbers.
 #[test]
 fn recompute_on_two_threads_splits_the_batch_with_the_same_bits() {
     // 300 × 16 × 4·48 × (24 + 48) ≈ 6.6e7 multiply-adds: over the split's 2²³.
     let (seq, batch) = (300, 16);
     let x = Tensor::rand_normal(&[seq, batch, 24], 0.0, 1.0, &mut Rng::seed_from_u64(5));
     let lengths: Vec<usize> = (0..batch).map(|b| seq - 17 * b).collect();
-    for (cell, name) in CELLS.iter().enumerate() {
+    for (path, cell, name) in cases(&WHOLE) {
         let base = LayerConfig::new(24, 48);
         let runs: Vec<Vec<Tensor<f64>>> = [1, 2]
             .into_iter()
@@ -204,22 +238,32 @@ fn recompute_on_two_threads_splits_the_batch_with_the_same_bits() {
                 [Recompute::Off, Recompute::Segments(7)].map(move |cut| {
                     on_threads(threads, move || {
                         let config = base.clone().recompute(cut);
-                        with_layer(cell, config, |run| run(true), x, Some(lengths))
+                        with_layer(cell, config, |run| run(path), x, Some(lengths))
                     })
                 })
             })
             .collect();
         for (i, other) in runs.iter().enumerate().skip(1) {
             for (k, (a, b)) in other.iter().zip(&runs[0]).enumerate() {
-                assert_eq!(a.to_vec(), b.to_vec(), "{name} run {i}: result {k}");
+                assert_eq!(
+                    a.to_vec(),
+                    b.to_vec(),
+                    "{name} {path:?} run {i}: result {k}"
+                );
             }
         }
-        let composed = with_layer(cell, base.clone(), |run| run(false), &x, Some(&lengths));
+        let composed = with_layer(
+            cell,
+            base.clone(),
+            |run| run(Path::Composed),
+            &x,
+            Some(&lengths),
+        );
         for (k, (a, b)) in runs[0].iter().zip(&composed).enumerate() {
             let diff = relative_diff(a, b);
             assert!(
                 diff < 1e-11,
-                "{name}: result {k} differs from composed by {diff:e}"
+                "{name} {path:?}: result {k} differs from composed by {diff:e}"
             );
         }
     }
@@ -259,24 +303,11 @@ fn zero_segments_are_refused_and_old_configs_load_without_recompute() {
     assert_eq!(back, sqrt);
 }
 
-/// Where recompute is not implemented (the compiled path, an LSTM with `proj_size`), a
-/// training forward refuses it rather than keep every step unasked; inference, which keeps
-/// nothing anyway, runs.
+/// An LSTM with `proj_size` (whose kernel does not implement recompute) refuses it when
+/// built, rather than keep every step unasked.
 #[test]
-fn recompute_is_refused_where_it_would_not_run() {
-    let x = Tensor::<f64>::rand_normal(&[5, 2, 3], 0.0, 1.0, &mut Rng::seed_from_u64(8));
+fn recompute_is_refused_with_proj_size() {
     let config = LayerConfig::new(3, 4).recompute(Recompute::Sqrt);
-    let lstm = Layer::<f64, _>::lstm(config.clone(), &mut Rng::seed_from_u64(0));
-    lstm.set_fused(false);
-    let tape = Tape::new();
-    let msg = panic_message(|| lstm.forward(&tape.var(x.clone())));
-    assert!(
-        msg.contains("recompute (Sqrt) runs on the fused kernels and the composed path")
-            && msg.contains("this layer runs compiled"),
-        "{msg}"
-    );
-    let out = tape.no_grad(|| lstm.forward(&tape.var(x.clone())));
-    assert_eq!(out.output.shape(), [5, 2, 4]);
     let msg = panic_message(|| {
         Layer::<f64, _>::lstm(config.clone().proj_size(2), &mut Rng::seed_from_u64(0))
     });
@@ -284,6 +315,45 @@ fn recompute_is_refused_where_it_would_not_run() {
         msg.contains("not implemented for an LSTM with proj_size 2"),
         "{msg}"
     );
+}
+
+/// A cell of your own, compiled, recomputes with the same bits as keeping everything, on one
+/// thread and on two, where each step's rows are split between the threads (the MGU with 128
+/// units has 13 slots of up to 128 columns, so blocks of 16 rows: 3 blocks of a batch of 48,
+/// and 2 · 48 · 128² ≈ 1.6e6 multiply-adds per step, over the split's 2²⁰).
+#[test]
+fn a_compiled_cell_of_your_own_recomputes_with_the_same_bits() {
+    let (seq, batch, input, hidden) = (30, 48, 16, 128);
+    let x = Tensor::rand_normal(&[seq, batch, input], 0.0, 1.0, &mut Rng::seed_from_u64(11));
+    let lengths: Vec<usize> = (0..batch).map(|b| seq - b % 7).collect();
+    let mgu = |cut, threads| {
+        on_threads(threads, || {
+            let config = LayerConfig::new(input, hidden).recompute(cut);
+            let layer = Layer::new(config, &mut Rng::seed_from_u64(1), |input, rng| {
+                Mgu::<f64>::new(input, hidden, rng)
+            });
+            let paths = layer.explain();
+            assert!(
+                matches!(paths[0].2, rnn::Path::Compiled { .. }),
+                "{paths:?}"
+            );
+            run(&layer, &x, Some(&lengths))
+        })
+    };
+    let kept = mgu(Recompute::Off, 1);
+    for (cut, threads) in [
+        (Recompute::Segments(4), 1),
+        (Recompute::Sqrt, 2),
+        (Recompute::Off, 2),
+    ] {
+        for (k, (a, b)) in mgu(cut, threads).iter().zip(&kept).enumerate() {
+            assert_eq!(
+                a.to_vec(),
+                b.to_vec(),
+                "{cut:?} on {threads} threads: result {k}"
+            );
+        }
+    }
 }
 
 /// On the composed path each segment is a checkpointed region of the tape: the same bits as
@@ -301,10 +371,17 @@ fn recompute_on_the_composed_path_gives_the_same_bits() {
     ];
     for (cell, name) in CELLS.iter().enumerate() {
         let base = LayerConfig::new(4, 5).num_layers(2).bidirectional(true);
-        let kept = with_layer(cell, base.clone(), |run| run(false), &x, Some(&lengths));
+        let kept = with_layer(
+            cell,
+            base.clone(),
+            |run| run(Path::Composed),
+            &x,
+            Some(&lengths),
+        );
         for cut in cuts {
             let config = base.clone().recompute(cut);
-            let recomputed = with_layer(cell, config, |run| run(false), &x, Some(&lengths));
+            let recomputed =
+                with_layer(cell, config, |run| run(Path::Composed), &x, Some(&lengths));
             for (k, (a, b)) in recomputed.iter().zip(&kept).enumerate() {
                 assert_eq!(a.to_vec(), b.to_vec(), "{name} {cut:?}: result {k}");
             }
@@ -354,8 +431,8 @@ fn recompute_redraws_what_the_forward_drew_and_leaves_the_generator_alone() {
     }
 }
 
-/// A forward and backward over 100,000 steps completes on every path (the fused kernel, with
-/// and without recompute, the compiled step, and the composed tape of 2 million nodes, with
+/// A forward and backward over 100,000 steps completes on every path (the fused kernel and
+/// the compiled step, with and without recompute, and the composed tape of 2 million nodes, with
 /// and without recompute): nothing in the forward, the backward or the tape's drop recurses
 /// with the length.
 #[test]
@@ -366,6 +443,7 @@ fn a_hundred_thousand_steps_train_on_every_path() {
         ("fused", Recompute::Off),
         ("fused", Recompute::Sqrt),
         ("compiled", Recompute::Off),
+        ("compiled", Recompute::Sqrt),
         ("composed", Recompute::Off),
         ("composed", Recompute::Sqrt),
     ] {
