@@ -1,10 +1,11 @@
 //! Running a [`Program`] over one direction of a sequence, as one tape node.
 //!
 //! ```text
-//! run        replay the hoisted part on the caller's tape (parameter-only values once,
-//!            x-dependent ones over all T·B rows), pack each weight once, run the
-//!            forward loop, record the node
-//! forward    for each step (in this direction's order), for each block of rows:
+//! run        replay the parameter-only part on the caller's tape, pack each weight once,
+//!            run the forward loop, record the node (its inputs: x's rows, the initial
+//!            state, the parameter-only values it reads)
+//! forward    for each chunk of steps: its x-dependent values on a tape of its own
+//!            for each step (in this direction's order), for each block of rows:
 //!              slots ← the state's rows, the hoisted values' rows of this step
 //!              every instruction, in order, each writing its own slot
 //!              the state ← the state_out slots (rows still running), output ← h
@@ -15,17 +16,29 @@
 //!              seed the state_out slots' gradients (the next step's, the output's)
 //!              every instruction's rule, in reverse, into its operands' gradients
 //!              the state's gradient ← the state_in slots'
-//!            after each chunk of steps, each weight's gradient: dW += dP_cᵀ A_c
+//!            after each chunk of steps, each weight's gradient: dW += dP_cᵀ A_c, and
+//!            the chunk's x-dependent ops' backward on its tape (dX_c, and the
+//!            parameter-only values' gradients)
 //! ```
 //!
 //! A block's slots live in one buffer (the arena), slot after slot, `[rows, width]` each.
 //! An instruction's operands are always earlier slots than its result (the trace is in
 //! order), so one split of the arena gives the operands to read and the result to write.
+//!
+//! Memory. Between its forward and its backward the node keeps its value (the outputs and
+//! the final state), each slot the backward reads at every step, and each chunk's tape of
+//! x-dependent values. With recompute it keeps only the state entering each segment: the
+//! backward makes a chunk's x-dependent values again when a segment's forward first needs
+//! them and drops them once the chunk is done. The backward holds one chunk's product
+//! gradients `dP` and hoisted values' gradients at a time; x's gradient is written a chunk of
+//! rows at a time. Arrays that end up in a tensor come from [`tensor::pool`]: a tensor's
+//! storage goes back to the pool when dropped, so a plain `Vec` there would add a buffer to
+//! the pool on every call that no request takes again.
 
 use std::ops::Range;
 use std::sync::Arc;
 
-use autograd::{each_unary, Binary, Var};
+use autograd::{each_unary, grad, Binary, Tape, Var};
 use tensor::ops::matmul::{gemm_into, MatRef};
 use tensor::ops::packed::{gemm_packed, PackedMat};
 use tensor::pool::Buffer;
@@ -59,43 +72,79 @@ pub(crate) fn run<T: Float>(
     let (steps, batch) = (x.shape()[0], x.shape()[1]);
     let tape = x.tape();
     let x_rows = x.reshape(&[steps * batch, x.shape()[2]]);
-    // The hoisted part, on the caller's tape: its backward is the tape's.
-    let mut pre: Vec<Var<T>> = Vec::with_capacity(program.pre.len());
-    for op in &program.pre {
+    // Which values of the hoisted part depend on x (the rest are parameter-only).
+    let mut x_dep = vec![false; program.pre.len()];
+    for (k, op) in program.pre.iter().enumerate() {
+        x_dep[k] = match op {
+            PreOp::X => true,
+            PreOp::Param(_) => false,
+            PreOp::Op(_, args) => (args.iter()).any(|a| matches!(a, PreArg::Pre(j) if x_dep[*j])),
+        };
+    }
+    // The parameter-only part, on the caller's tape (its backward is the tape's); the
+    // x-dependent part runs in the node, a chunk at a time.
+    let mut pre: Vec<Option<Var<T>>> = Vec::with_capacity(program.pre.len());
+    for (k, op) in program.pre.iter().enumerate() {
         let v = match op {
-            PreOp::X => x_rows.clone(),
-            PreOp::Param(k) => tape.param(&program.params[*k]),
+            _ if x_dep[k] => None,
+            PreOp::X => unreachable!("x is x-dependent"),
+            PreOp::Param(k) => Some(tape.param(&program.params[*k])),
             PreOp::Op(prim, args) => {
                 let args: Vec<Var<T>> = (args.iter())
                     .map(|a| match a {
-                        PreArg::Pre(k) => pre[*k].clone(),
+                        PreArg::Pre(k) => pre[*k].clone().expect("parameter-only"),
                         PreArg::Const(t) => tape.constant(t.clone()),
                     })
                     .collect();
-                prim.apply(&args.iter().collect::<Vec<_>>())
+                Some(prim.apply(&args.iter().collect::<Vec<_>>()))
             }
         };
         pre.push(v);
     }
-    // The node's inputs: the hoisted rows, the initial state, the parameter-only sources.
-    let mut vars: Vec<Var<T>> = (program.hoisted.iter())
-        .map(|&(k, _)| pre[k].clone())
-        .collect();
-    vars.extend(init.iter().cloned());
-    let mut source_input = Vec::with_capacity(program.sources.len());
-    for src in &program.sources {
-        source_input.push(match src {
-            Source::Pre(k) => {
-                vars.push(pre[*k].clone());
-                Some(vars.len() - 1)
+    // The parameter-only values the x-dependent ops read: leaves of each chunk's tape.
+    let mut read_by_x = vec![false; program.pre.len()];
+    for (k, op) in program.pre.iter().enumerate() {
+        if let (PreOp::Op(_, args), true) = (op, x_dep[k]) {
+            for a in args {
+                if let PreArg::Pre(j) = a {
+                    read_by_x[*j] |= !x_dep[*j];
+                }
             }
-            Source::Const(_) => None,
-        });
+        }
     }
-    let keep = tape.grad_enabled() && vars.iter().any(Var::requires_grad);
+    // The node's inputs: x's rows (if the step reads anything x-dependent), the initial
+    // state, then each parameter-only value the node reads, once.
+    let mut vars: Vec<Var<T>> = vec![];
+    let x_input = (!program.hoisted.is_empty()).then(|| {
+        vars.push(x_rows.clone());
+        0
+    });
+    vars.extend(init.iter().cloned());
+    let mut pre_input: Vec<Option<usize>> = vec![None; program.pre.len()];
+    let mut input_of = |k: usize, vars: &mut Vec<Var<T>>| {
+        *pre_input[k].get_or_insert_with(|| {
+            vars.push(pre[k].clone().expect("parameter-only"));
+            vars.len() - 1
+        })
+    };
+    let source_input: Vec<Option<usize>> = (program.sources.iter())
+        .map(|src| match src {
+            Source::Pre(k) => Some(input_of(*k, &mut vars)),
+            Source::Const(_) => None,
+        })
+        .collect();
+    for k in (0..program.pre.len()).filter(|&k| read_by_x[k]) {
+        input_of(k, &mut vars);
+    }
+    let needs: Vec<bool> = vars.iter().map(Var::requires_grad).collect();
+    let keep = tape.grad_enabled() && needs.contains(&true);
     let sources: Vec<Tensor<T>> = (program.sources.iter())
         .map(|s| match s {
-            Source::Pre(k) => pre[*k].value().contiguous(),
+            Source::Pre(k) => pre[*k]
+                .as_ref()
+                .expect("parameter-only")
+                .value()
+                .contiguous(),
             Source::Const(t) => t.contiguous(),
         })
         .collect();
@@ -111,9 +160,14 @@ pub(crate) fn run<T: Float>(
         prog: program.clone(),
         steps,
         batch,
-        hoisted: (program.hoisted.iter())
-            .map(|&(k, _)| pre[k].value().contiguous())
+        x_rows: x_input.map(|_| x_rows.value().contiguous()),
+        x_dep,
+        pre_values: (pre.iter().zip(&read_by_x))
+            .map(|(v, &read)| v.as_ref().filter(|_| read).map(|v| v.value().contiguous()))
             .collect(),
+        pre_input,
+        x_input,
+        needs: needs.clone(),
         sources,
         packed,
         source_input,
@@ -127,24 +181,22 @@ pub(crate) fn run<T: Float>(
         chunk: chunk_steps(batch).min(steps),
     };
     let init_values: Vec<Tensor<T>> = init.iter().map(|v| v.value().contiguous()).collect();
-    let (value, kept) = loops::forward(&exec, &init_values);
+    let (value, mut kept) = loops::forward(&exec, &init_values);
     let out_width = program.width[program.state_out[0]];
     let part_widths: Vec<usize> = program
         .state_out
         .iter()
         .map(|&s| program.width[s])
         .collect();
-    let needs: Vec<bool> = vars.iter().map(Var::requires_grad).collect();
-    let n_hoisted = program.hoisted.len();
     let refs: Vec<&Var<T>> = vars.iter().collect();
     let total = value.len();
-    let node = Var::custom_op(
+    let node = Var::custom_op_consuming(
         "compiled_sequence",
         &refs,
         Tensor::from_vec(value, &[total]),
-        move |g| {
+        move |g, retained| {
             let g = g.contiguous();
-            loops::backward(&exec, &g, &kept, &needs, n_hoisted)
+            loops::backward(&exec, &g, &mut kept, retained)
         },
     );
     let output = node
@@ -206,16 +258,20 @@ mod loops {
     pub(super) fn backward<T: Float>(
         exec: &Exec<T>,
         g: &Tensor<T>,
-        saved: &Kept<T>,
-        needs: &[bool],
-        n_hoisted: usize,
+        kept: &mut Kept<T>,
+        retained: bool,
     ) -> Vec<Option<Tensor<T>>> {
-        let (exec, g, saved): (&dyn Any, &dyn Any, &dyn Any) = (exec, g, saved);
-        let out: Box<dyn Any> = match (exec.downcast_ref(), g.downcast_ref(), saved.downcast_ref())
-        {
-            (Some(e), Some(g), Some(s)) => Box::new(backward_f32(e, g, s, needs, n_hoisted)),
-            _ => match (exec.downcast_ref(), g.downcast_ref(), saved.downcast_ref()) {
-                (Some(e), Some(g), Some(s)) => Box::new(backward_f64(e, g, s, needs, n_hoisted)),
+        let (exec, g, kept): (&dyn Any, &dyn Any, &mut dyn Any) = (exec, g, kept);
+        let out: Box<dyn Any> = match (exec.downcast_ref(), g.downcast_ref()) {
+            (Some(e), Some(g)) => {
+                let kept = kept.downcast_mut().expect("the same T");
+                Box::new(backward_f32(e, g, kept, retained))
+            }
+            _ => match (exec.downcast_ref(), g.downcast_ref()) {
+                (Some(e), Some(g)) => {
+                    let kept = kept.downcast_mut().expect("the same T");
+                    Box::new(backward_f64(e, g, kept, retained))
+                }
                 _ => unreachable!("Layer::program compiles for f32 and f64 only"),
             },
         };
@@ -233,21 +289,19 @@ mod loops {
     fn backward_f32(
         exec: &Exec<f32>,
         g: &Tensor<f32>,
-        saved: &Kept<f32>,
-        needs: &[bool],
-        n_hoisted: usize,
+        kept: &mut Kept<f32>,
+        retained: bool,
     ) -> Vec<Option<Tensor<f32>>> {
-        exec.backward(super::slice(g), saved, needs, n_hoisted)
+        exec.backward(super::slice(g), kept, retained)
     }
 
     fn backward_f64(
         exec: &Exec<f64>,
         g: &Tensor<f64>,
-        saved: &Kept<f64>,
-        needs: &[bool],
-        n_hoisted: usize,
+        kept: &mut Kept<f64>,
+        retained: bool,
     ) -> Vec<Option<Tensor<f64>>> {
-        exec.backward(super::slice(g), saved, needs, n_hoisted)
+        exec.backward(super::slice(g), kept, retained)
     }
 }
 
@@ -262,8 +316,18 @@ struct Exec<T: Float> {
     prog: Arc<Program<T>>,
     steps: usize,
     batch: usize,
-    /// Per hoisted value: all steps' rows, `[T·B, width]`.
-    hoisted: Vec<Tensor<T>>,
+    /// The input's rows, `[T·B, I]`, if the step reads x-dependent values.
+    x_rows: Option<Tensor<T>>,
+    /// Per value of the hoisted part: whether it depends on x.
+    x_dep: Vec<bool>,
+    /// Per value of the hoisted part: the parameter-only ones that x-dependent ones read.
+    pre_values: Vec<Option<Tensor<T>>>,
+    /// Per value of the hoisted part: its place among the node's inputs, if it is one.
+    pre_input: Vec<Option<usize>>,
+    /// The place of x's rows among the node's inputs (the initial state's parts follow).
+    x_input: Option<usize>,
+    /// Per node input: whether it wants a gradient.
+    needs: Vec<bool>,
     /// Per source: its value (contiguous).
     sources: Vec<Tensor<T>>,
     /// Per source on the right of a product: it packed for [`gemm_packed`].
@@ -287,6 +351,32 @@ struct Kept<T: Float> {
     saved: Vec<Buffer<T>>,
     /// With recompute: the state entering each segment, in this direction's order.
     bounds: Vec<Vec<Vec<T>>>,
+    /// Without recompute, when gradients are wanted: each chunk's x-dependent values, with
+    /// the tape that made them.
+    chunks: Vec<Option<PreChunk<T>>>,
+}
+
+/// The x-dependent values of the hoisted part over one chunk of steps, made on a tape of
+/// their own from x's rows and the parameter-only values: the forward reads their rows, and
+/// when the backward has finished the chunk's steps, it runs their rules from their
+/// gradients to those of x's rows and of the parameter-only values.
+struct PreChunk<T: Float> {
+    /// The time steps it covers.
+    times: Range<usize>,
+    /// Per hoisted value: its rows, `[steps·B, width]`.
+    rows: Vec<Tensor<T>>,
+    /// Where gradients are wanted: the variables of the chunk's tape.
+    graph: Option<ChunkGraph<T>>,
+}
+
+/// A chunk's tape, as the backward reads it.
+struct ChunkGraph<T: Float> {
+    /// Per hoisted value: the variable.
+    outputs: Vec<Var<T>>,
+    /// x's rows, if they want a gradient.
+    x: Option<Var<T>>,
+    /// Each parameter-only value that wants a gradient, by its place in the hoisted part.
+    leaves: Vec<(usize, Var<T>)>,
 }
 
 /// A forward's working memory: a block's arena per thread, and where a step's rows are split
@@ -545,6 +635,94 @@ impl<T: Float> Exec<T> {
         self.keep && self.segment < self.steps
     }
 
+    /// The time steps of chunk `c` (positions `c·K..` of this direction's order).
+    fn chunk_times(&self, c: usize) -> Range<usize> {
+        let ks = c * self.chunk..((c + 1) * self.chunk).min(self.steps);
+        match self.reverse {
+            true => self.steps - ks.end..self.steps - ks.start,
+            false => ks,
+        }
+    }
+
+    /// Chunk `c`'s x-dependent values, replayed on a tape of their own: x's rows and the
+    /// parameter-only values are its leaves (variables where a gradient is wanted and
+    /// `grad`, constants otherwise).
+    fn pre_chunk(&self, c: usize, grad: bool) -> PreChunk<T> {
+        let p = &*self.prog;
+        let times = self.chunk_times(c);
+        if p.hoisted.is_empty() {
+            return PreChunk {
+                times,
+                rows: vec![],
+                graph: None,
+            };
+        }
+        let tape = Tape::new();
+        // The node's rule may run again (retain_graph); the chunk is dropped when it won't.
+        tape.set_retain_graph(true);
+        let wants = |input: Option<usize>| grad && input.is_some_and(|i| self.needs[i]);
+        let leaf = |value: Tensor<T>, want: bool| match want {
+            true => tape.var(value),
+            false => tape.constant(value),
+        };
+        let x_rows = self.x_rows.as_ref().expect("read by the hoisted values");
+        let rows = x_rows.narrow(0, times.start * self.batch, times.len() * self.batch);
+        let x = leaf(rows.contiguous(), wants(self.x_input));
+        let mut values: Vec<Option<Var<T>>> = vec![None; p.pre.len()];
+        let mut leaves = vec![];
+        for (k, op) in p.pre.iter().enumerate() {
+            values[k] = match (op, &self.pre_values[k]) {
+                (_, Some(v)) => {
+                    let want = wants(self.pre_input[k]);
+                    let v = leaf(v.clone(), want);
+                    if want {
+                        leaves.push((k, v.clone()));
+                    }
+                    Some(v)
+                }
+                _ if !self.x_dep[k] => None,
+                (PreOp::X, _) => Some(x.clone()),
+                (PreOp::Op(prim, args), _) => {
+                    let args: Vec<Var<T>> = (args.iter())
+                        .map(|a| match a {
+                            PreArg::Pre(j) => {
+                                values[*j].clone().expect("read by an x-dependent op")
+                            }
+                            PreArg::Const(t) => tape.constant(t.clone()),
+                        })
+                        .collect();
+                    Some(prim.apply(&args.iter().collect::<Vec<_>>()))
+                }
+                (PreOp::Param(_), _) => unreachable!("a parameter does not depend on x"),
+            };
+        }
+        let outputs: Vec<Var<T>> = (p.hoisted.iter())
+            .map(|&(k, _)| values[k].clone().expect("hoisted values depend on x"))
+            .collect();
+        let rows = outputs.iter().map(|v| v.value().contiguous()).collect();
+        let wanted = outputs.iter().any(Var::requires_grad);
+        PreChunk {
+            times,
+            rows,
+            graph: wanted.then(|| ChunkGraph {
+                outputs,
+                x: x.requires_grad().then_some(x),
+                leaves,
+            }),
+        }
+    }
+
+    /// Step `t`'s rows of each hoisted value in `chunk`.
+    fn pre_rows<'c>(&self, chunk: &'c PreChunk<T>, t: usize) -> Vec<&'c [T]> {
+        let p = &*self.prog;
+        (chunk.rows.iter().zip(&p.hoisted))
+            .map(|(v, &(_, s))| {
+                let n = self.batch * p.width[s];
+                &slice(v)[(t - chunk.times.start) * n..][..n]
+            })
+            .collect()
+    }
+
     /// A buffer of `steps` steps' rows per slot the backward reads (empty for the others, and
     /// for all when no backward follows).
     fn saved_buffers(&self, steps: usize) -> Vec<Buffer<T>> {
@@ -585,15 +763,28 @@ impl<T: Float> Exec<T> {
         let mut kept = Kept {
             saved: self.saved_buffers(if recompute { 0 } else { steps }),
             bounds: vec![],
+            chunks: vec![],
         };
         let mut arenas = self.arenas();
+        let mut chunk = None;
         for k in 0..steps {
             if recompute && k.is_multiple_of(self.segment) {
                 kept.bounds.push(state.clone());
             }
+            if k.is_multiple_of(self.chunk) {
+                // Kept for the backward, or (recompute, inference) made again when needed.
+                let grad = self.keep && !recompute;
+                kept.chunks.extend(chunk.take().filter(|_| grad).map(Some));
+                chunk = Some(self.pre_chunk(k / self.chunk, grad));
+            }
             let t = self.time(k);
+            let pre_t = self.pre_rows(chunk.as_ref().expect("made above"), t);
             let value_t = &mut value[t * batch * out_w..][..batch * out_w];
-            self.forward_step(t, &mut state, value_t, (&mut kept.saved, k), &mut arenas);
+            let saved = (&mut kept.saved[..], k);
+            self.forward_step(t, &pre_t, &mut state, value_t, saved, &mut arenas);
+        }
+        if self.keep && !recompute {
+            kept.chunks.extend(chunk.map(Some));
         }
         let mut at = steps * batch * out_w;
         for part in &state {
@@ -603,11 +794,13 @@ impl<T: Float> Exec<T> {
         (value, kept)
     }
 
-    /// Step `t`: from `state` to the next, its output rows into `value_t`, its kept slots'
-    /// rows into `saved` at the given step of theirs.
+    /// Step `t` (reading `pre_t`, its rows of the hoisted values): from `state` to the next,
+    /// its output rows into `value_t`, its kept slots' rows into `saved` at the given step of
+    /// theirs.
     fn forward_step(
         &self,
         t: usize,
+        pre_t: &[&[T]],
         state: &mut [Vec<T>],
         value_t: &mut [T],
         (saved, row): (&mut [Buffer<T>], usize),
@@ -638,18 +831,18 @@ impl<T: Float> Exec<T> {
                 saved: saved_b,
             };
             crate::fused::team::join(
-                || self.forward_rows(t, first, arena_a),
-                || self.forward_rows(t, second, arena_b),
+                || self.forward_rows(t, pre_t, first, arena_a),
+                || self.forward_rows(t, pre_t, second, arena_b),
             );
         } else {
-            self.forward_rows(t, first, arena_a);
+            self.forward_rows(t, pre_t, first, arena_a);
         }
     }
 
     /// Step `t`'s forward over the rows of `half`, block by block.
-    fn forward_rows(&self, t: usize, half: Half<'_, T>, arena: &mut [T]) {
+    fn forward_rows(&self, t: usize, pre_t: &[&[T]], half: Half<'_, T>, arena: &mut [T]) {
         let p = &*self.prog;
-        let (batch, block) = (self.batch, self.block_rows());
+        let block = self.block_rows();
         let Half {
             rows: range,
             mut state,
@@ -667,7 +860,7 @@ impl<T: Float> Exec<T> {
             }
             for (h, &(_, s)) in p.hoisted.iter().enumerate() {
                 let w = p.width[s];
-                let src = &slice(&self.hoisted[h])[(t * batch + r0) * w..][..rows * w];
+                let src = &pre_t[h][r0 * w..][..rows * w];
                 slot_mut(p, arena, rows, s).copy_from_slice(src);
             }
             with_simd(ForwardBlock {
@@ -705,32 +898,52 @@ impl<T: Float> Exec<T> {
     /// (the same code on the same inputs: the same values to the bit); the chunk's operand
     /// rows `A_c` are copied out as the steps pass, since a chunk may straddle two segments.
     /// Chunks are cut the same way either way, so the gradients are bit-identical.
-    fn backward(
-        &self,
-        g: &[T],
-        kept: &Kept<T>,
-        needs: &[bool],
-        n_hoisted: usize,
-    ) -> Vec<Option<Tensor<T>>> {
+    fn backward(&self, g: &[T], kept: &mut Kept<T>, retained: bool) -> Vec<Option<Tensor<T>>> {
         let p = &*self.prog;
+        let needs = &self.needs[..];
         let (steps, batch, chunk) = (self.steps, self.batch, self.chunk);
+        let recompute = self.recomputes();
         let out_w = p.width[p.state_out[0]];
         let mut at = steps * batch * out_w;
         let mut carried: Vec<Vec<T>> = (p.state_out.iter())
             .map(|&s| {
-                let part = g[at..][..batch * p.width[s]].to_vec();
+                // Pooled, as everything that ends in a tensor (whose storage goes back to
+                // the pool when dropped: a plain vector would add to it every call).
+                let n = batch * p.width[s];
+                let mut part = Buffer::for_overwrite(n).into_vec();
+                part.copy_from_slice(&g[at..][..n]);
                 at += part.len();
                 part
             })
             .collect();
-        let mut next = carried.clone();
-        // Written in full, every row of every step, as the steps go by.
-        let mut hoisted_grads: Vec<Vec<T>> = (p.hoisted.iter().enumerate())
-            .map(|(h, &(_, s))| match needs[h] {
-                true => Buffer::for_overwrite(steps * batch * p.width[s]).into_vec(),
+        let mut next: Vec<Vec<T>> = (carried.iter())
+            .map(|c| Buffer::for_overwrite(c.len()).into_vec())
+            .collect();
+        // The hoisted values' gradients over a chunk's steps (written in full as the steps go
+        // by), if x's rows or a parameter-only value they read wants a gradient; and those.
+        let wanted = |input: Option<usize>| input.is_some_and(|i| needs[i]);
+        let pre_wanted = wanted(self.x_input)
+            || (0..p.pre.len()).any(|k| self.pre_values[k].is_some() && wanted(self.pre_input[k]));
+        let mut hoisted_grads: Vec<Vec<T>> = (p.hoisted.iter())
+            .map(|&(_, s)| match pre_wanted {
+                true => Buffer::for_overwrite(chunk * batch * p.width[s]).into_vec(),
                 false => vec![],
             })
             .collect();
+        let mut dx = match wanted(self.x_input) {
+            true => {
+                let x_rows = self.x_rows.as_ref().expect("an input");
+                Buffer::zeroed(x_rows.numel()).into_vec()
+            }
+            false => vec![],
+        };
+        let mut pre_grads: Vec<Option<Tensor<T>>> = vec![None; p.pre.len()];
+        // With recompute, the chunks' x-dependent values, made when a segment's forward
+        // first needs them and dropped once the chunk's backward is done.
+        let mut live: Vec<Option<PreChunk<T>>> = match recompute {
+            true => (0..steps.div_ceil(chunk)).map(|_| None).collect(),
+            false => vec![],
+        };
         let needs_source = |i: usize| self.source_input[i].is_some_and(|k| needs[k]);
         let block = self.block_rows();
         let blocks = batch.div_ceil(block);
@@ -746,7 +959,6 @@ impl<T: Float> Exec<T> {
                     .collect()
             })
             .collect();
-        let recompute = self.recomputes();
         // Per product whose weight wants a gradient: its dP over a chunk's steps, `[K·B, n]`,
         // and with recompute its operand's rows, `[K·B, k]`.
         let chunk_buffer = |width: fn(&Instr<T>) -> Option<usize>| -> Vec<Buffer<T>> {
@@ -806,8 +1018,12 @@ impl<T: Float> Exec<T> {
                 first = k / self.segment * self.segment;
                 let mut state = kept.bounds[k / self.segment].clone();
                 for j in first..=k {
+                    let made =
+                        live[j / chunk].get_or_insert_with(|| self.pre_chunk(j / chunk, true));
+                    let u = self.time(j);
+                    let pre_u = self.pre_rows(made, u);
                     let buffers = (&mut segment[..], j - first);
-                    self.forward_step(self.time(j), &mut state, &mut value_t, buffers, arenas);
+                    self.forward_step(u, &pre_u, &mut state, &mut value_t, buffers, arenas);
                 }
             }
             let saved = if recompute {
@@ -816,12 +1032,13 @@ impl<T: Float> Exec<T> {
                 &kept.saved[..]
             };
             let c0 = k / chunk * chunk;
+            let t0 = self.chunk_times(k / chunk).start;
             let next_parts = next.iter_mut().map(|v| &mut v[..]);
             let (next_a, next_b) =
                 split_rows(next_parts, (0, batch, mid), |k| p.width[p.state_in[k]]);
             let hoisted_t = hoisted_grads.iter_mut().map(|v| &mut v[..]);
             let (hoisted_a, hoisted_b) =
-                split_rows(hoisted_t, (t, batch, mid), |h| p.width[p.hoisted[h].1]);
+                split_rows(hoisted_t, (t - t0, batch, mid), |h| p.width[p.hoisted[h].1]);
             let dp_t = dp.iter_mut().map(|v| &mut v[..]);
             let (dp_a, dp_b) = split_rows(dp_t, (k - c0, batch, mid), |i| {
                 p.width[instr_out(&p.instrs[i])]
@@ -868,37 +1085,42 @@ impl<T: Float> Exec<T> {
             if k != c0 {
                 continue;
             }
-            // The chunk's weight products.
-            let m = (chunk.min(steps - c0)) * batch;
-            for (i, instr) in p.instrs.iter().enumerate() {
-                if let (Instr::Matmul(a, w, _, out), false) = (instr, dp[i].is_empty()) {
-                    let (kk, n) = (p.width[*a], p.width[*out]);
-                    let rows_a = match recompute {
-                        true => &a_rows[i][..m * kk],
-                        false => &kept.saved[*a][c0 * batch * kk..][..m * kk],
-                    };
-                    let acc = weight_grads[*w].get_or_insert_with(|| vec![T::ZERO; n * kk]);
-                    gemm_into(
-                        T::ONE,
-                        MatRef::new(&dp[i][..m * n], m, n).t(),
-                        MatRef::new(rows_a, m, kk),
-                        T::ONE,
-                        acc,
-                    );
-                }
+            let a = match recompute {
+                true => Operands::Copied(&a_rows),
+                false => Operands::Kept(&kept.saved),
+            };
+            self.weight_products(c0, &dp, a, &mut weight_grads);
+            // The chunk's x-dependent ops, their rules from the hoisted values' gradients.
+            if pre_wanted {
+                let c = k / chunk;
+                let made = match recompute {
+                    true => live[c].take(),
+                    false if retained => None,
+                    false => kept.chunks[c].take(),
+                };
+                let made = made
+                    .as_ref()
+                    .or(kept.chunks.get(c).and_then(Option::as_ref));
+                let made = made.expect("made in the forward or the recompute");
+                self.pre_backward(made, &hoisted_grads, &mut dx, &mut pre_grads);
             }
         }
         let mut grads: Vec<Option<Tensor<T>>> = vec![None; needs.len()];
-        for (h, gh) in hoisted_grads.into_iter().enumerate() {
-            if needs[h] {
-                let w = p.width[p.hoisted[h].1];
-                grads[h] = Some(Tensor::from_vec(gh, &[steps * batch, w]));
-            }
+        let mut add = |input: usize, g: Tensor<T>| {
+            grads[input] = Some(match grads[input].take() {
+                Some(acc) => &acc + &g,
+                None => g,
+            });
+        };
+        if let (Some(i), true) = (self.x_input, !dx.is_empty()) {
+            let shape = self.x_rows.as_ref().expect("an input").shape().to_vec();
+            add(i, Tensor::from_vec(dx, &shape));
         }
+        let first_part = usize::from(self.x_input.is_some());
         for (k, part) in carried.into_iter().enumerate() {
-            if needs[n_hoisted + k] {
+            if needs[first_part + k] {
                 let w = p.width[p.state_in[k]];
-                grads[n_hoisted + k] = Some(Tensor::from_vec(part, &[batch, w]));
+                add(first_part + k, Tensor::from_vec(part, &[batch, w]));
             }
         }
         for (i, weight) in weight_grads.into_iter().enumerate() {
@@ -906,7 +1128,7 @@ impl<T: Float> Exec<T> {
                 continue;
             };
             let shape = self.sources[i].shape();
-            let mut bcast = vec![T::ZERO; self.sources[i].numel()];
+            let mut bcast = Buffer::zeroed(self.sources[i].numel()).into_vec();
             for per_block in &source_grads {
                 for (d, &v) in bcast.iter_mut().zip(&per_block[i]) {
                     *d += v;
@@ -920,9 +1142,89 @@ impl<T: Float> Exec<T> {
             if bcast.iter().any(|&v| v != T::ZERO) {
                 total = &total + &Tensor::from_vec(bcast, shape);
             }
-            grads[input] = Some(total);
+            add(input, total);
+        }
+        for (k, g) in pre_grads.into_iter().enumerate() {
+            if let (Some(g), Some(input)) = (g, self.pre_input[k]) {
+                add(input, g);
+            }
         }
         grads
+    }
+
+    /// The share of the weights' gradients of the chunk from position `c0`, once the backward
+    /// has passed its steps: for each product whose weight wants one, `dWᵀ += dP_cᵀ A_c` over
+    /// the chunk's rows.
+    fn weight_products(
+        &self,
+        c0: usize,
+        dp: &[Buffer<T>],
+        a: Operands<'_, T>,
+        weight_grads: &mut [Option<Vec<T>>],
+    ) {
+        let p = &*self.prog;
+        let m = self.chunk.min(self.steps - c0) * self.batch;
+        for (i, instr) in p.instrs.iter().enumerate() {
+            if let (Instr::Matmul(s, w, _, out), false) = (instr, dp[i].is_empty()) {
+                let (k, n) = (p.width[*s], p.width[*out]);
+                let a = match a {
+                    Operands::Copied(rows) => &rows[i][..m * k],
+                    Operands::Kept(saved) => &saved[*s][c0 * self.batch * k..][..m * k],
+                };
+                let acc =
+                    (weight_grads[*w]).get_or_insert_with(|| Buffer::zeroed(n * k).into_vec());
+                gemm_into(
+                    T::ONE,
+                    MatRef::new(&dp[i][..m * n], m, n).t(),
+                    MatRef::new(a, m, k),
+                    T::ONE,
+                    acc,
+                );
+            }
+        }
+    }
+
+    /// The backward of chunk `made`'s x-dependent ops: from its hoisted values' gradients
+    /// (`grads`, the chunk's rows of each) into x's rows (`dx`, its rows of the chunk's
+    /// steps) and the sums of the parameter-only values' (`pre_grads`, by place in the
+    /// hoisted part).
+    fn pre_backward(
+        &self,
+        made: &PreChunk<T>,
+        grads: &[Vec<T>],
+        dx: &mut [T],
+        pre_grads: &mut [Option<Tensor<T>>],
+    ) {
+        let Some(ChunkGraph { outputs, x, leaves }) = &made.graph else {
+            return;
+        };
+        let p = &*self.prog;
+        let rows = made.times.len() * self.batch;
+        // Pooled (a plain vector would add a buffer to the pool per chunk).
+        let seeds: Vec<Tensor<T>> = (grads.iter().zip(&p.hoisted))
+            .map(|(g, &(_, s))| {
+                let w = p.width[s];
+                let mut seed = Buffer::for_overwrite(rows * w);
+                seed.copy_from_slice(&g[..rows * w]);
+                Tensor::from_vec(seed.into_vec(), &[rows, w])
+            })
+            .collect();
+        let inputs: Vec<&Var<T>> = x.iter().chain(leaves.iter().map(|(_, v)| v)).collect();
+        let mut got = grad(&outputs.iter().collect::<Vec<_>>(), &seeds, &inputs).into_iter();
+        if let Some(x) = x {
+            if let Some(g) = got.next().flatten() {
+                let at = made.times.start * self.batch * x.shape()[1];
+                dx[at..][..g.numel()].copy_from_slice(slice(&g.contiguous()));
+            }
+        }
+        for ((k, _), g) in leaves.iter().zip(got) {
+            if let Some(g) = g {
+                pre_grads[*k] = Some(match pre_grads[*k].take() {
+                    Some(acc) => &acc + &g,
+                    None => g,
+                });
+            }
+        }
     }
 
     /// Step `t`'s backward over the rows of `half`, block by block.
@@ -1165,6 +1467,14 @@ impl<T: Float> SimdWork for BackwardBlock<'_, '_, '_, T> {
             }
         }
     }
+}
+
+/// Where a chunk's weight products read their operands' rows `A_c`.
+enum Operands<'a, T: Float> {
+    /// Per product: the chunk's rows, copied aside as the steps went by (recompute).
+    Copied(&'a [Buffer<T>]),
+    /// Per slot: every step's rows, as the forward kept them.
+    Kept(&'a [Buffer<T>]),
 }
 
 /// One thread's share of a forward step: its rows, and those rows of the state, of the step's

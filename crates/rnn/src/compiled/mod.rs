@@ -8,8 +8,9 @@
 //!            recorded as data (autograd::Prim)                                 build.rs
 //! classify   each value by what it depends on: constants < parameters < x_t < the state
 //! hoist      parameter-only values: replayed once per sequence on the caller's tape
-//!            x_t-dependent values: replayed once over all T·B rows (x_t W_ihᵀ for every
-//!            step is one [T·B, I] × [I, N] product)
+//!            x_t-dependent values: replayed in the node a chunk of steps at a time, on a
+//!            tape of the chunk's own (x_t W_ihᵀ for ~1024 rows of steps is one
+//!            [K·B, I] × [I, N] product; its backward is that tape's)
 //! program    the state-dependent ops become per-step instructions over slots of
 //!            [rows, width]: elementwise, products with a packed weight, slices, concat,
 //!            sums along the row
@@ -55,7 +56,7 @@ pub(crate) use exec::run;
 /// A value of the once-per-sequence part.
 #[derive(Clone, Debug)]
 enum PreOp<T: Float> {
-    /// The layer's input, all steps' rows: `[T·B, I]`.
+    /// The layer's input, a chunk of steps' rows: `[K·B, I]`.
     X,
     /// The k-th parameter the step used.
     Param(usize),
@@ -223,7 +224,7 @@ impl<T: Float> Program<T> {
     }
 
     /// Values hoisted out of the loop: computed once per sequence (parameter-only) or once
-    /// over all steps' rows (x-dependent).
+    /// per chunk of steps, over all its rows (x-dependent).
     pub(crate) fn hoisted_ops(&self) -> usize {
         (self.pre.iter())
             .filter(|p| matches!(p, PreOp::Op(..)))
@@ -238,7 +239,8 @@ pub enum Path {
     Fused,
     /// The compiled step.
     Compiled {
-        /// Ops computed once per sequence (parameter-only, or x-dependent over all steps).
+        /// Ops computed once per sequence (parameter-only) or per chunk of steps
+        /// (x-dependent).
         hoisted: usize,
         /// Ops run per step.
         per_step: usize,

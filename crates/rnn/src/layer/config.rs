@@ -56,12 +56,11 @@ pub struct LayerConfig {
 /// first forward's, bit for bit, and the backward runs the same arithmetic in the same order.
 /// Inference (no-grad mode, or nothing that needs a gradient) keeps nothing either way.
 ///
-/// It runs on the fused kernels of the built-in RNN, LSTM and GRU (stacked, bidirectional,
-/// with lengths; the RNN's backward reads only its outputs, so it has nothing to recompute),
-/// on the compiled step of any cell, whose node keeps the segments' states and runs the
-/// program again, and on the composed path, where each segment is a
-/// [checkpointed](autograd::Tape::checkpoint) region of the tape. Not for an LSTM with
-/// `proj_size`: building one with recompute is refused, rather than silently keep every step.
+/// It runs on the fused kernels of the built-in RNN, LSTM (with `proj_size` too) and GRU
+/// (stacked, bidirectional, with lengths; the RNN's backward reads only its outputs, so it
+/// has nothing to recompute), on the compiled step of any cell, whose node keeps the
+/// segments' states and runs the program again, and on the composed path, where each
+/// segment is a [checkpointed](autograd::Tape::checkpoint) region of the tape.
 ///
 /// ```
 /// use rnn::{Layer, LayerConfig, Recompute};
@@ -207,12 +206,6 @@ impl LayerConfig {
         assert!(
             self.recompute != Recompute::Segments(0),
             "Layer: Recompute::Segments(0): a sequence is cut into one segment at least"
-        );
-        assert!(
-            self.proj_size == 0 || self.recompute == Recompute::Off,
-            "Layer: recompute ({:?}) is not implemented for an LSTM with proj_size {}",
-            self.recompute,
-            self.proj_size
         );
         assert!(
             self.dropout == 0.0 || self.num_layers > 1,

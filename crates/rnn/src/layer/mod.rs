@@ -118,7 +118,7 @@ impl<T: Float, C: Cell<T>> Layer<T, C> {
     /// output) disagree with `config`, two parameters get one name, or a cell
     /// without a fused kernel uses a parameter in `step` that its `named_params()` does not list
     /// (found by running one step at build time), which no optimizer or file would see; or if
-    /// `recompute` is `Segments(0)`, or set with `proj_size` (not implemented there).
+    /// `recompute` is `Segments(0)`.
     #[track_caller]
     pub fn new(
         config: LayerConfig,

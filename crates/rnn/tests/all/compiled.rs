@@ -346,8 +346,8 @@ fn several_blocks_of_rows_match_composed() {
 }
 
 /// Tied weights: one W for x_t and the state (input size = hidden size), and one bias in the
-/// hoisted part and the per-step part, so a parameter gets gradient both from the tape
-/// (the hoisted x_t W) and from the compiled node (a per-step source).
+/// hoisted part and the per-step part, so a parameter gets gradient both from the hoisted
+/// x_t W (each chunk's own tape) and from the per-step part (a source), summed in the node.
 ///   h' = tanh((x_t Wᵀ + b) + (h Wᵀ + b) ⊙ σ(h Wᵀ))
 struct Tied<T: Float> {
     w: Param<T>,

@@ -303,18 +303,51 @@ fn zero_segments_are_refused_and_old_configs_load_without_recompute() {
     assert_eq!(back, sqrt);
 }
 
-/// An LSTM with `proj_size` (whose kernel does not implement recompute) refuses it when
-/// built, rather than keep every step unasked.
+/// The LSTM with `proj_size` (its own fused kernel) recomputes with the same bits as keeping
+/// everything, for any segments, bidirectional and stacked, with lengths, across chunks (700
+/// steps of 3 rows: chunks of 341); and agrees with its composed path.
 #[test]
-fn recompute_is_refused_with_proj_size() {
-    let config = LayerConfig::new(3, 4).recompute(Recompute::Sqrt);
-    let msg = panic_message(|| {
-        Layer::<f64, _>::lstm(config.clone().proj_size(2), &mut Rng::seed_from_u64(0))
-    });
-    assert!(
-        msg.contains("not implemented for an LSTM with proj_size 2"),
-        "{msg}"
-    );
+fn a_projected_lstm_recomputes_with_the_same_bits() {
+    let lstm = |cut, fused: bool, x: &Tensor<f64>, lengths: &[usize]| {
+        let config = LayerConfig::new(4, 6)
+            .proj_size(3)
+            .num_layers(2)
+            .bidirectional(true)
+            .recompute(cut);
+        let layer = Layer::<f64, _>::lstm(config, &mut Rng::seed_from_u64(21));
+        layer.set_fused(fused);
+        layer.set_compiled(false);
+        run(&layer, x, Some(lengths))
+    };
+    for (seq, lengths, cuts) in [
+        (
+            37,
+            &[37, 20, 1][..],
+            &[
+                Recompute::Segments(2),
+                Recompute::Segments(36),
+                Recompute::Segments(1000),
+                Recompute::Sqrt,
+            ][..],
+        ),
+        (700, &[700, 683, 5][..], &[Recompute::Sqrt][..]),
+    ] {
+        let x = Tensor::rand_normal(&[seq, 3, 4], 0.0, 1.0, &mut Rng::seed_from_u64(seq as u64));
+        let kept = lstm(Recompute::Off, true, &x, lengths);
+        for &cut in cuts {
+            for (k, (a, b)) in lstm(cut, true, &x, lengths).iter().zip(&kept).enumerate() {
+                assert_eq!(a.to_vec(), b.to_vec(), "{seq} steps, {cut:?}: result {k}");
+            }
+        }
+        let composed = lstm(Recompute::Off, false, &x, lengths);
+        for (k, (a, b)) in kept.iter().zip(&composed).enumerate() {
+            let diff = relative_diff(a, b);
+            assert!(
+                diff < 1e-11,
+                "{seq} steps: result {k} differs from composed by {diff:e}"
+            );
+        }
+    }
 }
 
 /// A cell of your own, compiled, recomputes with the same bits as keeping everything, on one
@@ -459,5 +492,48 @@ fn a_hundred_thousand_steps_train_on_every_path() {
         assert_eq!(dx.shape(), [steps, 1, 2], "{path}");
         assert!(dx.to_vec().iter().all(|v| v.is_finite()), "{path}");
         assert!(layer.params().iter().all(|p| p.grad().is_some()), "{path}");
+    }
+}
+
+/// With `retain_graph`, a compiled layer's backward runs twice and gives the same gradients
+/// both times, with and without recompute (the node keeps each chunk's input products for
+/// the second run, instead of dropping them as the first goes by); without it, a second run
+/// is refused.
+#[test]
+fn a_compiled_backward_runs_twice_with_retain_graph() {
+    let x = Tensor::rand_normal(&[40, 3, 4], 0.0, 1.0, &mut Rng::seed_from_u64(12));
+    for cut in [Recompute::Off, Recompute::Segments(3)] {
+        let config = LayerConfig::new(4, 5).bidirectional(true).recompute(cut);
+        let layer = Layer::new(config, &mut Rng::seed_from_u64(1), |input, rng| {
+            Mgu::<f64>::new(input, 5, rng)
+        });
+        let paths = layer.explain();
+        assert!(
+            matches!(paths[0].2, rnn::Path::Compiled { .. }),
+            "{paths:?}"
+        );
+        let tape = Tape::new();
+        tape.set_retain_graph(true);
+        let xv = tape.var(x.clone());
+        let loss = layer.forward(&xv).output.square().sum_all();
+        let wrt: Vec<Var<f64>> = std::iter::once(xv.clone())
+            .chain(layer.params().iter().map(|p| tape.param(p)))
+            .collect();
+        let wrt: Vec<&Var<f64>> = wrt.iter().collect();
+        let seed = [Tensor::from_vec(vec![1.0], &[])];
+        let first = autograd::grad(&[&loss], &seed, &wrt);
+        let second = autograd::grad(&[&loss], &seed, &wrt);
+        assert!(first.iter().all(Option::is_some), "{cut:?}");
+        for (k, (a, b)) in first.iter().zip(&second).enumerate() {
+            let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
+            assert_eq!(a.to_vec(), b.to_vec(), "{cut:?}: gradient {k}");
+        }
+        tape.set_retain_graph(false);
+        let _ = autograd::grad(&[&loss], &seed, &wrt);
+        let msg = panic_message(|| autograd::grad(&[&loss], &seed, &wrt));
+        assert!(
+            msg.contains("differentiated by an earlier backward"),
+            "{cut:?}: {msg}"
+        );
     }
 }
