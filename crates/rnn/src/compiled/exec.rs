@@ -1102,7 +1102,7 @@ impl<T: Float> Exec<T> {
                     .as_ref()
                     .or(kept.chunks.get(c).and_then(Option::as_ref));
                 let made = made.expect("made in the forward or the recompute");
-                self.pre_backward(made, &hoisted_grads, &mut dx, &mut pre_grads);
+                self.pre_backward(made, &mut hoisted_grads, &mut dx, &mut pre_grads);
             }
         }
         let mut grads: Vec<Option<Tensor<T>>> = vec![None; needs.len()];
@@ -1191,7 +1191,7 @@ impl<T: Float> Exec<T> {
     fn pre_backward(
         &self,
         made: &PreChunk<T>,
-        grads: &[Vec<T>],
+        grads: &mut [Vec<T>],
         dx: &mut [T],
         pre_grads: &mut [Option<Tensor<T>>],
     ) {
@@ -1200,13 +1200,14 @@ impl<T: Float> Exec<T> {
         };
         let p = &*self.prog;
         let rows = made.times.len() * self.batch;
-        // Pooled (a plain vector would add a buffer to the pool per chunk).
-        let seeds: Vec<Tensor<T>> = (grads.iter().zip(&p.hoisted))
+        // The chunk's gradient buffers become the seeds, and pooled ones (those of the chunk
+        // before, once dropped) take their places: no copy, and nothing added to the pool.
+        let seeds: Vec<Tensor<T>> = (grads.iter_mut().zip(&p.hoisted))
             .map(|(g, &(_, s))| {
-                let w = p.width[s];
-                let mut seed = Buffer::for_overwrite(rows * w);
-                seed.copy_from_slice(&g[..rows * w]);
-                Tensor::from_vec(seed.into_vec(), &[rows, w])
+                let fresh = Buffer::for_overwrite(g.len()).into_vec();
+                let mut seed = std::mem::replace(g, fresh);
+                seed.truncate(rows * p.width[s]);
+                Tensor::from_vec(seed, &[rows, p.width[s]])
             })
             .collect();
         let inputs: Vec<&Var<T>> = x.iter().chain(leaves.iter().map(|(_, v)| v)).collect();
