@@ -772,7 +772,8 @@ impl<T: Float> Exec<T> {
                 kept.bounds.push(state.clone());
             }
             if k.is_multiple_of(self.chunk) {
-                // Kept for the backward, or (recompute, inference) made again when needed.
+                // Kept for the backward; with recompute made again when it needs them, and in
+                // inference dropped once their steps have run.
                 let grad = self.keep && !recompute;
                 kept.chunks.extend(chunk.take().filter(|_| grad).map(Some));
                 chunk = Some(self.pre_chunk(k / self.chunk, grad));
