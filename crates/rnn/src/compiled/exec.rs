@@ -47,7 +47,7 @@ use tensor::{Float, Tensor};
 
 use super::build::instr_out;
 use super::{Instr, Operand, PreArg, PreOp, Program, Source};
-use crate::fused::{chunk_steps, running};
+use crate::fused::{chunk_steps, running, time_at, times_at};
 use crate::Recompute;
 
 /// A block holds at most this many elements (rows × all slots' widths), unless one row is
@@ -72,45 +72,19 @@ pub(crate) fn run<T: Float>(
     let (steps, batch) = (x.shape()[0], x.shape()[1]);
     let tape = x.tape();
     let x_rows = x.reshape(&[steps * batch, x.shape()[2]]);
-    // Which values of the hoisted part depend on x (the rest are parameter-only).
-    let mut x_dep = vec![false; program.pre.len()];
-    for (k, op) in program.pre.iter().enumerate() {
-        x_dep[k] = match op {
-            PreOp::X => true,
-            PreOp::Param(_) => false,
-            PreOp::Op(_, args) => (args.iter()).any(|a| matches!(a, PreArg::Pre(j) if x_dep[*j])),
-        };
-    }
     // The parameter-only part, on the caller's tape (its backward is the tape's); the
     // x-dependent part runs in the node, a chunk at a time.
     let mut pre: Vec<Option<Var<T>>> = Vec::with_capacity(program.pre.len());
     for (k, op) in program.pre.iter().enumerate() {
         let v = match op {
-            _ if x_dep[k] => None,
+            _ if program.x_dep[k] => None,
             PreOp::X => unreachable!("x is x-dependent"),
             PreOp::Param(k) => Some(tape.param(&program.params[*k])),
-            PreOp::Op(prim, args) => {
-                let args: Vec<Var<T>> = (args.iter())
-                    .map(|a| match a {
-                        PreArg::Pre(k) => pre[*k].clone().expect("parameter-only"),
-                        PreArg::Const(t) => tape.constant(t.clone()),
-                    })
-                    .collect();
-                Some(prim.apply(&args.iter().collect::<Vec<_>>()))
-            }
+            PreOp::Op(prim, args) => Some(apply_pre(tape, prim, args, |j| {
+                pre[j].clone().expect("parameter-only")
+            })),
         };
         pre.push(v);
-    }
-    // The parameter-only values the x-dependent ops read: leaves of each chunk's tape.
-    let mut read_by_x = vec![false; program.pre.len()];
-    for (k, op) in program.pre.iter().enumerate() {
-        if let (PreOp::Op(_, args), true) = (op, x_dep[k]) {
-            for a in args {
-                if let PreArg::Pre(j) = a {
-                    read_by_x[*j] |= !x_dep[*j];
-                }
-            }
-        }
     }
     // The node's inputs: x's rows (if the step reads anything x-dependent), the initial
     // state, then each parameter-only value the node reads, once.
@@ -133,7 +107,7 @@ pub(crate) fn run<T: Float>(
             Source::Const(_) => None,
         })
         .collect();
-    for k in (0..program.pre.len()).filter(|&k| read_by_x[k]) {
+    for k in (0..program.pre.len()).filter(|&k| program.read_by_x[k]) {
         input_of(k, &mut vars);
     }
     let needs: Vec<bool> = vars.iter().map(Var::requires_grad).collect();
@@ -161,8 +135,7 @@ pub(crate) fn run<T: Float>(
         steps,
         batch,
         x_rows: x_input.map(|_| x_rows.value().contiguous()),
-        x_dep,
-        pre_values: (pre.iter().zip(&read_by_x))
+        pre_values: (pre.iter().zip(&program.read_by_x))
             .map(|(v, &read)| v.as_ref().filter(|_| read).map(|v| v.value().contiguous()))
             .collect(),
         pre_input,
@@ -211,6 +184,23 @@ pub(crate) fn run<T: Float>(
         })
         .collect();
     (output, finals)
+}
+
+/// `prim` replayed on `tape`, on earlier values of the hoisted part (`value(k)`) and
+/// constants.
+fn apply_pre<T: Float>(
+    tape: &Tape<T>,
+    prim: &autograd::Prim<T>,
+    args: &[PreArg<T>],
+    value: impl Fn(usize) -> Var<T>,
+) -> Var<T> {
+    let args: Vec<Var<T>> = (args.iter())
+        .map(|a| match a {
+            PreArg::Pre(k) => value(*k),
+            PreArg::Const(t) => tape.constant(t.clone()),
+        })
+        .collect();
+    prim.apply(&args.iter().collect::<Vec<_>>())
 }
 
 /// The loops, compiled once, here, for `f32` and `f64`.
@@ -318,8 +308,6 @@ struct Exec<T: Float> {
     batch: usize,
     /// The input's rows, `[T·B, I]`, if the step reads x-dependent values.
     x_rows: Option<Tensor<T>>,
-    /// Per value of the hoisted part: whether it depends on x.
-    x_dep: Vec<bool>,
     /// Per value of the hoisted part: the parameter-only ones that x-dependent ones read.
     pre_values: Vec<Option<Tensor<T>>>,
     /// Per value of the hoisted part: its place among the node's inputs, if it is one.
@@ -624,10 +612,7 @@ impl<T: Float> Exec<T> {
 
     /// The time step at position `k` of this direction's order.
     fn time(&self, k: usize) -> usize {
-        match self.reverse {
-            true => self.steps - 1 - k,
-            false => k,
-        }
+        time_at(self.steps, self.reverse, k)
     }
 
     /// Whether the forward keeps only segment boundaries, and the backward recomputes.
@@ -638,10 +623,7 @@ impl<T: Float> Exec<T> {
     /// The time steps of chunk `c` (positions `c·K..` of this direction's order).
     fn chunk_times(&self, c: usize) -> Range<usize> {
         let ks = c * self.chunk..((c + 1) * self.chunk).min(self.steps);
-        match self.reverse {
-            true => self.steps - ks.end..self.steps - ks.start,
-            false => ks,
-        }
+        times_at(self.steps, self.reverse, ks)
     }
 
     /// Chunk `c`'s x-dependent values, replayed on a tape of their own: x's rows and the
@@ -680,19 +662,11 @@ impl<T: Float> Exec<T> {
                     }
                     Some(v)
                 }
-                _ if !self.x_dep[k] => None,
+                _ if !p.x_dep[k] => None,
                 (PreOp::X, _) => Some(x.clone()),
-                (PreOp::Op(prim, args), _) => {
-                    let args: Vec<Var<T>> = (args.iter())
-                        .map(|a| match a {
-                            PreArg::Pre(j) => {
-                                values[*j].clone().expect("read by an x-dependent op")
-                            }
-                            PreArg::Const(t) => tape.constant(t.clone()),
-                        })
-                        .collect();
-                    Some(prim.apply(&args.iter().collect::<Vec<_>>()))
-                }
+                (PreOp::Op(prim, args), _) => Some(apply_pre(&tape, prim, args, |j| {
+                    values[j].clone().expect("read by an x-dependent op")
+                })),
                 (PreOp::Param(_), _) => unreachable!("a parameter does not depend on x"),
             };
         }

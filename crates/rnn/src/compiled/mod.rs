@@ -108,6 +108,11 @@ pub(crate) struct Program<T: Float> {
     /// The parameters the step uses, in the order they entered the trace ([`PreOp::Param`]).
     params: Vec<Param<T>>,
     pre: Vec<PreOp<T>>,
+    /// Per value of `pre`: whether it depends on x (made by the node a chunk of steps at a
+    /// time), or is parameter-only (made once per sequence on the caller's tape); and, for the
+    /// parameter-only ones, whether an x-dependent op reads it (a leaf of the chunks' tapes).
+    x_dep: Vec<bool>,
+    read_by_x: Vec<bool>,
     sources: Vec<Source<T>>,
     /// `(pre value, slot)`: x-dependent values the step reads, one step's rows at a time.
     hoisted: Vec<(usize, usize)>,
@@ -128,6 +133,8 @@ impl<T: Float> Program<T> {
         Program {
             params: vec![],
             pre: vec![],
+            x_dep: vec![],
+            read_by_x: vec![],
             sources: vec![],
             hoisted: vec![],
             state_in: vec![],
@@ -159,8 +166,27 @@ impl<T: Float> Program<T> {
     }
 
     /// Lays the slots out (those nothing reads or writes any more, such as a product folded
-    /// into the sum it fed, take no room) and marks the ones whose values the backward reads.
+    /// into the sum it fed, take no room), marks the ones whose values the backward reads, and
+    /// which values of `pre` depend on x.
     fn finish(&mut self) {
+        self.x_dep = vec![false; self.pre.len()];
+        self.read_by_x = vec![false; self.pre.len()];
+        for (k, op) in self.pre.iter().enumerate() {
+            self.x_dep[k] = match op {
+                PreOp::X => true,
+                PreOp::Param(_) => false,
+                PreOp::Op(_, args) => {
+                    (args.iter()).any(|a| matches!(a, PreArg::Pre(j) if self.x_dep[*j]))
+                }
+            };
+            if let (PreOp::Op(_, args), true) = (op, self.x_dep[k]) {
+                for a in args {
+                    if let PreArg::Pre(j) = a {
+                        self.read_by_x[*j] |= !self.x_dep[*j];
+                    }
+                }
+            }
+        }
         let mut used = vec![false; self.width.len()];
         for instr in &self.instrs {
             for s in build::instr_operands(instr) {

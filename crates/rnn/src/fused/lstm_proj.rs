@@ -42,7 +42,7 @@ use tensor::{Float, Tensor};
 
 use super::grads::column_sums;
 use super::lstm::{cell_backward, cell_forward};
-use super::seq::{add_to_rows, running};
+use super::seq::{add_to_rows, running, time_at, times_at};
 use super::{chunk_steps, node_inputs, slice, Direction};
 
 /// One direction's inputs, owned so that the backward can read them later.
@@ -87,10 +87,7 @@ impl<T: Float> Inputs<T> {
 
     /// The time step at position `k` of this direction's order.
     fn time(&self, k: usize) -> usize {
-        match self.reverse {
-            true => self.dims().steps - 1 - k,
-            false => k,
-        }
+        time_at(self.dims().steps, self.reverse, k)
     }
 
     /// Whether sequence `b` is still running at time `t`.
@@ -465,10 +462,7 @@ fn input_grads<T: Float>(
         let k = end - 1;
         let (seg_start, chunk_start) = (k / s.segment * s.segment, k / chunk_len * chunk_len);
         let start = seg_start.max(chunk_start);
-        let times = |ks: Range<usize>| match s.reverse {
-            true => steps - ks.end..steps - ks.start,
-            false => ks,
-        };
+        let times = |ks: Range<usize>| times_at(steps, s.reverse, ks);
         if recompute && (k % s.segment == s.segment - 1 || k == steps - 1) {
             // Entering a segment: its forward again, from the state that entered it.
             let [mut h, mut c] = saved.bounds[k / s.segment].clone();

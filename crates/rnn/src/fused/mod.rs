@@ -83,7 +83,7 @@ pub(crate) use backward::chunk_steps;
 use loops::forward;
 pub(crate) use pack::PackCache;
 use pack::{pack_step_weights, pack_t, Packs};
-pub(crate) use seq::{running, step_order};
+pub(crate) use seq::{running, step_order, time_at, times_at};
 use seq::{Forward, Saved, Seq};
 use split::forward_by_rows;
 pub use tensor::pool::release_buffers;

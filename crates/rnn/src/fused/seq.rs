@@ -18,7 +18,23 @@ use super::split::Halves;
 
 /// The time steps `0..steps` in a direction's order: from the end if `reverse`.
 pub(crate) fn step_order(steps: usize, reverse: bool) -> impl DoubleEndedIterator<Item = usize> {
-    (0..steps).map(move |k| if reverse { steps - 1 - k } else { k })
+    (0..steps).map(move |k| time_at(steps, reverse, k))
+}
+
+/// The time step at position `k` of a direction's order over `steps` steps.
+pub(crate) fn time_at(steps: usize, reverse: bool, k: usize) -> usize {
+    match reverse {
+        true => steps - 1 - k,
+        false => k,
+    }
+}
+
+/// The time steps at positions `ks` of a direction's order, as a range of time.
+pub(crate) fn times_at(steps: usize, reverse: bool, ks: Range<usize>) -> Range<usize> {
+    match reverse {
+        true => steps - ks.end..steps - ks.start,
+        false => ks,
+    }
 }
 
 /// Whether sequence `b` is still running at time `t`, given each sequence's length (all
@@ -91,20 +107,12 @@ impl<'a, T: Float> Seq<'a, T> {
 
     /// The time step at position `k` of the visiting order.
     pub fn time(&self, k: usize) -> usize {
-        if self.reverse {
-            self.steps - 1 - k
-        } else {
-            k
-        }
+        time_at(self.steps, self.reverse, k)
     }
 
     /// The time steps at positions `ks` of the visiting order, as a range of time.
     pub fn times(&self, ks: Range<usize>) -> Range<usize> {
-        if self.reverse {
-            self.steps - ks.end..self.steps - ks.start
-        } else {
-            ks
-        }
+        times_at(self.steps, self.reverse, ks)
     }
 
     /// Whether the forward keeps every step's activations (training without recompute).
