@@ -120,6 +120,23 @@ fn cases(paths: &[Path]) -> Vec<(Path, usize, &'static str)> {
         .collect()
 }
 
+/// Every result of `a` equals `b`'s, value for value (`what` names the runs).
+fn assert_same(a: &[Tensor<f64>], b: &[Tensor<f64>], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: how many results");
+    for (k, (a, b)) in a.iter().zip(b).enumerate() {
+        assert_eq!(a.to_vec(), b.to_vec(), "{what}: result {k}");
+    }
+}
+
+/// Every result of `a` within 1e-11 of `b`'s, relative to the largest magnitude in `b`'s.
+fn assert_close(a: &[Tensor<f64>], b: &[Tensor<f64>], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: how many results");
+    for (k, (a, b)) in a.iter().zip(b).enumerate() {
+        let diff = relative_diff(a, b);
+        assert!(diff < 1e-11, "{what}: result {k} differs by {diff:e}");
+    }
+}
+
 /// The largest difference between `a` and `b`, relative to the largest magnitude in `b`.
 fn relative_diff(a: &Tensor<f64>, b: &Tensor<f64>) -> f64 {
     assert_eq!(a.shape(), b.shape());
@@ -148,13 +165,11 @@ fn sequences_longer_than_a_chunk_match_the_composed_path() {
             |run| {
                 let composed = run(Path::Composed);
                 for path in WHOLE {
-                    for (k, (a, b)) in run(path).iter().zip(&composed).enumerate() {
-                        let diff = relative_diff(a, b);
-                        assert!(
-                            diff < 1e-11,
-                            "{name} {path:?}: result {k} differs by {diff:e}"
-                        );
-                    }
+                    assert_close(
+                        &run(path),
+                        &composed,
+                        &format!("{name} {path:?} against composed"),
+                    );
                 }
             },
             &x,
@@ -185,13 +200,7 @@ fn recompute_gives_the_same_bits_for_any_segments() {
         for cut in cuts {
             let config = base.clone().recompute(cut);
             let recomputed = with_layer(cell, config, |run| run(path), &x, Some(&lengths));
-            for (k, (a, b)) in recomputed.iter().zip(&kept).enumerate() {
-                assert_eq!(
-                    a.to_vec(),
-                    b.to_vec(),
-                    "{name} {path:?} {cut:?}: result {k}"
-                );
-            }
+            assert_same(&recomputed, &kept, &format!("{name} {path:?} {cut:?}"));
         }
     }
 }
@@ -208,13 +217,7 @@ fn recompute_gives_the_same_bits_across_chunks() {
             let kept = with_layer(cell, base.clone(), |run| run(path), &x, lengths);
             let config = base.recompute(Recompute::Sqrt);
             let recomputed = with_layer(cell, config, |run| run(path), &x, lengths);
-            for (k, (a, b)) in recomputed.iter().zip(&kept).enumerate() {
-                assert_eq!(
-                    a.to_vec(),
-                    b.to_vec(),
-                    "{name} {path:?} {lengths:?}: result {k}"
-                );
-            }
+            assert_same(&recomputed, &kept, &format!("{name} {path:?} {lengths:?}"));
         }
     }
 }
@@ -244,13 +247,7 @@ fn recompute_on_two_threads_splits_the_batch_with_the_same_bits() {
             })
             .collect();
         for (i, other) in runs.iter().enumerate().skip(1) {
-            for (k, (a, b)) in other.iter().zip(&runs[0]).enumerate() {
-                assert_eq!(
-                    a.to_vec(),
-                    b.to_vec(),
-                    "{name} {path:?} run {i}: result {k}"
-                );
-            }
+            assert_same(other, &runs[0], &format!("{name} {path:?} run {i}"));
         }
         let composed = with_layer(
             cell,
@@ -259,13 +256,11 @@ fn recompute_on_two_threads_splits_the_batch_with_the_same_bits() {
             &x,
             Some(&lengths),
         );
-        for (k, (a, b)) in runs[0].iter().zip(&composed).enumerate() {
-            let diff = relative_diff(a, b);
-            assert!(
-                diff < 1e-11,
-                "{name} {path:?}: result {k} differs from composed by {diff:e}"
-            );
-        }
+        assert_close(
+            &runs[0],
+            &composed,
+            &format!("{name} {path:?} against composed"),
+        );
     }
 }
 
@@ -335,18 +330,14 @@ fn a_projected_lstm_recomputes_with_the_same_bits() {
         let x = Tensor::rand_normal(&[seq, 3, 4], 0.0, 1.0, &mut Rng::seed_from_u64(seq as u64));
         let kept = lstm(Recompute::Off, true, &x, lengths);
         for &cut in cuts {
-            for (k, (a, b)) in lstm(cut, true, &x, lengths).iter().zip(&kept).enumerate() {
-                assert_eq!(a.to_vec(), b.to_vec(), "{seq} steps, {cut:?}: result {k}");
-            }
-        }
-        let composed = lstm(Recompute::Off, false, &x, lengths);
-        for (k, (a, b)) in kept.iter().zip(&composed).enumerate() {
-            let diff = relative_diff(a, b);
-            assert!(
-                diff < 1e-11,
-                "{seq} steps: result {k} differs from composed by {diff:e}"
+            assert_same(
+                &lstm(cut, true, &x, lengths),
+                &kept,
+                &format!("{seq} steps, {cut:?}"),
             );
         }
+        let composed = lstm(Recompute::Off, false, &x, lengths);
+        assert_close(&kept, &composed, &format!("{seq} steps against composed"));
     }
 }
 
@@ -379,13 +370,11 @@ fn a_compiled_cell_of_your_own_recomputes_with_the_same_bits() {
         (Recompute::Sqrt, 2),
         (Recompute::Off, 2),
     ] {
-        for (k, (a, b)) in mgu(cut, threads).iter().zip(&kept).enumerate() {
-            assert_eq!(
-                a.to_vec(),
-                b.to_vec(),
-                "{cut:?} on {threads} threads: result {k}"
-            );
-        }
+        assert_same(
+            &mgu(cut, threads),
+            &kept,
+            &format!("{cut:?} on {threads} threads"),
+        );
     }
 }
 
@@ -415,9 +404,7 @@ fn recompute_on_the_composed_path_gives_the_same_bits() {
             let config = base.clone().recompute(cut);
             let recomputed =
                 with_layer(cell, config, |run| run(Path::Composed), &x, Some(&lengths));
-            for (k, (a, b)) in recomputed.iter().zip(&kept).enumerate() {
-                assert_eq!(a.to_vec(), b.to_vec(), "{name} {cut:?}: result {k}");
-            }
+            assert_same(&recomputed, &kept, &format!("{name} {cut:?}"));
         }
     }
     let mgu = |cut| {
@@ -429,9 +416,7 @@ fn recompute_on_the_composed_path_gives_the_same_bits() {
         run(&layer, &x, Some(&lengths))
     };
     let kept = mgu(Recompute::Off);
-    for (k, (a, b)) in mgu(Recompute::Segments(4)).iter().zip(&kept).enumerate() {
-        assert_eq!(a.to_vec(), b.to_vec(), "mgu: result {k}");
-    }
+    assert_same(&mgu(Recompute::Segments(4)), &kept, "mgu");
 }
 
 /// A cell that draws in `step`: the re-run draws the forward's masks again (so the gradients
@@ -455,13 +440,8 @@ fn recompute_redraws_what_the_forward_drew_and_leaves_the_generator_alone() {
         all
     };
     let kept = train(Recompute::Off);
-    for (k, (a, b)) in train(Recompute::Segments(3)).iter().zip(&kept).enumerate() {
-        assert_eq!(
-            a.to_vec(),
-            b.to_vec(),
-            "result {k} (the last: the generator)"
-        );
-    }
+    let what = "Segments(3) (the last result: the generator)";
+    assert_same(&train(Recompute::Segments(3)), &kept, what);
 }
 
 /// A forward and backward over 100,000 steps completes on every path (the fused kernel and
